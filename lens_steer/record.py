@@ -1,0 +1,336 @@
+"""Streaming neuron statistics: run a model over text in K languages and accumulate, inside hooks, what LAPE and the
+p_max / p_median factors need. Memory is O(layers x d_mlp x languages): activations are never cached.
+
+Per language the recorder
+
+1. tokenises every sentence on its own (no chat template; BOS prepended when the model uses one),
+2. keeps whole sentences, in corpus order, up to the token budget,
+3. runs them in length-sorted, padded batches with an explicit ``padding_side`` and ``attention_mask``,
+4. counts, per layer and neuron, the real tokens whose value is > 0 (BOS and pads excluded), sums the value and
+   its square, and keeps the per-sentence mean of the first N sentences with at least ``min_sentence_tokens``
+   counted tokens (the same N for every language).
+
+Sites (``site=``): ``act`` (default) is the paper's neuron value ``act_fn(gate)``; it counts as > 0 exactly when
+``hook_pre > 0``. ``post`` is TransformerLens's ``mlp.hook_post`` (``act_fn(gate) * up`` for gated MLPs).
+
+Every finished language is written to ``RUN_DIR/partial/<lang>.safetensors``; a restarted run with the same
+settings skips it (per-language resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lens_steer import __version__
+from lens_steer.errors import LensSteerError
+from lens_steer.models import MLPSite, describe_mlp, model_identity
+from lens_steer.paths import atomic_path
+from lens_steer.stats import Stats
+
+SITES = ("act", "post")
+_ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """Settings that decide the numbers; two runs with equal configs give equal statistics.
+
+    Attributes:
+        site: ``act`` (act_fn(gate), counted as hook_pre > 0) or ``post`` (mlp.hook_post).
+        batch_size: sentences per forward.
+        padding_side: ``right`` or ``left``; results are identical, it only changes the padded layout.
+        max_tokens: per-language budget of counted tokens, whole sentences only (None = all).
+        n_sentence_means: N, how many per-sentence means to keep per language (cut to what every language has).
+        min_sentence_tokens: a sentence needs this many counted tokens for its mean to be kept.
+        max_length: longer sentences are truncated to this many tokens (BOS included).
+    """
+
+    site: str = "act"
+    batch_size: int = 16
+    padding_side: str = "right"
+    max_tokens: int | None = None
+    n_sentence_means: int = 100
+    min_sentence_tokens: int = 8
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise LensSteerError(f"unknown site {self.site!r}; use one of {', '.join(SITES)}")
+        if self.padding_side not in ("left", "right"):
+            raise LensSteerError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
+        if self.batch_size < 1:
+            raise LensSteerError(f"batch size must be >= 1, not {self.batch_size}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise LensSteerError(f"--max-tokens must be >= 1, not {self.max_tokens}")
+        if self.n_sentence_means < 0 or self.min_sentence_tokens < 1 or self.max_length < 2:
+            raise LensSteerError("n_sentence_means must be >= 0, min_sentence_tokens >= 1 and max_length >= 2")
+
+
+@dataclass
+class _Tokenised:
+    ids: list[list[int]]  # per kept sentence, BOS included when used
+    n_counted: list[int]  # counted tokens per sentence (BOS excluded)
+
+
+def tokenise(bridge: Any, sentences: Sequence[str], config: RecordConfig) -> _Tokenised:
+    """Tokenise sentences one by one, prepend BOS when the model uses it, and apply the token budget."""
+    tok = bridge.tokenizer
+    bos = _bos_id(bridge)
+    ids: list[list[int]] = []
+    counted: list[int] = []
+    total = 0
+    for text in sentences:
+        piece = tok(text, add_special_tokens=False)["input_ids"]
+        row = ([bos] if bos is not None else []) + list(piece)
+        row = row[: config.max_length]
+        n = len(row) - (1 if bos is not None else 0)
+        if n <= 0:
+            continue
+        if config.max_tokens is not None and total + n > config.max_tokens:
+            break  # whole sentences only: the budget is never exceeded
+        ids.append(row)
+        counted.append(n)
+        total += n
+    return _Tokenised(ids, counted)
+
+
+def _bos_id(bridge: Any) -> int | None:
+    if not getattr(bridge.cfg, "default_prepend_bos", False):
+        return None
+    return getattr(bridge.tokenizer, "bos_token_id", None)
+
+
+def _pad_id(bridge: Any) -> int:
+    tok = bridge.tokenizer
+    for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def make_batch(rows: Sequence[Sequence[int]], pad_id: int, padding_side: str,
+               skip_first: bool) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
+    """Pad rows into ``(input_ids, attention_mask, counted)``; ``counted`` excludes pads and (if ``skip_first``) BOS.
+
+    >>> ids, attn, counted = make_batch([[5, 6, 7], [5, 8]], pad_id=0, padding_side="left", skip_first=True)
+    >>> ids.tolist(), attn.tolist(), counted.tolist()
+    ([[5, 6, 7], [0, 5, 8]], [[1, 1, 1], [0, 1, 1]], [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    counted = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        start = width - len(row) if padding_side == "left" else 0
+        ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+        attn[i, start : start + len(row)] = 1
+        counted[i, start + (1 if skip_first else 0) : start + len(row)] = 1.0
+    return ids, attn, counted
+
+
+class _Accumulator:
+    """Per-language running statistics, filled by hooks."""
+
+    def __init__(self, site: MLPSite, n_keep: int):
+        layers, d = site.n_layers, site.d_mlp
+        self.over_zero = torch.zeros(layers, d, dtype=torch.float64)
+        self.act_sum = torch.zeros(layers, d, dtype=torch.float64)
+        self.act_sqsum = torch.zeros(layers, d, dtype=torch.float64)
+        self.sent_means = torch.zeros(n_keep, layers, d, dtype=torch.float32)
+        # Set per batch by the driver loop: the counted mask and which rows keep their sentence mean (and where).
+        self.counted: Tensor = torch.zeros(0)
+        self.keep_rows: Tensor = torch.zeros(0, dtype=torch.long)
+        self.keep_slots: Tensor = torch.zeros(0, dtype=torch.long)
+
+    def add(self, layer: int, value: Float[Tensor, "batch pos d_mlp"], fires: Tensor) -> None:
+        mask = self.counted.to(value.device)  # [batch, pos]
+        # einsum reduces over batch and position as one matmul; cheaper than materialising masked copies.
+        self.over_zero[layer] += torch.einsum("bpd,bp->d", fires.float(), mask).double().cpu()
+        v = value.float()
+        self.act_sum[layer] += torch.einsum("bpd,bp->d", v, mask).double().cpu()
+        self.act_sqsum[layer] += torch.einsum("bpd,bp->d", v * v, mask).double().cpu()
+        if self.keep_rows.numel():
+            rows = self.keep_rows.to(value.device)
+            m = mask[rows]  # [keep, pos]
+            means = torch.einsum("kpd,kp->kd", v[rows], m) / m.sum(dim=1, keepdim=True)
+            self.sent_means[self.keep_slots, layer] = means.cpu()
+
+
+def _hooks(site: MLPSite, config: RecordConfig, acc: _Accumulator) -> list[tuple[str, Callable[..., None]]]:
+    act_fn = _ACT_FNS[site.act_fn]
+
+    def from_pre(pre: Tensor, hook: Any) -> None:  # gate pre-activation: value = act_fn(pre), fires = pre > 0
+        acc.add(hook.layer(), act_fn(pre.float()), pre > 0)
+
+    def from_post(post: Tensor, hook: Any) -> None:  # the down_proj input itself
+        acc.add(hook.layer(), post, post > 0)
+
+    if config.site == "act":
+        return [(site.name("hook_pre", layer), from_pre) for layer in range(site.n_layers)]
+    return [(site.name("hook_post", layer), from_post) for layer in range(site.n_layers)]
+
+
+def _run_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
+                  desc: str, progress: bool) -> dict[str, Tensor]:
+    """Record one language; ``keep`` lists the sentence indices whose means are kept (slot = position in keep)."""
+    acc = _Accumulator(site, len(keep))
+    slot_of = {s: i for i, s in enumerate(keep)}
+    # Length-sorted batches waste few pad slots; the sort is stable so equal lengths keep corpus order.
+    order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
+    pad_id, skip_first = _pad_id(bridge), _bos_id(bridge) is not None
+    device = next(bridge.parameters()).device
+    hooks = _hooks(site, config, acc)
+    bar = tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False)
+    with torch.inference_mode(), bridge.hooks(fwd_hooks=hooks):
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            ids, attn, counted = make_batch([data.ids[i] for i in batch], pad_id, config.padding_side, skip_first)
+            acc.counted = counted.to(device)
+            rows = [r for r, i in enumerate(batch) if i in slot_of]
+            acc.keep_rows = torch.tensor(rows, dtype=torch.long)
+            acc.keep_slots = torch.tensor([slot_of[batch[r]] for r in rows], dtype=torch.long)
+            bridge(ids.to(device), attention_mask=attn.to(device), return_type=None, logits_to_keep=1)
+            bar.update(int(counted.sum()))
+    bar.close()
+    return {
+        "over_zero": acc.over_zero.round().to(torch.int64),
+        "n_tokens": torch.tensor(sum(data.n_counted), dtype=torch.int64),
+        "n_sentences": torch.tensor(len(data.ids), dtype=torch.int64),
+        "act_sum": acc.act_sum,
+        "act_sqsum": acc.act_sqsum,
+        "sent_means": acc.sent_means,
+    }
+
+
+def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig | None = None,
+           run_dir: str | Path | None = None, corpus: dict[str, Any] | None = None, progress: bool = True) -> Stats:
+    """Record neuron statistics of ``bridge`` over ``texts`` (language code -> sentences, in corpus order).
+
+    Args:
+        bridge: a model from :func:`lens_steer.models.load_model` (or any TransformerBridge with MLP hooks).
+        texts: sentences per language; the dict order is the language order of every tensor.
+        config: recording settings (:class:`RecordConfig`).
+        run_dir: if given, finished languages are saved to ``run_dir/partial`` and reused by a restarted run,
+            and the final ``stats.safetensors`` / ``sent_means.safetensors`` / ``manifest.json`` are written.
+        corpus: description of the text source for the manifest (name, split, path).
+        progress: show tqdm progress bars.
+
+    Returns:
+        The :class:`~lens_steer.stats.Stats` (tensors as in the contract, manifest included).
+
+    >>> # stats = record(load_model(), load_corpus("udhr", ["en", "fr"]), config=RecordConfig(max_tokens=2000))
+    >>> # stats.over_zero.shape -> torch.Size([18, 2048, 2])
+    """
+    config = config or RecordConfig()
+    site = describe_mlp(bridge)
+    if not texts:
+        raise LensSteerError("no languages to record; pass at least one language with --langs")
+    tokenised: dict[str, _Tokenised] = {}
+    for code, sentences in texts.items():
+        data = tokenise(bridge, sentences, config)
+        if not data.ids:
+            raise LensSteerError(f"language {code!r} has no text to record (empty corpus, or --max-tokens smaller than"
+                                 f" its first sentence); give it text or drop it from --langs")
+        tokenised[code] = data
+    # The same N for every language: the p_max of one language must not come from more sentences than another's.
+    eligible = {code: [i for i, n in enumerate(d.n_counted) if n >= config.min_sentence_tokens]
+                for code, d in tokenised.items()}
+    n_keep = min([config.n_sentence_means] + [len(v) for v in eligible.values()])
+    if n_keep == 0 and config.n_sentence_means > 0:
+        short = min(eligible, key=lambda c: len(eligible[c]))
+        warnings.warn(f"no sentence means kept: {short!r} has no sentence with >= {config.min_sentence_tokens} counted"
+                      " tokens, so p_max/p_median are undefined (NaN); give it longer text", stacklevel=2)
+    identity = model_identity(bridge)
+    manifest: dict[str, Any] = {
+        "lens_steer_version": __version__,
+        "languages": list(texts),
+        "model": identity,
+        "corpus": corpus or {"name": "in-memory"},
+        "site": config.site,
+        "site_meaning": ("act_fn(gate) (counted as mlp.hook_pre > 0)" if config.site == "act"
+                         else "mlp.hook_post = act_fn(gate) * up"),
+        "mlp": site.as_dict(),
+        "dtype": identity.get("dtype"),
+        "bos": "prepended, excluded from counts" if _bos_id(bridge) is not None else "none",
+        "template": None,
+        "padding_side": config.padding_side,
+        "batch_size": config.batch_size,
+        "max_tokens": config.max_tokens,
+        "max_length": config.max_length,
+        "n_sentence_means_requested": config.n_sentence_means,
+        "min_sentence_tokens": config.min_sentence_tokens,
+    }
+    partial_dir = Path(run_dir) / "partial" if run_dir is not None else None
+    results: dict[str, dict[str, Tensor]] = {}
+    for code, data in tqdm(tokenised.items(), desc="languages", disable=not progress or len(texts) == 1):
+        keep = eligible[code][:n_keep]
+        key = _resume_key(manifest, code, data, keep)
+        cached = _load_partial(partial_dir, code, key) if partial_dir else None
+        if cached is not None:
+            results[code] = cached
+            continue
+        results[code] = _run_language(bridge, site, data, keep, config, desc=code, progress=progress)
+        if partial_dir is not None:
+            _save_partial(partial_dir, code, key, results[code])
+    langs = list(texts)
+    stats = Stats(
+        over_zero=torch.stack([results[c]["over_zero"] for c in langs], dim=-1),
+        n_tokens=torch.stack([results[c]["n_tokens"] for c in langs]),
+        n_sentences=torch.stack([results[c]["n_sentences"] for c in langs]),
+        act_sum=torch.stack([results[c]["act_sum"] for c in langs]),
+        act_sqsum=torch.stack([results[c]["act_sqsum"] for c in langs]),
+        sent_means=torch.stack([results[c]["sent_means"] for c in langs]),
+        manifest=manifest,
+    )
+    if run_dir is not None:
+        stats.save(run_dir)
+    return stats
+
+
+def _resume_key(manifest: dict[str, Any], code: str, data: _Tokenised, keep: list[int]) -> str:
+    """A digest of everything that decides one language's numbers (settings and the exact token ids)."""
+    settings = {k: v for k, v in manifest.items() if k not in ("languages", "batch_size", "padding_side")}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(code.encode())
+    h.update(json.dumps(data.ids).encode())
+    h.update(json.dumps(keep).encode())
+    return h.hexdigest()[:32]
+
+
+def _save_partial(partial_dir: Path, code: str, key: str, result: dict[str, Tensor]) -> None:
+    with atomic_path(partial_dir / f"{code}.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in result.items()}, str(tmp), metadata={"key": key})
+
+
+def _load_partial(partial_dir: Path, code: str, key: str) -> dict[str, Tensor] | None:
+    path = partial_dir / f"{code}.safetensors"
+    if not path.exists():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None  # recorded with other settings or text: recompute
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError):
+        return None  # a damaged partial is recomputed, never trusted

@@ -1,0 +1,238 @@
+"""The neuron-statistics artifact: what the recorder writes and every later stage reads.
+
+A run directory holds ``stats.safetensors`` + ``sent_means.safetensors`` + ``manifest.json``. The tensor contract
+(shapes use L = layers, D = d_mlp, K = languages, N = kept sentence means per language):
+
+========================  ===========  =================================================================
+tensor                    dtype        shape / meaning
+========================  ===========  =================================================================
+``over_zero``             int64        [L, D, K] real tokens whose neuron value was > 0
+``n_tokens``              int64        [K] tokens counted (no pads, no BOS)
+``n_sentences``           int64        [K] sentences counted
+``sent_max``              float32      [K, L, D] max over the N kept sentence means (the paper's p_max)
+``sent_median``           float32      [K, L, D] lower median of the N sentence means (p_median)
+``sent_min``              float32      [K, L, D] min of the N sentence means
+``act_sum``               float64      [K, L, D] sum of the neuron value over counted tokens
+``act_sqsum``             float64      [K, L, D] sum of squares
+``sent_means`` (own file) float16      [K, N, L, D] the kept per-sentence means themselves
+========================  ===========  =================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from lens_steer.errors import LensSteerError
+from lens_steer.paths import atomic_path, write_json
+
+STATS_FILE = "stats.safetensors"
+SENT_MEANS_FILE = "sent_means.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+_CONTRACT: dict[str, tuple[torch.dtype, str]] = {
+    "over_zero": (torch.int64, "L D K"),
+    "n_tokens": (torch.int64, "K"),
+    "n_sentences": (torch.int64, "K"),
+    "sent_max": (torch.float32, "K L D"),
+    "sent_median": (torch.float32, "K L D"),
+    "sent_min": (torch.float32, "K L D"),
+    "act_sum": (torch.float64, "K L D"),
+    "act_sqsum": (torch.float64, "K L D"),
+}
+
+
+@dataclass
+class Stats:
+    """Per-neuron, per-language activation statistics of one run (see the module docstring for the contract)."""
+
+    over_zero: Int[Tensor, "layer d_mlp lang"]
+    n_tokens: Int[Tensor, " lang"]
+    n_sentences: Int[Tensor, " lang"]
+    act_sum: Float[Tensor, "lang layer d_mlp"]
+    act_sqsum: Float[Tensor, "lang layer d_mlp"]
+    sent_means: Float[Tensor, "lang n_sent layer d_mlp"]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    # ---- derived quantities (pure functions of the stored tensors) ----
+    @property
+    def languages(self) -> list[str]:
+        return list(self.manifest["languages"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.over_zero.shape[0])
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.over_zero.shape[1])
+
+    def probability(self) -> Float[Tensor, "layer d_mlp lang"]:
+        """Activation probability p = over_zero / n_tokens (0 where a language has no tokens)."""
+        n = self.n_tokens.clamp(min=1).to(torch.float64)
+        return (self.over_zero.to(torch.float64) / n).float()
+
+    def mean(self) -> Float[Tensor, "lang layer d_mlp"]:
+        """Token-level mean of the neuron value per language."""
+        return (self.act_sum / self.n_tokens.clamp(min=1)[:, None, None]).float()
+
+    def std(self) -> Float[Tensor, "lang layer d_mlp"]:
+        """Token-level standard deviation of the neuron value per language."""
+        n = self.n_tokens.clamp(min=1)[:, None, None].to(torch.float64)
+        mean = self.act_sum / n
+        return (self.act_sqsum / n - mean**2).clamp(min=0).sqrt().float()
+
+    def sentence_stat(self, kind: str) -> Float[Tensor, "lang layer d_mlp"]:
+        """``max``, ``median`` (lower median) or ``min`` over the kept sentence means; NaN when none were kept."""
+        k, n, layers, d = self.sent_means.shape
+        if n == 0:
+            return torch.full((k, layers, d), float("nan"))
+        means = self.sent_means.float()
+        if kind == "max":
+            return means.amax(dim=1)
+        if kind == "min":
+            return means.amin(dim=1)
+        if kind == "median":
+            return means.median(dim=1).values  # torch.median is the lower median for even N
+        raise LensSteerError(f"unknown sentence statistic {kind!r}; use max, median or min")
+
+    def subset(self, languages: list[str]) -> Stats:
+        """The same statistics restricted to ``languages`` (in that order)."""
+        idx = [self.languages.index(code) for code in languages]
+        manifest = dict(self.manifest, languages=list(languages))
+        return Stats(self.over_zero[..., idx], self.n_tokens[idx], self.n_sentences[idx], self.act_sum[idx],
+                     self.act_sqsum[idx], self.sent_means[idx], manifest)
+
+    # ---- I/O ----
+    def save(self, run_dir: str | Path) -> None:
+        """Write ``stats.safetensors``, ``sent_means.safetensors`` and ``manifest.json`` atomically."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "over_zero": self.over_zero.to(torch.int64).contiguous(),
+            "n_tokens": self.n_tokens.to(torch.int64).contiguous(),
+            "n_sentences": self.n_sentences.to(torch.int64).contiguous(),
+            "sent_max": self.sentence_stat("max").float().contiguous(),
+            "sent_median": self.sentence_stat("median").float().contiguous(),
+            "sent_min": self.sentence_stat("min").float().contiguous(),
+            "act_sum": self.act_sum.to(torch.float64).contiguous(),
+            "act_sqsum": self.act_sqsum.to(torch.float64).contiguous(),
+        }
+        meta = {"languages": ",".join(self.languages)}
+        with atomic_path(run_dir / STATS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        with atomic_path(run_dir / SENT_MEANS_FILE) as tmp:
+            save_file({"sent_means": self.sent_means.to(torch.float16).contiguous()}, str(tmp), metadata=meta)
+        manifest = dict(self.manifest, n_sentence_means=int(self.sent_means.shape[1]))
+        write_json(run_dir / MANIFEST_FILE, manifest)
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Stats:
+        """Load a run's statistics, checking the contract; a damaged run is a one-line error."""
+        run_dir = Path(run_dir)
+        manifest = read_manifest(run_dir)
+        tensors = _load_safetensors(run_dir / STATS_FILE)
+        means = _load_safetensors(run_dir / SENT_MEANS_FILE).get("sent_means")
+        k = len(manifest.get("languages", []))
+        missing = [name for name in _CONTRACT if name not in tensors]
+        if missing or means is None:
+            raise LensSteerError(f"{run_dir / STATS_FILE} lacks {missing or ['sent_means']}; re-run `lens-steer identify`")
+        layers, d = tensors["over_zero"].shape[:2]
+        sizes = {"L": layers, "D": d, "K": k}
+        for name, (dtype, dims) in _CONTRACT.items():
+            want = tuple(sizes[c] for c in dims.split())
+            if tuple(tensors[name].shape) != want or tensors[name].dtype != dtype:
+                raise LensSteerError(
+                    f"{run_dir / STATS_FILE}: {name} is {tuple(tensors[name].shape)} {tensors[name].dtype}, expected"
+                    f" {want} {dtype} for the {k} languages of manifest.json; re-run `lens-steer identify`"
+                )
+        if means.ndim != 4 or means.shape[0] != k or tuple(means.shape[2:]) != (layers, d):
+            raise LensSteerError(f"{run_dir / SENT_MEANS_FILE} has shape {tuple(means.shape)}, which does not match"
+                                 f" stats.safetensors; re-run `lens-steer identify`")
+        return cls(tensors["over_zero"], tensors["n_tokens"], tensors["n_sentences"], tensors["act_sum"],
+                   tensors["act_sqsum"], means.float(), manifest)
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.exists():
+        raise LensSteerError(f"{run_dir} has no {MANIFEST_FILE}; is it a run directory made by `lens-steer identify`?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LensSteerError(f"{path} is not valid JSON ({exc}); re-run `lens-steer identify`") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("languages"), list):
+        raise LensSteerError(f"{path} has no 'languages' list; re-run `lens-steer identify`")
+    return manifest
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    if not path.exists():
+        raise LensSteerError(f"{path} is missing; re-run `lens-steer identify`")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LensSteerError(f"{path} is corrupt or not a safetensors file ({exc}); re-run `lens-steer identify`") from exc
+
+
+def check_compatible(stats_manifest: dict[str, Any], n_layers: int, d_mlp: int, what: str = "these statistics") -> None:
+    """Refuse statistics or neuron sets recorded on a model of another shape."""
+    model = stats_manifest.get("model", {})
+    got = (model.get("n_layers"), model.get("d_mlp"))
+    if got != (n_layers, d_mlp):
+        raise LensSteerError(
+            f"{what} were recorded on {model.get('model', 'another model')} ({got[0]} layers x {got[1]} neurons) but the"
+            f" model has {n_layers} layers x {d_mlp} neurons; record them again with this model"
+        )
+
+
+def merge_stats(shards: list[Stats]) -> Stats:
+    """Merge statistics of several shards of one run (same model and site).
+
+    Counts and sums add; kept sentence means are concatenated per language (shard order) and cut to the run's
+    requested N; max/median/min are then recomputed from them. Shards may hold different or overlapping languages.
+
+    >>> # merged = merge_stats([Stats.load("run/shard0"), Stats.load("run/shard1")])
+    """
+    if not shards:
+        raise LensSteerError("merge_stats needs at least one shard")
+    first = shards[0]
+    keys = ("model", "site", "dtype", "bos", "template")
+    for shard in shards[1:]:
+        for key in keys:
+            if shard.manifest.get(key) != first.manifest.get(key):
+                raise LensSteerError(f"cannot merge shards that differ in {key!r}: {first.manifest.get(key)!r} vs"
+                                     f" {shard.manifest.get(key)!r}")
+    languages: list[str] = []
+    for shard in shards:
+        languages += [code for code in shard.languages if code not in languages]
+    layers, d = first.n_layers, first.d_mlp
+    k = len(languages)
+    over_zero = torch.zeros(layers, d, k, dtype=torch.int64)
+    n_tokens = torch.zeros(k, dtype=torch.int64)
+    n_sentences = torch.zeros(k, dtype=torch.int64)
+    act_sum = torch.zeros(k, layers, d, dtype=torch.float64)
+    act_sqsum = torch.zeros(k, layers, d, dtype=torch.float64)
+    kept: list[list[Tensor]] = [[] for _ in languages]
+    for shard in shards:
+        for i, code in enumerate(shard.languages):
+            j = languages.index(code)
+            over_zero[..., j] += shard.over_zero[..., i]
+            n_tokens[j] += shard.n_tokens[i]
+            n_sentences[j] += shard.n_sentences[i]
+            act_sum[j] += shard.act_sum[i]
+            act_sqsum[j] += shard.act_sqsum[i]
+            kept[j].append(shard.sent_means[i].float())
+    requested = int(first.manifest.get("n_sentence_means_requested", first.sent_means.shape[1]))
+    n = min([requested] + [sum(int(t.shape[0]) for t in parts) for parts in kept])
+    sent_means = torch.stack([torch.cat(parts)[:n] for parts in kept]) if k else torch.zeros(0, 0, layers, d)
+    manifest = dict(first.manifest, languages=languages, merged_from=len(shards))
+    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest)

@@ -1,0 +1,49 @@
+"""Session fixtures: tiny offline models built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import helpers  # noqa: E402
+
+ARCHS = ("qwen2", "gemma2", "llama", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Saved tiny HF checkpoints, one per architecture, each with a disk-saved tokenizer."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: helpers.save_tiny_hf(arch, root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_dirs: dict[str, Path]):
+    from lens_steer.models import load_model
+
+    return {arch: load_model(str(path)) for arch, path in tiny_dirs.items()}
+
+
+@pytest.fixture(params=ARCHS)
+def tiny_model(request: pytest.FixtureRequest, tiny_models):
+    return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def native_model(tiny_dirs: dict[str, Path]):
+    return helpers.native_bridge(tiny_dirs["qwen2"])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request) -> None:
+    """Tests never write to the user's cache, except the ones marked to use the real embedded material."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("udhr"):
+        return
+    monkeypatch.setenv("LENS_STEER_CACHE", str(tmp_path_factory.mktemp("cache")))

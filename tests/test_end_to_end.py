@@ -1,0 +1,34 @@
+"""End to end on the embedded Gemma-3-270M over the UDHR (slow: needs `make setup`; runs in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lens_steer.cli import main
+from lens_steer.neurons import NeuronSet
+from lens_steer.stats import Stats
+
+pytestmark = [pytest.mark.slow, pytest.mark.udhr]
+
+
+def test_identify_on_gemma_udhr(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["identify", "--langs", "en,fr,ja", "--max-tokens", "400", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Japanese" in printed
+    stats = Stats.load(out)
+    assert stats.over_zero.shape == (18, 2048, 3)
+    assert all(0 < int(n) <= 400 for n in stats.n_tokens)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["model"] == "gemma-3-270m" and manifest["corpus"]["name"] == "udhr"
+    assert manifest["corpus"]["split"] == "identify" and manifest["dtype"] == "float32"
+    assert manifest["bos"].startswith("prepended")
+    neurons = NeuronSet.load(out)
+    assert neurons.languages == ["en", "fr", "ja"]
+    assert sum(neurons.totals().values()) >= round(0.01 * 18 * 2048) * 0.5  # most candidates get a language
+    # Japanese (its own script) must own neurons that English does not.
+    assert neurons.totals()["ja"] > 0
+    assert torch.isfinite(stats.sentence_stat("max")).all()

@@ -1,0 +1,170 @@
+"""Streaming statistics: exact counts, independent of batching and padding, resumable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import SENTENCES
+from lens_steer.errors import LensSteerError
+from lens_steer.record import RecordConfig, record
+from lens_steer.stats import Stats
+
+TEXTS = {code: SENTENCES[code] for code in ("en", "fr", "ru", "zh")}
+
+
+def _record(model, **kw):
+    run_dir = kw.pop("run_dir", None)
+    return record(model, TEXTS, config=RecordConfig(n_sentence_means=4, min_sentence_tokens=3, **kw),
+                  run_dir=run_dir, progress=False)
+
+
+def assert_same_stats(a: Stats, b: Stats) -> None:
+    assert torch.equal(a.over_zero, b.over_zero)
+    assert torch.equal(a.n_tokens, b.n_tokens) and torch.equal(a.n_sentences, b.n_sentences)
+    torch.testing.assert_close(a.act_sum, b.act_sum, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.act_sqsum, b.act_sqsum, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.sent_means, b.sent_means, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_size_and_padding_side_do_not_change_statistics(tiny_model):
+    reference = _record(tiny_model, batch_size=1)
+    for batch_size, side in [(16, "right"), (16, "left"), (3, "left")]:
+        assert_same_stats(reference, _record(tiny_model, batch_size=batch_size, padding_side=side))
+
+
+def test_over_zero_equals_direct_hf_act_fn(tiny_model):
+    """Count act_fn(gate_proj(x)) > 0 with a plain forward hook on the HF module and compare."""
+    from helpers import hf_mlp
+    from lens_steer.record import _bos_id, tokenise
+
+    cfg = RecordConfig()
+    site_layers = tiny_model.cfg.n_layers
+    counts = torch.zeros(site_layers, tiny_model.cfg.d_mlp, dtype=torch.long)
+    handles = []
+    for layer in range(site_layers):
+        hf = hf_mlp(tiny_model, layer).original_component
+        module = getattr(hf, "act_fn", None) or getattr(hf, "act")
+
+        def hook(_m, _inp, out, layer=layer):
+            counts[layer] += (out[0, 1:] > 0).sum(0) if _bos_id(tiny_model) is not None else (out[0] > 0).sum(0)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for ids in tokenise(tiny_model, TEXTS["fr"], cfg).ids:  # batch 1: no padding at all
+                tiny_model.original_model(torch.tensor([ids]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    stats = record(tiny_model, {"fr": TEXTS["fr"]}, config=cfg, progress=False)
+    assert counts.sum() > 0
+    assert torch.equal(stats.over_zero[..., 0], counts)
+
+
+def test_counts_exclude_bos_and_pads(tiny_model):
+    stats = _record(tiny_model, batch_size=5)
+    from lens_steer.record import tokenise
+
+    for k, code in enumerate(TEXTS):
+        data = tokenise(tiny_model, TEXTS[code], RecordConfig())
+        assert int(stats.n_tokens[k]) == sum(data.n_counted)
+        assert int(stats.over_zero[..., k].max()) <= int(stats.n_tokens[k])
+
+
+def test_site_post_counts_hook_post(native_model):
+    act = record(native_model, TEXTS, config=RecordConfig(site="act"), progress=False)
+    post = record(native_model, TEXTS, config=RecordConfig(site="post"), progress=False)
+    assert act.manifest["site"] == "act" and post.manifest["site"] == "post"
+    assert not torch.equal(act.over_zero, post.over_zero)  # different quantities for a gated MLP
+
+
+def test_token_budget_keeps_whole_sentences(native_model):
+    full = record(native_model, {"en": TEXTS["en"]}, config=RecordConfig(), progress=False)
+    budget = int(full.n_tokens[0]) // 2
+    part = record(native_model, {"en": TEXTS["en"]}, config=RecordConfig(max_tokens=budget), progress=False)
+    assert 0 < int(part.n_tokens[0]) <= budget
+    assert int(part.n_sentences[0]) < int(full.n_sentences[0])
+
+
+def test_sentence_means_same_n_for_every_language(native_model):
+    stats = record(native_model, TEXTS, config=RecordConfig(n_sentence_means=100, min_sentence_tokens=3),
+                   progress=False)
+    assert stats.sent_means.shape[:2] == (4, 5)  # min(100, available), the same for every language
+    texts = dict(TEXTS, fr=TEXTS["fr"][:2])
+    assert record(native_model, texts, config=RecordConfig(min_sentence_tokens=3), progress=False).sent_means.shape[1] == 2
+    with pytest.warns(UserWarning, match="no sentence means kept"):
+        none = record(native_model, TEXTS, config=RecordConfig(min_sentence_tokens=500), progress=False)
+    assert none.sentence_stat("max").isnan().all()
+    assert torch.all(stats.sentence_stat("max") >= stats.sentence_stat("median"))
+    assert torch.all(stats.sentence_stat("median") >= stats.sentence_stat("min"))
+
+
+def test_saved_stats_round_trip_with_contract(native_model, tmp_path):
+    stats = _record(native_model, run_dir=tmp_path)
+    loaded = Stats.load(tmp_path)
+    assert loaded.languages == list(TEXTS)
+    assert loaded.over_zero.dtype == torch.int64 and loaded.over_zero.shape == (2, 64, 4)
+    assert torch.equal(stats.over_zero, loaded.over_zero)
+    torch.testing.assert_close(stats.sent_means, loaded.sent_means, rtol=1e-3, atol=1e-3)  # fp16 on disk
+    from safetensors.torch import load_file
+
+    raw = load_file(str(tmp_path / "stats.safetensors"))
+    assert raw["sent_max"].shape == (4, 2, 64) and raw["act_sum"].dtype == torch.float64
+
+
+def test_resume_skips_finished_languages(native_model, tmp_path, monkeypatch):
+    first = _record(native_model, run_dir=tmp_path)
+    import lens_steer.record as rec
+
+    calls = []
+    real = rec._run_language
+    monkeypatch.setattr(rec, "_run_language", lambda *a, **k: calls.append(k["desc"]) or real(*a, **k))
+    (tmp_path / "partial" / "ru.safetensors").unlink()
+    again = _record(native_model, run_dir=tmp_path)
+    assert calls == ["ru"]
+    assert torch.equal(first.over_zero, again.over_zero)
+
+
+def test_resume_after_interruption(native_model, tmp_path, monkeypatch):
+    import lens_steer.record as rec
+
+    real = rec._run_language
+
+    def dies_on_zh(*a, **k):
+        if k["desc"] == "zh":
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(rec, "_run_language", dies_on_zh)
+    with pytest.raises(KeyboardInterrupt):
+        _record(native_model, run_dir=tmp_path)
+    assert not (tmp_path / "stats.safetensors").exists()  # nothing half-written
+    assert sorted(p.stem for p in (tmp_path / "partial").glob("*.safetensors")) == ["en", "fr", "ru"]
+    done = []
+    monkeypatch.setattr(rec, "_run_language", lambda *a, **k: done.append(k["desc"]) or real(*a, **k))
+    _record(native_model, run_dir=tmp_path)
+    assert done == ["zh"]
+
+
+def test_changed_settings_are_recomputed(native_model, tmp_path, monkeypatch):
+    _record(native_model, run_dir=tmp_path)
+    import lens_steer.record as rec
+
+    calls = []
+    real = rec._run_language
+    monkeypatch.setattr(rec, "_run_language", lambda *a, **k: calls.append(k["desc"]) or real(*a, **k))
+    _record(native_model, run_dir=tmp_path, site="post")
+    assert calls == list(TEXTS)
+
+
+def test_empty_language_is_a_clear_error(native_model):
+    with pytest.raises(LensSteerError, match="'fr' has no text"):
+        record(native_model, {"en": TEXTS["en"], "fr": []}, progress=False)
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(LensSteerError, match="unknown site"):
+        RecordConfig(site="resid")
+    with pytest.raises(LensSteerError, match="padding_side"):
+        RecordConfig(padding_side="middle")
