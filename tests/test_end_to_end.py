@@ -32,3 +32,4 @@ def test_identify_on_gemma_udhr(tmp_path, capsys):
     # Japanese (its own script) must own neurons that English does not.
     assert neurons.totals()["ja"] > 0
     assert torch.isfinite(stats.sentence_stat("max")).all()
+    assert neurons.provenance["stats"]["n_sentence_means"] == stats.sent_means.shape[1] > 0
