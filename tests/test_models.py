@@ -76,3 +76,14 @@ def test_unsupported_model_is_a_clear_error(tiny_models, monkeypatch):
     monkeypatch.setattr(model.cfg, "act_fn", "tanh")
     with pytest.raises(LensSteerError, match="act_fn"):
         describe_mlp(model)
+
+
+def test_kv_cache_is_used_by_the_bridge(tiny_models):
+    """Guards a silent break: TransformerLens 4.3 + transformers 5.24 dropped the KV cache (keys of length 1)."""
+    model = tiny_models["llama"]
+    keys = []
+    with torch.inference_mode(), model.hooks(fwd_hooks=[
+        ("blocks.0.attn.hook_pattern", lambda a, hook: keys.append(a.shape[-1]))]):
+        model.generate(torch.tensor([[1, 40, 41, 42]]), max_new_tokens=3, do_sample=False, verbose=False,
+                       use_past_kv_cache=True, stop_at_eos=False)
+    assert keys == [4, 5, 6]

@@ -1,0 +1,183 @@
+"""Interventions: equal to patching the HF activation directly, per-row batching, hook hygiene, generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import SENTENCES, hf_mlp
+from lens_steer.errors import LensSteerError
+from lens_steer.neurons import NeuronSet
+from lens_steer.record import RecordConfig, record
+from lens_steer.steer import Intervention, Steerer, parse_factor, steering
+
+LANGS = ("en", "fr", "ru")
+
+
+@pytest.fixture(scope="module")
+def stats_by_arch(tiny_models):
+    return {arch: record(m, {c: SENTENCES[c] for c in LANGS}, config=RecordConfig(min_sentence_tokens=3),
+                         progress=False) for arch, m in tiny_models.items()}
+
+
+def neuron_set(model, seed=0) -> NeuronSet:
+    g = torch.Generator().manual_seed(seed)
+    layers, d = model.cfg.n_layers, model.cfg.d_mlp
+    neurons = {c: [torch.randperm(d, generator=g)[:6].tolist() for _ in range(layers)] for c in LANGS}
+    return NeuronSet(list(LANGS), neurons, layers, d)
+
+
+TOKENS = torch.tensor([[1, 40, 41, 42, 43, 44, 45], [1, 50, 51, 52, 53, 54, 55]])
+
+
+def hf_patched_logits(model, neurons, target, fn):
+    """Logits of the plain HF model with a forward hook on its act_fn output (the reference codes' way)."""
+    handles = []
+    for layer in range(model.cfg.n_layers):
+        hf = hf_mlp(model, layer).original_component
+        module = getattr(hf, "act_fn", None) or getattr(hf, "act")
+        idx = neurons.indices(target, layer)
+
+        def hook(_m, _i, out, layer=layer, idx=idx):
+            out = out.clone()
+            out[..., idx] = fn(out[..., idx], layer, idx)
+            return out
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            return model.original_model(TOKENS).logits
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("factor", ["p_max", "p_median*2", "mean", "scale:3", "add:0.5", "set:1.5", "zero"])
+def test_intervention_equals_direct_hf_patching(tiny_model, stats_by_arch, factor):
+    stats = next(s for a, s in stats_by_arch.items() if s.manifest["model"]["model"].endswith(
+        tiny_model.lens_steer_model["model"].rsplit("/", 1)[-1]))
+    neurons = neuron_set(tiny_model)
+    f = parse_factor(factor)
+    k = stats.languages.index("fr")
+    table = {"max": stats.sentence_stat("max"), "median": stats.sentence_stat("median"), "mean": stats.mean()}
+
+    def direct(act, layer, idx):
+        if f.kind == "stat":
+            return torch.zeros_like(act) + f.value * table[f.stat][k, layer, idx]
+        if f.kind == "scale":
+            return act * f.value
+        if f.kind == "add":
+            return act + f.value
+        if f.kind == "set":
+            return torch.full_like(act, f.value)
+        return torch.zeros_like(act)
+
+    expected = hf_patched_logits(tiny_model, neurons, "fr", direct)
+    with torch.inference_mode(), steering(tiny_model, Intervention("fr", factor), neurons, stats):
+        got = tiny_model(TOKENS)
+    baseline = tiny_model(TOKENS)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, baseline, atol=1e-4)  # the intervention did something
+
+
+def test_per_row_interventions_equal_separate_runs(tiny_models, stats_by_arch):
+    model, stats = tiny_models["gemma2"], stats_by_arch["gemma2"]
+    neurons = neuron_set(model)
+    rows = [Intervention("fr", "p_max"), None, Intervention("ru", "scale:4", layers=1),
+            Intervention("en", "zero", deactivate="fr")]
+    tokens = torch.cat([TOKENS, TOKENS])
+    with torch.inference_mode():
+        with steering(model, rows, neurons, stats):
+            batched = model(tokens)
+        for r, iv in enumerate(rows):
+            with steering(model, iv, neurons, stats):
+                single = model(tokens[r : r + 1])
+            torch.testing.assert_close(batched[r : r + 1], single, rtol=1e-5, atol=1e-5)
+
+
+def test_hooks_are_removed_after_an_exception(tiny_models, stats_by_arch):
+    model = tiny_models["qwen2"]
+    neurons = neuron_set(model)
+    with torch.inference_mode():
+        before = model(TOKENS)
+        with pytest.raises(RuntimeError, match="boom"):
+            with steering(model, Intervention("fr", "set:5"), neurons, stats_by_arch["qwen2"]):
+                model(TOKENS)
+                raise RuntimeError("boom")
+        torch.testing.assert_close(model(TOKENS), before)
+    assert not any(hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_layers_and_positions(tiny_models, stats_by_arch):
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    neurons = neuron_set(model)
+    with torch.inference_mode():
+        base = model(TOKENS)
+        with steering(model, Intervention("fr", "set:3", positions="generated"), neurons, stats, prompt_end=4):
+            gen_only = model(TOKENS)
+        with steering(model, Intervention("fr", "set:3", positions="prompt"), neurons, stats, prompt_end=4):
+            prompt_only = model(TOKENS)
+        with steering(model, Intervention("fr", "set:3", layers=[1]), neurons, stats):
+            last_layer = model(TOKENS)
+    torch.testing.assert_close(gen_only[:, :4], base[:, :4])  # causal: nothing before position 4 changes
+    assert not torch.allclose(gen_only[:, 4:], base[:, 4:])
+    assert not torch.allclose(prompt_only[:, :4], base[:, :4])
+    assert not torch.allclose(last_layer, base)
+
+
+@pytest.mark.parametrize("positions", ["all", "generated", "last:2"])
+def test_kv_cached_steps_equal_one_full_forward(tiny_models, stats_by_arch, positions):
+    """Steering a prompt pass + two one-token cached steps equals steering one full forward."""
+    model, stats = tiny_models["qwen2"], stats_by_arch["qwen2"]
+    neurons = neuron_set(model)
+    seq = torch.tensor([[40, 41, 42, 43, 60, 61]])
+    iv = Intervention("fr", "set:4", positions=positions)
+    with torch.inference_mode():
+        with steering(model, iv, neurons, stats, prompt_end=4):
+            full = model(seq)
+        with steering(model, iv, neurons, stats, prompt_end=4):
+            logits, cache = model(seq[:, :4], return_type="logits_and_cache")
+            steps = [logits]
+            for t in (4, 5):
+                logits, cache = model(seq[:, t : t + 1], past_key_values=cache, return_type="logits_and_cache",
+                                      attention_mask=torch.ones(1, t + 1, dtype=torch.long))
+                steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_steered_greedy_generation(tiny_models, stats_by_arch):
+    model, stats = tiny_models["qwen2"], stats_by_arch["qwen2"]
+    neurons = neuron_set(model)
+    prompt = torch.tensor([[40, 41, 42, 43]])
+    kwargs = dict(max_new_tokens=6, do_sample=False, verbose=False, stop_at_eos=False)
+    plain = model.generate(prompt, **kwargs)
+    with torch.inference_mode(), steering(model, Intervention("fr", "set:8"), neurons, stats):
+        steered = model.generate(prompt, **kwargs)
+        again = model.generate(prompt, **kwargs)
+    assert torch.equal(steered, again)  # greedy is deterministic
+    assert not torch.equal(steered, plain)
+    assert torch.equal(model.generate(prompt, **kwargs), plain)  # hooks gone
+
+
+@pytest.mark.parametrize("bad", ["p_maximum", "scale:", "scale:x", "p_max*", "*2", "add 1", ""])
+def test_bad_factor_names_the_valid_forms(bad):
+    with pytest.raises(LensSteerError, match="valid forms"):
+        parse_factor(bad)
+
+
+def test_bad_interventions(tiny_models, stats_by_arch):
+    model = tiny_models["qwen2"]
+    neurons = neuron_set(model)
+    steerer = Steerer(model, neurons, stats_by_arch["qwen2"])
+    with pytest.raises(LensSteerError, match="no neuron set"):
+        steerer.plan([Intervention("ja", "p_max")])
+    with pytest.raises(LensSteerError, match="out of range"):
+        steerer.plan([Intervention("fr", "p_max", layers=7)])
+    with pytest.raises(LensSteerError, match="unknown positions"):
+        Intervention("fr", "p_max", positions="middle").position_rule()
+    with pytest.raises(LensSteerError, match="identify neurons again"):
+        Steerer(model, NeuronSet(["fr"], {}, 3, 64), None)
+    with pytest.raises(LensSteerError, match="record them again"):
+        Steerer(tiny_models["gpt2"], NeuronSet(["fr"], {}, 2, 128), stats_by_arch["qwen2"])
+    with pytest.raises(LensSteerError, match="needs the run's statistics"):
+        Steerer(model, neurons, None).plan([Intervention("fr", "p_max")])
