@@ -253,13 +253,14 @@ class Steerer:
 
     @contextlib.contextmanager
     def apply(self, interventions: Intervention | Sequence[Intervention | None] | None,
-              prompt_end: Tensor | int | None = None) -> Iterator[None]:
+              prompt_end: Tensor | int | None = None, start_offset: int = 0) -> Iterator[None]:
         """Install the hooks for the duration of the block.
 
         Args:
             interventions: one intervention for every row, or a sequence with one (or None) per batch row.
             prompt_end: per row, the position where the prompt ends (generated/continuation tokens start), in the
                 padded coordinates of the first forward. Needed only for ``prompt``/``generated``/``last:K``.
+            start_offset: the position of the first forward's first token (a continuation of a cached prefix).
         """
         if interventions is None:
             yield
@@ -270,7 +271,7 @@ class Steerer:
         rules = [iv.position_rule() if iv is not None else ("all", 0) for iv in rows]
         need_positions = any(rule != "all" for rule, _ in rules)
         device = next(self.model.parameters()).device
-        state: dict[str, Any] = {"offset": 0, "this_len": 0, "up": {}}
+        state: dict[str, Any] = {"offset": start_offset, "this_len": 0, "up": {}}
 
         def row_count(batch: int) -> None:
             if per_row and batch != len(rows):

@@ -177,7 +177,7 @@ def load_cloze(
 
     >>> cloze = load_cloze("cldr", ["en", "fr"], max_facts=3)
     >>> [fact.id for fact in cloze.for_source("fr")]
-    ['weekday_next:0', 'weekday_next:1', 'weekday_next:2']
+    ['weekday_next:0', 'weekday_prev:0', 'weekday_list:0']
     """
     _check_name(name)
     codes = parse_languages(list(langs))

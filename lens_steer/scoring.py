@@ -1,0 +1,166 @@
+"""Continuation log-probabilities: log p(answer | prompt), batched, padding-correct, span-exact, KV-shared.
+
+For each prompt and each of its candidate answers the text ``prompt + answer`` is tokenised **jointly** and the
+answer span is read from the character offsets: every token that contains a character of the answer is scored
+(so a BPE merge across the prompt/answer boundary is scored, not lost or double counted).
+
+Speed: the prompt is run once per row (left-padded, length-bucketed batches) and its KV cache is shared by all
+of its answers; single-token answers need no second pass at only the prompt's last-position logits
+(``logits_to_keep=1``). Interventions (:mod:`lens_steer.steer`) can differ per prompt row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from lens_steer.errors import LensSteerError
+
+
+@dataclass
+class Scores:
+    """Per prompt and answer: summed log-probability (nats) and number of scored tokens.
+
+    >>> s = Scores(torch.tensor([[-2.0, -3.0]]), torch.tensor([[1, 2]]))
+    >>> s.normalised().tolist()
+    [[-2.0, -1.5]]
+    """
+
+    logp: Float[Tensor, "prompt answer"]
+    n_tokens: Int[Tensor, "prompt answer"]
+
+    def normalised(self) -> Float[Tensor, "prompt answer"]:
+        """Mean log-probability per answer token."""
+        return self.logp / self.n_tokens.clamp(min=1)
+
+
+@dataclass
+class _Encoded:
+    prefix: list[int]  # shared by every answer of the prompt (BOS included)
+    conts: list[list[int]]  # per answer: tokens after the prefix
+    first_scored: list[int]  # per answer: index in conts[a] of the first scored token
+
+
+def _encode(tokenizer, bos: int | None, prompt: str, answers: Sequence[str]) -> _Encoded:
+    if not answers:
+        raise LensSteerError("every prompt needs at least one answer to score")
+    ids_list, firsts = [], []
+    for answer in answers:
+        if not answer:
+            raise LensSteerError(f"empty answer for prompt {prompt[:40]!r}; every answer needs at least one character")
+        enc = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
+        ids = ([bos] if bos is not None else []) + list(enc["input_ids"])
+        offsets = ([(0, 0)] if bos is not None else []) + [tuple(o) for o in enc["offset_mapping"]]
+        first = next((i for i, (_, end) in enumerate(offsets) if end > len(prompt)), None)
+        if first is None:
+            raise LensSteerError(f"the answer {answer!r} produced no tokens after prompt {prompt[:40]!r}")
+        ids_list.append(ids)
+        firsts.append(first)
+    # The shared prefix must stop before every answer's first scored token (its logits come from the prefix's
+    # last position) and at the first token where the joint tokenisations disagree.
+    cut = min(firsts)
+    for ids in ids_list[1:]:
+        common = next((i for i, (x, y) in enumerate(zip(ids_list[0], ids)) if x != y), min(len(ids), len(ids_list[0])))
+        cut = min(cut, common)
+    if cut < 1:
+        raise LensSteerError(f"prompt {prompt[:40]!r} is empty; the scorer needs a context to condition on")
+    return _Encoded(ids_list[0][:cut], [ids[cut:] for ids in ids_list], [f - cut for f in firsts])
+
+
+def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, steerer=None,
+          interventions: Sequence | None = None, batch_size: int = 32, progress: bool = False) -> Scores:
+    """Score every answer of every prompt under an optional per-prompt intervention.
+
+    Args:
+        model: a TransformerBridge.
+        prompts: N prompt strings.
+        answers: N lists of answers, all of the same length A (append them to the prompt verbatim).
+        steerer: a :class:`~lens_steer.steer.Steerer`; needed when ``interventions`` is given.
+        interventions: N interventions (or None per row), applied at every position of prompt and answer.
+        batch_size: prompts per forward.
+
+    Returns:
+        :class:`Scores` with ``[N, A]`` tensors. Identical (to float tolerance) for any batch size.
+    """
+    if len(prompts) != len(answers):
+        raise LensSteerError(f"{len(prompts)} prompts but {len(answers)} answer lists")
+    if interventions is not None and (steerer is None or len(interventions) != len(prompts)):
+        raise LensSteerError("interventions need a steerer and one entry per prompt")
+    n_ans = {len(a) for a in answers}
+    if len(n_ans) > 1:
+        raise LensSteerError("every prompt needs the same number of answers")
+    n_a = n_ans.pop() if n_ans else 0
+    tok = model.tokenizer
+    bos = tok.bos_token_id if getattr(model.cfg, "default_prepend_bos", False) else None
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    encoded = [_encode(tok, bos, p, a) for p, a in zip(prompts, answers)]
+    logp = torch.zeros(len(prompts), n_a, dtype=torch.float64)
+    counts = torch.zeros(len(prompts), n_a, dtype=torch.long)
+    # Length buckets: sorting by prefix length keeps left padding (and wasted compute) small.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i].prefix))
+    device = next(model.parameters()).device
+    from tqdm.auto import tqdm
+
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+        rows_iv = [interventions[i] for i in batch] if interventions is not None else None
+        lp, n = _score_batch(model, [encoded[i] for i in batch], pad, device, steerer, rows_iv)
+        logp[batch] = lp
+        counts[batch] = n
+    return Scores(logp.float(), counts)
+
+
+def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_iv) -> tuple[Tensor, Tensor]:
+    import contextlib
+
+    b, n_a = len(batch), len(batch[0].conts)
+    width = max(len(e.prefix) for e in batch)
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    for r, e in enumerate(batch):
+        ids[r, width - len(e.prefix) :] = torch.tensor(e.prefix)
+        mask[r, width - len(e.prefix) :] = 1
+    cont_len = max(len(c) for e in batch for c in e.conts)
+
+    def ctx(rows, start_offset: int):
+        if steerer is None or rows is None:
+            return contextlib.nullcontext()
+        # The continuation pass starts at position `width` of the same sequences (positions matter for
+        # prompt-only / generated-only interventions).
+        return steerer.apply(rows, prompt_end=width, start_offset=start_offset)
+
+    with torch.inference_mode():
+        with ctx(rows_iv, 0):
+            if cont_len > 1:
+                last, cache = model(ids.to(device), attention_mask=mask.to(device), return_type="logits_and_cache",
+                                    logits_to_keep=1)
+            else:
+                last = model(ids.to(device), attention_mask=mask.to(device), return_type="logits", logits_to_keep=1)
+        first_lp = torch.log_softmax(last[:, -1].float(), dim=-1)  # [b, vocab]: predicts each continuation's 1st token
+        # Row r*n_a + a is answer a of prompt r.
+        conts = torch.full((b * n_a, cont_len), pad, dtype=torch.long)
+        cmask = torch.zeros((b * n_a, cont_len), dtype=torch.long)
+        scored = torch.zeros((b * n_a, cont_len), dtype=torch.bool)
+        for r, e in enumerate(batch):
+            for a, (c, f) in enumerate(zip(e.conts, e.first_scored)):
+                conts[r * n_a + a, : len(c)] = torch.tensor(c)
+                cmask[r * n_a + a, : len(c)] = 1
+                scored[r * n_a + a, f : len(c)] = True
+        token_lp = torch.zeros((b * n_a, cont_len), dtype=torch.float32)
+        token_lp[:, 0] = first_lp.repeat_interleave(n_a, dim=0).gather(1, conts[:, :1].to(first_lp.device))[:, 0].cpu()
+        if cont_len > 1:
+            cache.batch_repeat_interleave(n_a)
+            full_mask = torch.cat([mask.repeat_interleave(n_a, dim=0), cmask[:, :-1]], dim=1)
+            rows = [iv for iv in rows_iv for _ in range(n_a)] if rows_iv is not None else None
+            with ctx(rows, width):
+                logits = model(conts[:, :-1].to(device), past_key_values=cache, attention_mask=full_mask.to(device),
+                               return_type="logits")
+            nxt = torch.log_softmax(logits.float(), dim=-1).gather(2, conts[:, 1:, None].to(logits.device))[..., 0]
+            token_lp[:, 1:] = nxt.cpu()
+        token_lp = torch.where(scored & cmask.bool(), token_lp, torch.zeros_like(token_lp))
+        n_scored = (scored & cmask.bool()).sum(dim=1)
+    return token_lp.sum(dim=1).double().view(b, n_a), n_scored.view(b, n_a)
