@@ -50,9 +50,7 @@ def _cld2_clean(text: str) -> str:
     Why not give up on them: model output sometimes holds a stray control byte, and one of those would
     otherwise make a whole generation "undetected".
     """
-    return "".join(
-        ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cs")
-    )
+    return "".join(ch for ch in text if ch in "\t\n\r" or unicodedata.category(ch) not in ("Cc", "Cs"))
 
 
 class Cld2Detector:

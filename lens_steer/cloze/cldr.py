@@ -33,7 +33,7 @@ Known weaknesses: in id, ms, jv, su and th the language is named after the count
 answers (id/ms/jv ``Selasa``, months everywhere). :meth:`ClozeSet.pair_facts` with
 ``drop_identical=True`` removes the shared ones per pair.
 
-Excluded languages (:data:`CLDR_EXCLUDED`), checked with babel 2.19 (CLDR 47):
+Excluded languages (:data:`CLDR_EXCLUDED`), checked with babel 2.19 (CLDR 49):
     ``ht``: CLDR has no Haitian Creole calendar or display names; babel returns the root locale's
         placeholders (weekdays ``Mon``, ``Tue``...; months ``M01``...; no country names at all).
     ``qu``: CLDR's Quechua weekday and month names are the Spanish ones (``Lunes``, ``Enero``; equal to
@@ -303,41 +303,36 @@ def _names(lang: str) -> dict[str, dict[Any, str]]:
     }
 
 
-def _list_prompt(lang: str, template: str, names: list[str]) -> str:
+def _sequence_facts(lang: str, unit: str, names: dict[Any, str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """The ``<unit>_next``, ``_prev`` and ``_list`` facts of one cyclic sequence (weekdays or months)."""
+    templates = _TEMPLATES[lang]
     sep, end = _LIST_STYLE.get(lang, _DEFAULT_LIST_STYLE)
-    return template.format(x=sep.join(names) + end)
-
-
-def _cyclic(keys: list[Any], index: int, offset: int) -> Any:
-    return keys[(index + offset) % len(keys)]
+    keys = list(names)
+    out: dict[str, dict[str, tuple[str, str]]] = {f"{unit}_{kind}": {} for kind in ("next", "prev", "list")}
+    for i, key in enumerate(keys):
+        # Why modulo: the week and the year wrap round (after Sunday comes Monday).
+        after, before = names[keys[(i + 1) % len(keys)]], names[keys[i - 1]]
+        previous = [names[keys[(i + k) % len(keys)]] for k in (-3, -2, -1)]
+        here = names[key]
+        if here and after:
+            out[f"{unit}_next"][str(key)] = (templates[f"{unit}_next"].format(x=here), after)
+        if here and before:
+            out[f"{unit}_prev"][str(key)] = (templates[f"{unit}_prev"].format(x=here), before)
+        if here and all(previous):
+            out[f"{unit}_list"][str(key)] = (templates[f"{unit}_list"].format(x=sep.join(previous) + end), here)
+    return out
 
 
 def _lang_facts(lang: str) -> dict[str, dict[str, tuple[str, str]]]:
     """relation -> key -> (prompt, bare answer) for one language; facts with a missing name are left out."""
     names = _names(lang)
-    templates = _TEMPLATES[lang]
-    out: dict[str, dict[str, tuple[str, str]]] = {relation: {} for relation in RELATIONS}
-    for unit in ("weekday", "month"):
-        keys = list(names[unit])
-        for i, key in enumerate(keys):
-            here, after, before = key, _cyclic(keys, i, 1), _cyclic(keys, i, -1)
-            unit_names = names[unit]
-            candidates = {
-                f"{unit}_next": (templates[f"{unit}_next"].format(x=unit_names[here]), unit_names[after], [here]),
-                f"{unit}_prev": (templates[f"{unit}_prev"].format(x=unit_names[here]), unit_names[before], [here]),
-                f"{unit}_list": (
-                    _list_prompt(lang, templates[f"{unit}_list"], [unit_names[_cyclic(keys, i, k)] for k in (-3, -2, -1)]),
-                    unit_names[here],
-                    [_cyclic(keys, i, k) for k in (-3, -2, -1)],
-                ),
-            }
-            for relation, (prompt, answer, used) in candidates.items():
-                if answer and all(unit_names[k] for k in used):
-                    out[relation][str(key)] = (prompt, answer)
-    for country, language in COUNTRIES.items():
-        country_name, language_name = names["country"][country], names["language"][language]
-        if country_name and language_name:
-            out["country_language"][country] = (templates["country_language"].format(x=country_name), language_name)
+    out = {**_sequence_facts(lang, "weekday", names["weekday"]), **_sequence_facts(lang, "month", names["month"])}
+    template = _TEMPLATES[lang]["country_language"]
+    out["country_language"] = {
+        country: (template.format(x=names["country"][country]), names["language"][language])
+        for country, language in COUNTRIES.items()
+        if names["country"][country] and names["language"][language]
+    }
     return out
 
 

@@ -136,7 +136,9 @@ def _read_parquet_rows(file: Path) -> list[Row]:
         return pq.read_table(file).to_pylist()
     except OSError as exc:
         reason = " ".join(str(exc).split())
-        raise LensSteerError(f"cannot read {file} as parquet ({reason}); replace it with an MLAMA-dod parquet file") from None
+        raise LensSteerError(
+            f"cannot read {file} as parquet ({reason}); replace it with an MLAMA-dod parquet file"
+        ) from None
 
 
 def _read_file(file: Path) -> list[Row]:
@@ -193,7 +195,9 @@ def _check_rows(rows: list[Row], lang: str, where: str) -> None:
         raise LensSteerError(f"{where} has no rows for {lang}; check the copy, or {_LOCAL_HINT}")
     if "template" not in rows[0]:
         columns = ", ".join(sorted(rows[0]))
-        raise LensSteerError(f"{where} has no 'template' column for {lang} (columns: {columns}); use the MLAMA-dod schema")
+        raise LensSteerError(
+            f"{where} has no 'template' column for {lang} (columns: {columns}); use the MLAMA-dod schema"
+        )
 
 
 def load(langs: Sequence[str], path: str | None) -> ClozeSet:
