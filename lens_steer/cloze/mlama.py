@@ -36,7 +36,6 @@ files under ``<path>/<lang>/`` (files whose path mentions ``test`` are preferred
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,22 +110,9 @@ def _fact_key(row: Row, index: int) -> str:
 
 
 def _read_jsonl_rows(file: Path) -> list[Row]:
-    rows: list[Row] = []
-    try:
-        lines = file.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise LensSteerError(f"{file} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LensSteerError(f"{file}:{number}: invalid JSON ({exc.msg}); fix or remove that line") from None
-        if not isinstance(record, dict):
-            raise LensSteerError(f"{file}:{number}: expected one JSON object per line; fix that line")
-        rows.append(record)
-    return rows
+    from lens_steer.corpora.files import read_jsonl_objects
+
+    return [record for _, record in read_jsonl_objects(file)]
 
 
 def _read_parquet_rows(file: Path) -> list[Row]:

@@ -32,6 +32,26 @@ def read_lines(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def read_jsonl_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON-lines file; a bad line is a one-line error."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LensSteerError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+    records: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LensSteerError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove that line") from None
+        if not isinstance(record, dict):
+            raise LensSteerError(f"{path}:{number}: expected one JSON object per line; fix that line")
+        records.append((number, record))
+    return records
+
+
 def read_jsonl(path: Path, field: str = "text") -> list[Any]:
     """The ``field`` of each JSON object in a JSON-lines file, blank lines skipped.
 
@@ -42,18 +62,8 @@ def read_jsonl(path: Path, field: str = "text") -> list[Any]:
     ['Bonjour.', 'Merci.']
     """
     values: list[Any] = []
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise LensSteerError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LensSteerError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove that line") from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+    for number, record in read_jsonl_objects(path):
+        if not isinstance(record.get(field), str):
             raise LensSteerError(f'{path}:{number}: expected an object with a string "{field}" field; fix that line')
         values.append(record[field])
     return values

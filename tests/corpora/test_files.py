@@ -43,7 +43,7 @@ def test_split_reads_the_subfolder(tmp_path: Path) -> None:
     ("line", "expected"),
     [
         ("{not json", "invalid JSON"),
-        ('["a list"]', 'string "text" field'),
+        ('["a list"]', 'one JSON object per line'),
         ('{"sentence": "x"}', 'string "text" field'),
     ],
 )
