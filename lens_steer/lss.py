@@ -114,16 +114,17 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
         targets = [t for t in languages if t != s and t not in empty]
         for factor in factors:
             for layers in layer_settings:
+                # Under I_t only o_s and o_t are needed; scoring every language's answer would cost K/2 times more.
                 ivs = [Intervention(t, factor, layers=layers) for _ in items for t in targets]
                 rep_prompts = [p for p in prompts for _ in targets]
-                rep_answers = [a for a in answers for _ in targets]
+                rep_answers = [[it.answer[s], it.answer[t]] for it in items for t in targets]
                 got = score(model, rep_prompts, rep_answers, steerer=steerer, interventions=ivs,
-                            batch_size=batch_size).logp.view(len(items), len(targets), len(languages))
+                            batch_size=batch_size).logp.view(len(items), len(targets), 2)
                 for j, t in enumerate(targets):
                     ti = languages.index(t)
                     identical = torch.tensor([it.answer[s].strip().casefold() == it.answer[t].strip().casefold()
                                               for it in items])
-                    row = pair_stats(base[:, si], base[:, ti], got[:, j, si], got[:, j, ti], identical)
+                    row = pair_stats(base[:, si], base[:, ti], got[:, j, 0], got[:, j, 1], identical)
                     rows.append(_row(factor, layers, s, t, row))
                 for t in languages:
                     if t != s and t in empty:

@@ -159,7 +159,9 @@ def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_i
             with ctx(rows, width):
                 logits = model(conts[:, :-1].to(device), past_key_values=cache, attention_mask=full_mask.to(device),
                                return_type="logits")
-            nxt = torch.log_softmax(logits.float(), dim=-1).gather(2, conts[:, 1:, None].to(logits.device))[..., 0]
+            # gather - logsumexp: never materialises a second [rows, pos, vocab] tensor (262k-entry vocabularies).
+            logits = logits.float()
+            nxt = logits.gather(2, conts[:, 1:, None].to(logits.device))[..., 0] - logits.logsumexp(dim=-1)
             token_lp[:, 1:] = nxt.cpu()
         token_lp = torch.where(scored & cmask.bool(), token_lp, torch.zeros_like(token_lp))
         n_scored = (scored & cmask.bool()).sum(dim=1)
