@@ -13,7 +13,7 @@ import pytest
 from lens_steer.languages import LANGUAGES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-DECLARATION = (FIXTURES / "udhr" / "declaration.html").read_text(encoding="utf-8")
+DECLARATION = (FIXTURES / "invented_garden_charter.html")  # our own text in the udhr layout.read_text(encoding="utf-8")
 
 
 @pytest.fixture
