@@ -210,7 +210,7 @@ def _load_run(run_dir: str, device: str = "cpu"):
 
 
 def _lss(args: argparse.Namespace) -> int:
-    from lens_steer.cloze import load_cloze
+    from lens_steer.cloze import load_cloze, supported_languages
     from lens_steer.languages import parse_languages
     from lens_steer.lss import run_lss, summarise, write_lss
     from lens_steer.steer import parse_factors
@@ -225,9 +225,8 @@ def _lss(args: argparse.Namespace) -> int:
             raise LensSteerError(f"{', '.join(missing)} not in the run (it has {', '.join(neurons.languages)});"
                                  " identify neurons for them first")
     else:
-        from lens_steer.cloze.cldr import CLDR_EXCLUDED
-
-        langs = [c for c in neurons.languages if not (args.cloze == "cldr" and c in CLDR_EXCLUDED)]
+        covered = supported_languages(args.cloze)
+        langs = [c for c in neurons.languages if c in covered]
     cloze = load_cloze(args.cloze, langs, path=args.cloze_path, max_facts=args.max_facts)
     facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
     rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=args.per_layer,

@@ -11,6 +11,7 @@ of its answers; single-token answers need no second pass at only the prompt's la
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,8 +116,6 @@ def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, st
 
 
 def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_iv) -> tuple[Tensor, Tensor]:
-    import contextlib
-
     b, n_a = len(batch), len(batch[0].conts)
     width = max(len(e.prefix) for e in batch)
     ids = torch.full((b, width), pad, dtype=torch.long)

@@ -281,6 +281,9 @@ class Steerer:
             """[rows or 1, pos, 1] mask of the positions each row's intervention touches; None = all."""
             if not need_positions:
                 return None
+            key = (state["offset"], length, dtype)
+            if state.get("gate_key") == key:  # every layer of one forward shares the same gate
+                return state["gate"]
             pos = torch.arange(state["offset"], state["offset"] + length, device=device)[None, :]
             if prompt_end is None:
                 end = torch.full((len(rows), 1), state.get("first_len", length), device=device)
@@ -298,7 +301,8 @@ class Steerer:
                 else:
                     g = (pos < e) & (pos >= e - k)
                 gates.append(g)
-            return torch.cat(gates).to(dtype)[..., None]
+            state["gate_key"], state["gate"] = key, torch.cat(gates).to(dtype)[..., None]
+            return state["gate"]
 
         def track(x: Tensor, hook: Any) -> None:  # fires once per forward, before any block
             state["offset"] += state["this_len"]

@@ -129,6 +129,16 @@ def check_supported(cloze: str, langs: Sequence[str], supported: Sequence[str], 
     raise LensSteerError(f"cloze {cloze} does not cover {named}; drop it or use one of {', '.join(supported)}")
 
 
+def supported_languages(name: str) -> tuple[str, ...]:
+    """The languages a cloze covers, in registry order.
+
+    >>> "ht" in supported_languages("cldr")
+    False
+    """
+    module = importlib.import_module(f"lens_steer.cloze.{_MODULES[_check_name(name)]}")
+    return tuple(getattr(module, "SUPPORTED", None) or module.MLAMA_LANGUAGES)
+
+
 def _check_name(name: str) -> str:
     if name not in CLOZES:
         raise LensSteerError(f"unknown cloze {name!r}; use one of {', '.join(CLOZES)}")
@@ -191,4 +201,4 @@ def load_cloze(
     return cloze
 
 
-__all__ = ["CLOZES", "ClozeSet", "Fact", "check_supported", "load_cloze"]
+__all__ = ["CLOZES", "ClozeSet", "Fact", "check_supported", "load_cloze", "supported_languages"]
