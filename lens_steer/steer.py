@@ -96,6 +96,27 @@ def parse_factors(text: str) -> list[Factor]:
 POSITIONS = "all, prompt, generated, last:K"
 
 
+def parse_layers(text: str) -> str | list[int]:
+    """``all``, one layer ``5``, a range ``3-7`` (inclusive) or a list ``1,4,9``.
+
+    >>> parse_layers("all"), parse_layers("2-4"), parse_layers("1,5")
+    ('all', [2, 3, 4], [1, 5])
+    """
+    spec = text.strip()
+    if spec == "all":
+        return "all"
+    try:
+        if re.fullmatch(r"\d+-\d+", spec):
+            lo, hi = (int(x) for x in spec.split("-"))
+            if lo <= hi:
+                return list(range(lo, hi + 1))
+        else:
+            return [int(x) for x in spec.split(",")]
+    except ValueError:
+        pass
+    raise LensSteerError(f"cannot parse layers {text!r}; use all, a layer (5), a range (3-7) or a list (1,4,9)")
+
+
 @dataclass(frozen=True)
 class Intervention:
     """What to do to which neurons.

@@ -1,0 +1,106 @@
+"""Language forcing: does amplifying language t make the model *write* in t?
+
+Neutral prompts (written by us, in several source languages) are continued greedily with and without the
+intervention for every target t; the language of each continuation is detected (:mod:`lens_steer.lid`). Forcing
+success is the fraction of steered outputs detected as t (CLaS-Bench's language-forcing success); an undetected
+output counts as a miss. Indonesian/Malay are reported strict and lenient.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lens_steer.generation import greedy_generate
+from lens_steer.lid import Detector, matches
+from lens_steer.paths import atomic_path
+from lens_steer.steer import Factor, Intervention, Steerer
+
+NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
+    "en": ("Once upon a time, in a small village near the mountains,",
+           "The best way to spend a quiet Sunday morning is",
+           "My grandmother always told me that"),
+    "fr": ("Il était une fois, dans un petit village près des montagnes,",
+           "La meilleure façon de passer un dimanche matin tranquille, c'est",
+           "Ma grand-mère me disait toujours que"),
+    "id": ("Pada suatu hari, di sebuah desa kecil dekat pegunungan,",
+           "Cara terbaik menghabiskan Minggu pagi yang tenang adalah",
+           "Nenek saya selalu berkata bahwa"),
+    "ru": ("Однажды в маленькой деревне у подножия гор",
+           "Лучший способ провести тихое воскресное утро —",
+           "Моя бабушка всегда говорила, что"),
+    "ja": ("昔々、山のふもとの小さな村に", "静かな日曜日の朝の一番いい過ごし方は", "祖母はいつも私に"),
+}
+FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_lenient", "baseline_strict", "undetected")
+GENERATIONS_FILE = "generations.jsonl"
+
+
+def generation_record(kind: str, prompt: str, text: str, detector: Detector, *, target: str | None,
+                      factor: str | None, source: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One line of ``generations.jsonl``."""
+    detected = detector.detect(text)
+    record = {"kind": kind, "source": source, "target": target, "factor": factor, "prompt": prompt, "text": text,
+              "detected": detected, "detector": detector.name}
+    if target is not None:
+        record["match_strict"] = matches(detected, target, lenient=False)
+        record["match_lenient"] = matches(detected, target, lenient=True)
+    record.update(extra)
+    return record
+
+
+def append_generations(run_dir: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """Append records to ``RUN_DIR/generations.jsonl`` in one write."""
+    path = Path(run_dir) / GENERATIONS_FILE
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return path
+
+
+def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
+                *, prompts: dict[str, Sequence[str]] | None = None, max_new_tokens: int = 30,
+                batch_size: int = 16) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Forcing success per (factor, target) over neutral prompts whose source language is not the target.
+
+    Returns:
+        ``(rows, records)``: the ``forcing.csv`` rows and the ``generations.jsonl`` records.
+    """
+    prompts = prompts or NEUTRAL_PROMPTS
+    flat = [(s, p) for s, ps in prompts.items() for p in ps]
+    baseline = greedy_generate(model, [p for _, p in flat], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    records = [generation_record("forcing", p, text, detector, target=None, factor=None, source=s, steered=False)
+               for (s, p), text in zip(flat, baseline)]
+    base_lang = [r["detected"] for r in records]
+    jobs = [(f, t, i) for f in factors for t in targets for i, (s, _) in enumerate(flat) if s != t]
+    texts = greedy_generate(model, [flat[i][1] for _, _, i in jobs], max_new_tokens=max_new_tokens,
+                            steerer=steerer, interventions=[Intervention(t, f) for f, t, _ in jobs],
+                            batch_size=batch_size)
+    rows = []
+    for factor in factors:
+        for t in targets:
+            got = [(i, generation_record("forcing", flat[i][1], text, detector, target=t, factor=factor.text,
+                                         source=flat[i][0], steered=True))
+                   for (f, tt, i), text in zip(jobs, texts) if f is factor and tt == t]
+            records += [r for _, r in got]
+            n = len(got)
+            rows.append({
+                "factor": factor.text, "target": t, "n": n,
+                "forcing_strict": sum(r["match_strict"] for _, r in got) / n if n else float("nan"),
+                "forcing_lenient": sum(r["match_lenient"] for _, r in got) / n if n else float("nan"),
+                "baseline_strict": sum(matches(base_lang[i], t, lenient=False) for i, _ in got) / n if n else float("nan"),
+                "undetected": sum(r["detected"] is None for _, r in got),
+            })
+    return rows, records
+
+
+def write_forcing(run_dir: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    path = Path(run_dir) / "forcing.csv"
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FORCING_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path

@@ -1,0 +1,83 @@
+"""Greedy generation, batched, with a different intervention per row.
+
+Our own decoding loop rather than ``bridge.generate``: it pads prompts on the left with an explicit attention
+mask, runs the prompt once, then one token per step on the KV cache (``logits_to_keep=1`` throughout), stops each
+row at EOS, and keeps every row in the batch so per-row interventions stay aligned. Greedy only: steering results
+must be reproducible (``bridge.generate`` samples unless ``do_sample=False``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from lens_steer.errors import LensSteerError
+
+
+def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
+                    interventions: Sequence[Any] | None = None, batch_size: int = 16,
+                    stop_at_eos: bool = True) -> list[str]:
+    """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
+
+    The intervention acts on every position it selects (``positions="all"``: prompt and generated tokens; the
+    prompt ends where generation starts, so ``prompt``/``generated``/``last:K`` work too).
+
+    >>> # greedy_generate(model, ["Once upon a time"], max_new_tokens=10)  ->  [" there was a ..."]
+    """
+    if max_new_tokens < 1:
+        raise LensSteerError(f"--max-new-tokens must be >= 1, not {max_new_tokens}")
+    if interventions is not None and (steerer is None or len(interventions) != len(prompts)):
+        raise LensSteerError("interventions need a steerer and one entry per prompt")
+    tok = model.tokenizer
+    bos = tok.bos_token_id if getattr(model.cfg, "default_prepend_bos", False) else None
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    eos = tok.eos_token_id
+    device = next(model.parameters()).device
+    encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if any(len(e) == 0 for e in encoded):
+        raise LensSteerError("a prompt is empty; give every prompt some text")
+    out: list[str] = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        rows = [interventions[i] for i in batch] if interventions is not None else None
+        new = _generate_batch(model, [encoded[i] for i in batch], pad, eos if stop_at_eos else None, device,
+                              max_new_tokens, steerer, rows)
+        for i, ids in zip(batch, new):
+            out[i] = tok.decode(ids, skip_special_tokens=True)
+    return out
+
+
+def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None, device, max_new: int, steerer,
+                    rows_iv) -> list[list[int]]:
+    b = len(rows_ids)
+    width = max(len(r) for r in rows_ids)
+    ids = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    for r, row in enumerate(rows_ids):
+        ids[r, width - len(row) :] = torch.tensor(row)
+        mask[r, width - len(row) :] = 1
+    ctx = (steerer.apply(rows_iv, prompt_end=width) if steerer is not None and rows_iv is not None
+           else contextlib.nullcontext())
+    generated = torch.zeros((b, 0), dtype=torch.long)
+    done = torch.zeros(b, dtype=torch.bool)
+    with torch.inference_mode(), ctx:
+        logits, cache = model(ids.to(device), attention_mask=mask.to(device), return_type="logits_and_cache",
+                              logits_to_keep=1)
+        for _ in range(max_new):
+            nxt = logits[:, -1].argmax(dim=-1).cpu()
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            generated = torch.cat([generated, nxt[:, None]], dim=1)
+            if eos is not None:
+                done |= nxt == eos
+            if bool(done.all()) or generated.shape[1] == max_new:
+                break
+            # Finished rows keep stepping (on pad tokens, masked out) so the batch and its per-row plans stay aligned.
+            mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+            logits, cache = model(nxt[:, None].to(device), past_key_values=cache, attention_mask=mask.to(device),
+                                  return_type="logits_and_cache", logits_to_keep=1)
+    # Cut at EOS; the pads that fill finished rows come after it.
+    return [row[: row.index(eos)] if eos is not None and eos in row else row for row in generated.tolist()]

@@ -1,0 +1,86 @@
+"""`lens-steer steer` and `lens-steer forcing` on a tiny model: outputs, files, and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from helpers import SENTENCES
+from lens_steer.cli import main
+from lens_steer.forcing import run_forcing
+from lens_steer.neurons import NeuronSet
+from lens_steer.steer import Steerer, parse_factors
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("steer")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for code in ("en", "fr", "ru"):
+        (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
+    out = root / "run"
+    assert main(["identify", "--model", str(tiny_dirs["gemma2"]), "--corpus", "files", "--corpus-path", str(corpus),
+                 "--langs", "en,fr,ru", "--out", str(out), "--quiet", "--top-rate", "0.2"]) == 0
+    neurons = NeuronSet.load(out)
+    # Fixed sets, so the test does not depend on what LAPE finds in a random model; ru has none.
+    neurons.neurons.update(en=[[0, 2, 4, 6]] * 2, fr=[[1, 3, 5, 7]] * 2, ru=[[], []])
+    neurons.save(out)
+    return out
+
+
+def test_steer_prints_and_appends(run, capsys):
+    assert main(["steer", str(run), "--to", "fr,en", "--max-new-tokens", "5", "--factor", "set:5",
+                 "The cat"]) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "fr set:5" in out and "en set:5" in out
+    lines = [json.loads(x) for x in (run / "generations.jsonl").read_text().splitlines()]
+    assert [r["target"] for r in lines[-3:]] == [None, "fr", "en"]
+    assert lines[-1]["factor"] == "set:5" and "match_lenient" in lines[-1] and lines[-1]["detector"] == "cld2"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--to", "ru"], "no neurons"),
+    (["--to", "ja"], "not in the run"),
+    (["--to", "fr", "--factor", "p_maximum"], "valid forms"),
+    (["--to", "fr", "--layers", "9"], "out of range"),
+    (["--to", "fr", "--layers", "x-y"], "cannot parse layers"),
+    (["--to", "fr", "--positions", "middle"], "unknown positions"),
+    (["--to", "fr", "--detector", "magic"], "magic"),
+])
+def test_steer_bad_inputs(run, capsys, args, message):
+    assert main(["steer", str(run), *args, "The cat"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_forcing_cli(run, capsys):
+    assert main(["forcing", str(run), "--targets", "en,fr,ru", "--factors", "set:5", "--max-new-tokens", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "skipping ru" in captured.err and "mean forcing success" in captured.out
+    rows = list(csv.DictReader((run / "forcing.csv").open()))
+    assert {r["target"] for r in rows} == {"en", "fr"}
+    assert all(int(r["n"]) == 12 for r in rows)  # 15 neutral prompts minus the 3 in the target language
+
+
+class AlwaysFrench:
+    name = "always-fr"
+
+    def detect(self, text: str) -> str | None:
+        return "fr"
+
+
+def test_forcing_success_is_the_share_detected_as_target(tiny_models, run):
+    from lens_steer.stats import Stats
+
+    model = tiny_models["gemma2"]
+    neurons, stats = NeuronSet.load(run), Stats.load(run)
+    prompts = {"en": ("The cat",), "ru": ("Кот",), "fr": ("Le chat",)}
+    rows, records = run_forcing(model, Steerer(model, neurons, stats), ["fr", "en"], parse_factors("zero"),
+                                AlwaysFrench(), prompts=prompts, max_new_tokens=2)
+    by_target = {r["target"]: r for r in rows}
+    assert by_target["fr"]["forcing_strict"] == 1.0 and by_target["fr"]["n"] == 2  # the fr prompt is not used
+    assert by_target["en"]["forcing_strict"] == 0.0 and by_target["en"]["baseline_strict"] == 0.0
+    assert len(records) == 3 + 4  # baselines + steered
