@@ -33,8 +33,15 @@ data: $(STAMP)
 setup: $(STAMP)
 	$(PY) -m lens_steer.cli setup
 
+DEMO_LANGS   ?= en,fr,ja,ru,vi,sw,zh,it
+DEMO_FACTORS ?= p_max,p_median,zero,p_max*0.5,p_max*2
+DEMO_PROMPT  ?= Once upon a time, in a small village near the mountains,
+
+# identify (18 languages) -> LSS on the CLDR cloze -> one steered generation per target language.
 demo: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN)
+	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 20 --factors '$(DEMO_FACTORS)'
+	$(VENV)/bin/lens-steer steer $(RUN) --to fr,ja,ru,vi,sw --factor p_max '$(DEMO_PROMPT)'
 	@echo "results are in $(RUN)/"
 
 test: setup
