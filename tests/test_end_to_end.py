@@ -33,3 +33,18 @@ def test_identify_on_gemma_udhr(tmp_path, capsys):
     assert neurons.totals()["ja"] > 0
     assert torch.isfinite(stats.sentence_stat("max")).all()
     assert neurons.provenance["stats"]["n_sentence_means"] == stats.sent_means.shape[1] > 0
+
+
+def test_lss_and_steering_on_gemma(tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "run"
+    assert main(["identify", "--langs", "en,ja,ru", "--max-tokens", "600", "--out", str(out), "--quiet"]) == 0
+    assert main(["lss", str(out), "--max-facts", "4", "--factors", "p_max,zero", "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "lss.csv").open()))
+    p_max = [float(r["lss"]) for r in rows if r["factor"] == "p_max"]
+    assert len(p_max) == 6 and sum(p_max) / 6 > 0.5  # amplification steers toward the target (paper: ~0.94)
+    capsys.readouterr()
+    assert main(["steer", str(out), "--to", "ja", "--max-new-tokens", "12", "Once upon a time, in a small village"]) == 0
+    record = json.loads((out / "generations.jsonl").read_text().splitlines()[-1])
+    assert record["target"] == "ja" and record["text"]
