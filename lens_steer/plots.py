@@ -1,0 +1,664 @@
+"""Interactive plotly figures of a run: where language neurons live, how they overlap, how steering responds.
+
+Every builder is a pure function of artifacts already on disk (a :class:`NeuronSet`, :class:`Stats`, the rows of
+``lss.csv`` or an evaluation table) and returns a ``plotly.graph_objects.Figure``; nothing here runs a model.
+Interactive controls (dropdowns, sliders, heatmap/bars toggles) live inside the figure's layout, so they work in
+a static HTML file with no Python kernel behind it.
+
+>>> ns = NeuronSet(["en", "fr"], {"en": [[1, 3], []], "fr": [[3], [0]]}, n_layers=2, d_mlp=4)
+>>> fig = layer_distribution(ns)
+>>> fig.data[0].z.shape  # [lang, layer]
+(2, 2)
+
+Static export (:func:`save_figure`) uses kaleido, which drives a Chromium on the machine (``make setup``
+installs Debian's ``chromium``; ``BROWSER_PATH`` points kaleido at another one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lens_steer.errors import LensSteerError
+from lens_steer.languages import LANGUAGES
+from lens_steer.neurons import NeuronSet
+from lens_steer.paths import atomic_path
+from lens_steer.stats import Stats
+
+# Languages grouped by family, then script, so that related languages sit next to each other in matrices
+# (Indonesian beside Malay, the Romance languages together, the CJK block at the end).
+FAMILY_ORDER: tuple[str, ...] = (
+    "en", "nl",                    # Germanic
+    "fr", "it", "pt",              # Romance
+    "ht",                          # French-based creole
+    "ru",                          # Slavic (Cyrillic)
+    "et",                          # Uralic
+    "tr",                          # Turkic
+    "id", "ms", "jv", "su",        # Austronesian
+    "sw",                          # Bantu
+    "qu",                          # Quechuan
+    "ta",                          # Dravidian (Tamil script)
+    "th",                          # Tai (Thai script)
+    "vi",                          # Austroasiatic (Latin with diacritics)
+    "ja", "zh",                    # Japanese, Sinitic (CJK)
+)
+FAMILY: dict[str, str] = {
+    "en": "Germanic", "nl": "Germanic", "fr": "Romance", "it": "Romance", "pt": "Romance", "ht": "Creole",
+    "ru": "Slavic", "et": "Uralic", "tr": "Turkic", "id": "Austronesian", "ms": "Austronesian",
+    "jv": "Austronesian", "su": "Austronesian", "sw": "Bantu", "qu": "Quechuan", "ta": "Dravidian", "th": "Tai",
+    "vi": "Austroasiatic", "ja": "Japonic", "zh": "Sinitic",
+}
+
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu"
+CONTROL_COLOUR = "#7f7f7f"
+
+
+def language_label(code: str) -> str:
+    """``"fr"`` -> ``"fr French"`` (the hover text of every language axis)."""
+    lang = LANGUAGES.get(code)
+    return f"{code} {lang.name}" if lang else code
+
+
+def order_languages(codes: Sequence[str], order: str = "family",
+                    similarity: np.ndarray | None = None) -> list[str]:
+    """Order languages for a matrix axis.
+
+    ``order`` is ``"run"`` (as given), ``"family"`` (:data:`FAMILY_ORDER`; unknown codes last, in run order) or
+    ``"cluster"`` (greedy nearest-neighbour chain on ``similarity``, a K x K matrix in ``codes`` order, starting
+    from the language with the highest total similarity).
+
+    >>> order_languages(["zh", "en", "fr", "ms", "id"])
+    ['en', 'fr', 'id', 'ms', 'zh']
+    """
+    codes = list(codes)
+    if order == "run":
+        return codes
+    if order == "family":
+        rank = {c: i for i, c in enumerate(FAMILY_ORDER)}
+        return sorted(codes, key=lambda c: (rank.get(c, len(rank)), codes.index(c)))
+    if order == "cluster":
+        if similarity is None or similarity.shape != (len(codes), len(codes)):
+            raise LensSteerError("order='cluster' needs a K x K similarity matrix in the languages' order")
+        sim = np.nan_to_num(np.asarray(similarity, dtype=float))
+        np.fill_diagonal(sim, -np.inf)
+        left = set(range(len(codes)))
+        cur = int(np.argmax(np.where(np.isfinite(sim), sim, 0).sum(axis=1))) if codes else 0
+        chain = []
+        while left:
+            chain.append(cur)
+            left.discard(cur)
+            if left:
+                cur = max(left, key=lambda j: (sim[cur, j], -j))
+        return [codes[i] for i in chain]
+    raise LensSteerError(f"unknown language order {order!r}; use run, family or cluster")
+
+
+def _style(fig: go.Figure, title: str, **layout: Any) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), template="plotly_white",
+                      margin=dict(l=70, r=30, t=90, b=60), font=dict(size=13), **layout)
+    return fig
+
+
+def _empty(title: str, message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=16))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _style(fig, title, height=300)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where language neurons live
+# ---------------------------------------------------------------------------------------------------------------
+def layer_distribution(neurons: NeuronSet | Mapping[str, NeuronSet], order: str = "family") -> go.Figure:
+    """Language x layer heatmap of neuron counts, with a toggle to per-layer stacked bars.
+
+    Pass one :class:`NeuronSet`, or a mapping ``{"LAPE": a, "activated": b}`` to compare sets side by side on
+    one colour scale. Hover shows the language (code and name), layer, count and the share of that language's
+    neurons in that layer (0 for a language with no neurons).
+
+    >>> ns = NeuronSet(["en", "fr"], {"en": [[1, 3], []], "fr": [[3], [0]]}, n_layers=2, d_mlp=4)
+    >>> [t.type for t in layer_distribution(ns).data]
+    ['heatmap', 'bar', 'bar']
+    """
+    sets = {"neurons": neurons} if isinstance(neurons, NeuronSet) else dict(neurons)
+    if not sets:
+        raise LensSteerError("layer_distribution needs at least one neuron set")
+    names = list(sets)
+    first = sets[names[0]]
+    langs = order_languages(first.languages, order)
+    for name, ns in sets.items():
+        if ns.n_layers != first.n_layers or set(ns.languages) != set(first.languages):
+            raise LensSteerError(f"neuron set {name!r} has other languages or layers than {names[0]!r};"
+                                 " compare sets from the same model and languages")
+    tables = {}
+    for name, ns in sets.items():
+        counts = ns.counts().numpy()  # [lang, layer]
+        idx = [ns.languages.index(c) for c in langs]
+        tables[name] = counts[idx].astype(float)
+    zmax = max(1.0, max(t.max() for t in tables.values()))
+    layers = list(range(first.n_layers))
+    labels = [language_label(c) for c in langs]
+
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names if len(names) > 1 else None,
+                        shared_yaxes=True, horizontal_spacing=0.06)
+    heat_idx, bar_idx = [], []
+    for col, name in enumerate(names, start=1):
+        z = tables[name]
+        totals = z.sum(axis=1, keepdims=True)
+        share = np.divide(z, totals, out=np.zeros_like(z), where=totals > 0)
+        custom = np.dstack([np.array([labels] * len(layers)).T, share * 100])
+        heat_idx.append(len(fig.data))
+        fig.add_trace(go.Heatmap(
+            z=z, x=layers, y=langs, customdata=custom, zmin=0, zmax=zmax, colorscale=SEQUENTIAL,
+            showscale=col == 1, colorbar=dict(title=dict(text="neurons"), len=0.9),
+            hovertemplate="%{customdata[0]}<br>layer %{x}<br>%{z:.0f} neurons<br>"
+                          "%{customdata[1]:.1f}% of this language's neurons<extra>" + name + "</extra>",
+        ), row=1, col=col)
+        for i, code in enumerate(langs):
+            bar_idx.append(len(fig.data))
+            fig.add_trace(go.Bar(
+                x=layers, y=z[i], name=code, legendgroup=code, showlegend=col == 1, visible=False,
+                customdata=np.stack([share[i] * 100], axis=-1),
+                hovertemplate=f"{labels[i]}<br>layer %{{x}}<br>%{{y:.0f}} neurons<br>"
+                              "%{customdata[0]:.1f}% of this language's neurons<extra>" + name + "</extra>",
+            ), row=1, col=col)
+    n = len(fig.data)
+    show_heat = [i in heat_idx for i in range(n)]
+    show_bars = [i in bar_idx for i in range(n)]
+    fig.update_layout(barmode="stack", updatemenus=[dict(
+        type="buttons", direction="right", x=1.0, xanchor="right", y=1.13, yanchor="bottom",
+        buttons=[dict(label="heatmap", method="update", args=[{"visible": show_heat}, {"showlegend": False}]),
+                 dict(label="stacked bars", method="update", args=[{"visible": show_bars}, {"showlegend": True}])],
+    )], showlegend=False)
+    fig.update_xaxes(title_text="layer", dtick=1 if first.n_layers <= 40 else None)
+    fig.update_yaxes(autorange="reversed")  # family order reads top-down, as in the overlap matrices
+    fig.update_yaxes(title_text="language", row=1, col=1)
+    method = first.provenance.get("method", "")
+    title = "Language-specific neurons per layer" + (f" ({method})" if method and len(names) == 1 else "")
+    return _style(fig, title, height=max(360, 26 * len(langs) + 160), width=max(700, 520 * len(names)))
+
+
+def overlap_heatmap(neurons: NeuronSet, kind: str = "count", order: str = "family") -> go.Figure:
+    """K x K heatmap of neurons shared by two languages (``kind="count"``) or their Jaccard similarity
+    (``kind="jaccard"``), annotated; the diagonal of the count matrix is each language's own total.
+
+    >>> ns = NeuronSet(["en", "fr"], {"en": [[1, 3], []], "fr": [[3], [0]]}, n_layers=2, d_mlp=4)
+    >>> overlap_heatmap(ns, "jaccard").data[0].z.round(2).tolist()
+    [[1.0, 0.33], [0.33, 1.0]]
+    """
+    if kind not in ("count", "jaccard"):
+        raise LensSteerError(f"unknown overlap kind {kind!r}; use count or jaccard")
+    matrix = (neurons.overlap() if kind == "count" else neurons.jaccard()).double().numpy()
+    codes = neurons.languages
+    if order == "cluster":
+        langs = order_languages(codes, "cluster", neurons.jaccard().double().numpy())
+    else:
+        langs = order_languages(codes, order)
+    idx = [codes.index(c) for c in langs]
+    z = matrix[np.ix_(idx, idx)]
+    labels = [language_label(c) for c in langs]
+    custom = np.dstack(np.meshgrid(labels, labels))  # [row, col, (x label, y label)]
+    text_fmt = "%{z:.0f}" if kind == "count" else "%{z:.2f}"
+    title = "Neurons shared between languages" if kind == "count" else "Jaccard similarity of language neuron sets"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=langs, y=langs, customdata=custom, colorscale=SEQUENTIAL, zmin=0,
+        zmax=None if kind == "count" else 1, texttemplate=text_fmt if len(langs) <= 24 else None,
+        colorbar=dict(title=dict(text="shared neurons" if kind == "count" else "Jaccard")),
+        hovertemplate="%{customdata[1]} / %{customdata[0]}<br>" + ("%{z:.0f} shared neurons" if kind == "count"
+                                                                   else "Jaccard %{z:.3f}") + "<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="language", side="bottom")
+    fig.update_yaxes(title_text="language", autorange="reversed")
+    size = max(420, 34 * len(langs) + 180)
+    return _style(fig, title, height=size, width=size + 80)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Language Steering Shift
+# ---------------------------------------------------------------------------------------------------------------
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV artifact (``lss.csv``, ``forcing.csv``, ``eval_*.csv``) as a DataFrame, ``layers`` kept as text."""
+    path = Path(path)
+    if not path.exists():
+        raise LensSteerError(f"{path} not found; run the command that writes it first")
+    return pd.read_csv(path, dtype={"layers": str, "factor": str}, keep_default_na=False, na_values=[""])
+
+
+def _as_frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if "layers" in frame:
+        frame["layers"] = frame["layers"].astype(str)
+    return frame
+
+
+def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | None = None, metric: str = "lss",
+               order: str = "family", control: str | None = None) -> go.Figure:
+    """Source x target matrix of ``metric`` (default LSS) per factor, all-layer interventions, diagonal blank.
+
+    With several factors and ``factor=None`` a dropdown inside the figure switches between them. ``metric`` can be
+    any numeric column of ``lss.csv`` whose natural range is 0..1 (``lss``, ``lss_nontie``, ``target_wins``...);
+    other columns get a free colour scale.
+
+    >>> rows = [dict(factor="p_max", layers="all", source=s, target=t, lss=0.9) for s in "ab" for t in "ab" if s != t]
+    >>> z = lss_matrix(rows).data[0].z
+    >>> z[0][0] != z[0][0], z[0][1]  # NaN diagonal
+    (True, 0.9)
+    """
+    frame = _as_frame(lss)
+    if frame.empty or metric not in frame:
+        return _empty("Language Steering Shift", f"no {metric} rows in this run")
+    frame = frame[frame["layers"] == "all"]
+    factors = list(dict.fromkeys(frame["factor"]))
+    if factor is not None:
+        if factor not in factors:
+            raise LensSteerError(f"factor {factor!r} is not in the table (it has {', '.join(factors)})")
+        factors = [factor]
+    langs = order_languages(list(dict.fromkeys(list(frame["source"]) + list(frame["target"]))), order)
+    unit = metric in ("lss", "lss_nontie", "target_wins", "target_wins_base", "specificity", "forcing_strict")
+
+    def grid(f: str) -> np.ndarray:
+        part = frame[frame["factor"] == f].groupby(["source", "target"])[metric].mean()
+        z = np.full((len(langs), len(langs)), np.nan)
+        for (s, t), v in part.items():
+            if s != t and s in langs and t in langs:
+                z[langs.index(s), langs.index(t)] = v
+        return z
+
+    grids = {f: grid(f) for f in factors}
+    labels = [language_label(c) for c in langs]
+    custom = np.dstack(np.meshgrid(labels, labels))
+    first = factors[0]
+    fig = go.Figure(go.Heatmap(
+        z=grids[first], x=langs, y=langs, customdata=custom, colorscale=SEQUENTIAL,
+        zmin=0 if unit else None, zmax=1 if unit else None, texttemplate="%{z:.2f}" if len(langs) <= 20 else None,
+        colorbar=dict(title=dict(text=_metric_label(metric))), hoverongaps=False,
+        hovertemplate="source %{customdata[1]}<br>target %{customdata[0]}<br>" + metric + " %{z:.3f}<extra></extra>",
+    ))
+    if len(factors) > 1:
+        fig.update_layout(updatemenus=[dict(
+            x=1.0, xanchor="right", y=1.12, yanchor="bottom", active=0,
+            buttons=[dict(label=f, method="update", args=[{"z": [grids[f].tolist()]},
+                                                          {"title.text": _lss_title(metric, f, control)}])
+                     for f in factors])])
+    fig.update_xaxes(title_text="target language (neurons amplified)")
+    fig.update_yaxes(title_text="source language (prompt)", autorange="reversed")
+    size = max(440, 36 * len(langs) + 200)
+    return _style(fig, _lss_title(metric, first, control), height=size, width=size + 120)
+
+
+def _metric_label(metric: str) -> str:
+    return {"lss": "LSS<br>(share of facts)", "lss_nontie": "LSS, ties out<br>(share of facts)",
+            "target_wins": "target wins<br>(share of facts)"}.get(metric, metric.replace("_", " "))
+
+
+def _lss_title(metric: str, factor: str, control: str | None) -> str:
+    name = {"lss": "Language Steering Shift"}.get(metric, metric.replace("_", " "))
+    return f"{name}, factor {factor}" + (f" (control {control})" if control else "")
+
+
+def factor_multiple(text: str) -> tuple[str, float] | None:
+    """The family and multiple of a factor on a dose axis: ``p_max*2`` -> ``("p_max", 2.0)``, ``p_max`` ->
+    ``("p_max", 1.0)``, ``scale:0.5`` -> ``("scale", 0.5)``, ``add:3`` -> ``("add", 3.0)``; other factors: None.
+
+    >>> factor_multiple("p_median*0.25"), factor_multiple("zero")
+    (('p_median', 0.25), None)
+    """
+    m = re.fullmatch(r"(p_max|p_median|mean)(?:\s*\*\s*([-+0-9.eE]+))?", text.strip())
+    if m:
+        return m.group(1), float(m.group(2)) if m.group(2) else 1.0
+    m = re.fullmatch(r"(scale|add|control:p_max|control:p_median)(?::\s*|\*)?([-+0-9.eE]+)?", text.strip())
+    if m and m.group(2):
+        return m.group(1), float(m.group(2))
+    return None
+
+
+def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | None = None, metric: str = "lss",
+              null: float | None = None) -> go.Figure:
+    """Mean ``metric`` over source languages against the factor's multiple a (``p_max*a``, ``scale:a``,
+    ``add:b``), one line per target language, plus the mean over all pairs with its bootstrap 95% band.
+
+    ``family`` picks the dose axis (default: the one with most factors). ``null`` draws a dashed reference line
+    (e.g. the random-neuron control's mean).
+
+    >>> rows = [dict(factor=f, layers="all", source="a", target="b", lss=v) for f, v in [("p_max", .5), ("p_max*2", .9)]]
+    >>> lss_curve(rows).data[-1].x.tolist()
+    [1.0, 2.0]
+    """
+    from lens_steer.lss import bootstrap_mean_ci
+    import torch
+
+    frame = _as_frame(lss)
+    if frame.empty or metric not in frame:
+        return _empty("LSS against the factor", f"no {metric} rows in this run")
+    frame = frame[(frame["layers"] == "all") & frame[metric].notna()].copy()
+    doses = frame["factor"].map(factor_multiple)
+    frame["family"] = [d[0] if d else None for d in doses]
+    frame["a"] = [d[1] if d else math.nan for d in doses]
+    families = frame["family"].dropna().value_counts()
+    if families.empty or (family is None and families.iloc[0] < 2):
+        return _empty("LSS against the factor", "needs at least two multiples of one factor (e.g. p_max*0.5,p_max,p_max*2)")
+    family = family or str(families.index[0])
+    part = frame[frame["family"] == family]
+    if part.empty:
+        raise LensSteerError(f"no factors of the family {family!r} in the table (it has {', '.join(families.index)})")
+    fig = go.Figure()
+    for t in order_languages(list(dict.fromkeys(part["target"]))):
+        curve = part[part["target"] == t].groupby("a")[metric].mean().sort_index()
+        fig.add_trace(go.Scatter(x=curve.index, y=curve.values, mode="lines+markers", name=t, opacity=0.55,
+                                 hovertemplate=f"target {language_label(t)}<br>{family} x%{{x}}<br>{metric}"
+                                               " %{y:.3f}<extra></extra>"))
+    xs, means, lows, highs = [], [], [], []
+    for a, group in part.groupby("a"):
+        vals = torch.tensor(group[metric].to_numpy(dtype=float))
+        lo, hi = bootstrap_mean_ci(vals)
+        xs.append(float(a))
+        means.append(float(vals.mean()))
+        lows.append(lo)
+        highs.append(hi)
+    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)",
+                             line=dict(width=0), hoverinfo="skip", name="95% CI (mean)", showlegend=True))
+    if null is not None and math.isfinite(null):
+        fig.add_hline(y=null, line_dash="dash", line_color=CONTROL_COLOUR, annotation_text="control",
+                      annotation_position="bottom right")
+    fig.add_trace(go.Scatter(x=xs, y=means, mode="lines+markers", name="mean over pairs",
+                             line=dict(color="black", width=3),
+                             hovertemplate=f"{family} x%{{x}}<br>mean {metric} %{{y:.3f}}<extra></extra>"))
+    positive = all(x > 0 for x in xs)
+    fig.update_xaxes(title_text=f"multiple a of {family}" if family not in ("add",) else "added value b",
+                     type="log" if positive and family != "add" and max(xs) / min(xs) >= 4 else "linear")
+    unit = metric in ("lss", "lss_nontie", "target_wins", "specificity", "forcing_strict")
+    fig.update_yaxes(title_text=metric.replace("_", " ") + (" (share of facts)" if metric.startswith("lss") else ""),
+                     range=[-0.02, 1.02] if unit else None)
+    return _style(fig, f"{'LSS' if metric == 'lss' else metric.replace('_', ' ')} against the factor ({family})",
+                  height=460, width=760, legend=dict(title=dict(text="target")))
+
+
+def layer_lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | None = None,
+                    metric: str = "lss") -> go.Figure:
+    """Mean ``metric`` when only one layer is intervened on, against the layer: one line per target language
+    and the mean over pairs with its bootstrap band. Needs ``lens-steer lss --per-layer``."""
+    from lens_steer.lss import bootstrap_mean_ci
+    import torch
+
+    frame = _as_frame(lss)
+    if frame.empty or metric not in frame:
+        return _empty("LSS per layer", f"no {metric} rows in this run")
+    frame = frame[(frame["layers"] != "all") & frame[metric].notna()].copy()
+    if frame.empty:
+        return _empty("LSS per layer", "no per-layer rows: run `lens-steer lss RUN --per-layer`")
+    factors = list(dict.fromkeys(frame["factor"]))
+    factor = factor or factors[0]
+    frame = frame[frame["factor"] == factor]
+    frame["layer"] = frame["layers"].astype(int)
+    fig = go.Figure()
+    for t in order_languages(list(dict.fromkeys(frame["target"]))):
+        curve = frame[frame["target"] == t].groupby("layer")[metric].mean().sort_index()
+        fig.add_trace(go.Scatter(x=curve.index, y=curve.values, mode="lines", name=t, opacity=0.55,
+                                 hovertemplate=f"target {language_label(t)}<br>layer %{{x}}<br>{metric}"
+                                               " %{y:.3f}<extra></extra>"))
+    xs, means, lows, highs = [], [], [], []
+    for layer, group in frame.groupby("layer"):
+        vals = torch.tensor(group[metric].to_numpy(dtype=float))
+        lo, hi = bootstrap_mean_ci(vals)
+        xs.append(int(layer))
+        means.append(float(vals.mean()))
+        lows.append(lo)
+        highs.append(hi)
+    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)",
+                             line=dict(width=0), hoverinfo="skip", name="95% CI (mean)"))
+    fig.add_trace(go.Scatter(x=xs, y=means, mode="lines+markers", name="mean over pairs",
+                             line=dict(color="black", width=3),
+                             hovertemplate="layer %{x}<br>mean " + metric + " %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text="intervened layer (only this one)", dtick=1 if max(xs) < 40 else None)
+    fig.update_yaxes(title_text=metric.replace("_", " ") + (" (share of facts)" if metric.startswith("lss") else ""),
+                     range=[-0.02, 1.02] if metric.startswith("lss") else None)
+    return _style(fig, f"{'LSS' if metric == 'lss' else metric} per layer, factor {factor}", height=460, width=760,
+                  legend=dict(title=dict(text="target")))
+
+
+def gain_damage(lss: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Per factor: mean target gain (change of logp of the target answer) against mean source damage (change of
+    logp of the source answer), with 95% intervals when ``lss.csv`` carries them. Needs the columns
+    ``target_gain`` and ``source_damage``."""
+    frame = _as_frame(lss)
+    if frame.empty or not {"target_gain", "source_damage"} <= set(frame):
+        return _empty("Target gain against source damage", "no target_gain / source_damage columns in this run")
+    frame = frame[frame["layers"] == "all"]
+    agg = frame.groupby("factor", sort=False)[["target_gain", "source_damage"]].mean()
+    fig = go.Figure(go.Scatter(
+        x=agg["source_damage"], y=agg["target_gain"], mode="markers+text", text=agg.index,
+        textposition="top center", marker=dict(size=12, color=[CONTROL_COLOUR if f.startswith("control") else
+                                                                 "#1f77b4" for f in agg.index]),
+        hovertemplate="%{text}<br>source damage %{x:.2f} nats<br>target gain %{y:.2f} nats<extra></extra>"))
+    fig.add_hline(y=0, line_color="#bbb")
+    fig.add_vline(x=0, line_color="#bbb")
+    fig.update_xaxes(title_text="source damage: mean change of logp(o_s | x_s) (nats)")
+    fig.update_yaxes(title_text="target gain: mean change of logp(o_t | x_s) (nats)")
+    return _style(fig, "Target gain against source damage, per factor", height=480, width=720)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Downstream evaluation
+# ---------------------------------------------------------------------------------------------------------------
+def downstream_heatmap(deltas: pd.DataFrame, value: str = "delta", title: str | None = None,
+                       order: str = "family", unit: str = "") -> go.Figure:
+    """Diverging heatmap centred at 0: evaluation language (rows) x intervened language (columns).
+
+    ``deltas`` has columns ``eval_lang``, ``intervened`` and ``value`` (the change against no intervention).
+    The diagonal (self-language) is outlined.
+
+    >>> d = pd.DataFrame(dict(eval_lang=["en", "fr"], intervened=["en", "en"], delta=[0.1, -0.2]))
+    >>> downstream_heatmap(d).data[0].zmid
+    0
+    """
+    if deltas.empty:
+        return _empty(title or "Downstream change under amplification", "no evaluation rows")
+    for col in ("eval_lang", "intervened", value):
+        if col not in deltas:
+            raise LensSteerError(f"downstream_heatmap needs a column {col!r} (it has {', '.join(deltas.columns)})")
+    rows = order_languages(list(dict.fromkeys(deltas["eval_lang"])), order)
+    cols = order_languages(list(dict.fromkeys(deltas["intervened"])), order)
+    z = np.full((len(rows), len(cols)), np.nan)
+    for (e, t), v in deltas.groupby(["eval_lang", "intervened"])[value].mean().items():
+        z[rows.index(e), cols.index(t)] = v
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    labels_r = [language_label(c) for c in rows]
+    labels_c = [language_label(c) for c in cols]
+    custom = np.dstack(np.meshgrid(labels_c, labels_r))
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=rows, customdata=custom, colorscale=DIVERGING, zmid=0, zmin=-bound, zmax=bound,
+        texttemplate="%{z:+.2f}" if len(rows) * len(cols) <= 400 else None, hoverongaps=False,
+        colorbar=dict(title=dict(text=f"change{(' (' + unit + ')') if unit else ''}")),
+        hovertemplate="evaluated in %{customdata[1]}<br>amplified %{customdata[0]}<br>change %{z:+.4f}"
+                      "<extra></extra>"))
+    for i, code in enumerate(rows):
+        if code in cols:
+            j = cols.index(code)
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="black", width=2))
+    fig.update_xaxes(title_text="intervened language (neurons amplified)")
+    fig.update_yaxes(title_text="evaluation language", autorange="reversed")
+    size = max(420, 36 * max(len(rows), len(cols)) + 200)
+    return _style(fig, title or "Downstream change under amplification (self-language outlined)", height=size,
+                  width=size + 120)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-layer neuron inspector
+# ---------------------------------------------------------------------------------------------------------------
+def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language") -> pd.DataFrame:
+    """One row per (neuron of ``layer``, language): activation probability, p_max, p_median and whether the
+    neuron is assigned to that language. ``which="language"`` keeps the neurons assigned to any language."""
+    if not 0 <= layer < stats.n_layers:
+        raise LensSteerError(f"layer {layer} is outside 0..{stats.n_layers - 1}")
+    langs = neurons.languages
+    stat_langs = stats.languages
+    missing = [c for c in langs if c not in stat_langs]
+    if missing:
+        raise LensSteerError(f"the statistics have no {', '.join(missing)}; use the run's own stats and neurons")
+    if which == "language":
+        idx = sorted({j for c in langs for j in neurons.neurons[c][layer]})
+    elif which == "all":
+        idx = list(range(stats.d_mlp))
+    else:
+        raise LensSteerError(f"unknown neuron selection {which!r}; use language or all")
+    order = [stat_langs.index(c) for c in langs]
+    prob = stats.probability()[layer][:, order].numpy()         # [d_mlp, lang]
+    pmax = stats.sentence_stat("max")[order, layer].numpy()      # [lang, d_mlp]
+    pmed = stats.sentence_stat("median")[order, layer].numpy()
+    owners = {j: [c for c in langs if j in set(neurons.neurons[c][layer])] for j in idx}
+    records = []
+    for j in idx:
+        for k, c in enumerate(langs):
+            records.append(dict(layer=layer, neuron=j, language=c, probability=float(prob[j, k]),
+                                p_max=float(pmax[k, j]), p_median=float(pmed[k, j]), assigned=c in owners[j],
+                                assigned_to=",".join(owners[j])))
+    return pd.DataFrame.from_records(records, columns=["layer", "neuron", "language", "probability", "p_max",
+                                                       "p_median", "assigned", "assigned_to"])
+
+
+def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | None = None,
+                    order: str = "family", max_neurons: int = 400) -> go.Figure:
+    """Neurons x languages activation-probability heatmap of one layer at a time, with a layer slider inside the
+    figure. Crosses mark the language(s) each neuron is assigned to; hover shows p, p_max and p_median.
+
+    Only neurons assigned to some language are shown (at most ``max_neurons`` per layer, by highest probability),
+    so the page stays light: 18 layers of Gemma-3-270M make well under 1 MB.
+    """
+    layers = list(range(stats.n_layers)) if layers is None else list(layers)
+    if not layers:
+        raise LensSteerError("layer_inspector needs at least one layer")
+    langs = order_languages(neurons.languages, order)
+    labels = [language_label(c) for c in langs]
+    frames: dict[int, dict[str, Any]] = {}
+    for layer in layers:
+        table = inspector_tables(stats, neurons, layer)
+        if table.empty:
+            frames[layer] = dict(z=[[None] * len(langs)], y=["(none)"], custom=[[["", 0, 0, 0, ""]] * len(langs)],
+                                 mx=[], my=[], n=0)
+            continue
+        wide = table.pivot(index="neuron", columns="language", values="probability")[langs]
+        keep = wide.max(axis=1).sort_values(ascending=False).index[:max_neurons]
+        keep = sorted(keep)
+        sub = table[table["neuron"].isin(keep)].set_index(["neuron", "language"])
+        z, custom, mx, my = [], [], [], []
+        for j in keep:
+            z.append([round(float(sub.loc[(j, c), "probability"]), 4) for c in langs])
+            custom.append([[labels[k], round(float(sub.loc[(j, c), "p_max"]), 4),
+                            round(float(sub.loc[(j, c), "p_median"]), 4), int(j), sub.loc[(j, c), "assigned_to"]]
+                           for k, c in enumerate(langs)])
+            for c in langs:
+                if sub.loc[(j, c), "assigned"]:
+                    mx.append(c)
+                    my.append(f"n{j}")
+        frames[layer] = dict(z=z, y=[f"n{j}" for j in keep], custom=custom, mx=mx, my=my, n=len(keep))
+
+    def title(layer: int) -> str:
+        return f"Layer {layer}: activation probability of its {frames[layer]['n']} language neurons (x = assigned)"
+
+    first = frames[layers[0]]
+    fig = go.Figure([
+        go.Heatmap(z=first["z"], x=langs, y=first["y"], customdata=first["custom"], colorscale=SEQUENTIAL, zmin=0,
+                   zmax=1, colorbar=dict(title=dict(text="activation<br>probability")), hoverongaps=False,
+                   hovertemplate="neuron %{customdata[3]} (assigned: %{customdata[4]})<br>%{customdata[0]}<br>"
+                                 "p = %{z:.3f}<br>p_max = %{customdata[1]:.3f}<br>p_median = %{customdata[2]:.3f}"
+                                 "<extra></extra>"),
+        go.Scatter(x=first["mx"], y=first["my"], mode="markers", name="assigned",
+                   marker=dict(symbol="x-thin", size=9, line=dict(width=2, color="white")), hoverinfo="skip"),
+    ])
+    steps = [dict(label=str(layer), method="update",
+                  args=[{"z": [frames[layer]["z"], None], "y": [frames[layer]["y"], frames[layer]["my"]],
+                         "customdata": [frames[layer]["custom"], None], "x": [langs, frames[layer]["mx"]]},
+                        {"title.text": title(layer)}])
+             for layer in layers]
+    height = max(520, min(1400, 12 * max(f["n"] for f in frames.values()) + 220))
+    fig.update_layout(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="layer "), pad=dict(t=50),
+                                    x=0.0, len=1.0)], showlegend=False)
+    fig.update_xaxes(side="top")
+    fig.update_yaxes(title_text="neuron (index in the layer)", autorange="reversed", type="category")
+    fig = _style(fig, title(layers[0]), height=height, width=max(640, 40 * len(langs) + 260))
+    fig.update_layout(margin=dict(t=110))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------------------------
+def browser_path() -> str | None:
+    """The Chromium kaleido will use: ``$BROWSER_PATH`` or the first chromium/chrome on PATH."""
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env if Path(env).exists() else None
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _check_browser() -> None:
+    if browser_path() is None:
+        raise LensSteerError("static PNG/SVG export needs Chromium: run `make setup` (installs Debian's chromium) or"
+                             " `apt-get install -y chromium`, or set BROWSER_PATH; .html export works without it")
+
+
+def save_figure(fig: go.Figure, path: str | Path, width: int | None = None, height: int | None = None,
+                scale: float = 2.0) -> Path:
+    """Write ``fig`` as .png, .svg (kaleido + Chromium, offline) or a self-contained .html, atomically."""
+    return save_figures([(fig, path)], width=width, height=height, scale=scale)[0]
+
+
+def save_figures(items: Sequence[tuple[go.Figure, str | Path]], width: int | None = None, height: int | None = None,
+                 scale: float = 2.0) -> list[Path]:
+    """Write several figures; the static ones share one Chromium (about 0.8 s per PNG instead of 2.5 s)."""
+    paths = [Path(p) for _, p in items]
+    bad = [p for p in paths if p.suffix.lower() not in (".png", ".svg", ".html")]
+    if bad:
+        raise LensSteerError(f"cannot write {bad[0]}: use a .png, .svg or .html file name")
+    static = [(f, p) for f, p in zip((f for f, _ in items), paths) if p.suffix.lower() != ".html"]
+    for fig, p in zip((f for f, _ in items), paths):
+        if p.suffix.lower() == ".html":
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(p) as tmp:
+                fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+    if static:
+        _check_browser()
+        import warnings
+
+        import kaleido
+
+        for _, p in static:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            started = False
+            try:
+                kaleido.start_sync_server(mathjax=False, silence_warnings=True)
+                started = True
+            except RuntimeError:
+                pass  # a server is already running (e.g. started by the caller); use it
+            try:
+                for fig, p in static:
+                    with atomic_path(p) as tmp:
+                        fig.write_image(str(tmp), format=p.suffix.lower()[1:], width=width or fig.layout.width,
+                                        height=height or fig.layout.height, scale=scale)
+            except Exception as exc:  # kaleido raises many types; say what to do
+                if isinstance(exc, LensSteerError):
+                    raise
+                raise LensSteerError(f"static export to {p} failed ({type(exc).__name__}: {str(exc)[:200]}); check"
+                                     " that Chromium starts (`chromium --headless --version`) or write .html") from exc
+            finally:
+                if started:
+                    kaleido.stop_sync_server(silence_warnings=True)
+    return paths
