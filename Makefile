@@ -9,13 +9,17 @@ RUN    ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# kaleido (PNG/SVG export) and the report tests use this Chromium; Debian's package is installed by `make browser`.
+export BROWSER_PATH ?= /usr/bin/chromium
 
-.PHONY: setup data demo test test-fast help
+.PHONY: setup data browser demo figures test test-fast help
 
 help:
 	@echo "make demo   - set up (.venv, deps, embedded Gemma-3-270M, UDHR) and identify neurons for 18 languages"
 	@echo "make test   - set up and run the test suite (offline)"
 	@echo "make test-fast - tests without the slow end-to-end ones"
+	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS if needed)"
+	@echo "make browser - install Debian's chromium (PNG/SVG export, report tests); part of setup"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +33,18 @@ $(STAMP): pyproject.toml constraints.txt
 data: $(STAMP)
 	$(PY) -m lens_steer.cli setup --skip-model
 
-# data + the embedded model converted once to safetensors in the cache.
-setup: $(STAMP)
+# Chromium for plotly's static export (kaleido) and the headless report test. Never `playwright install` or
+# `plotly_get_chrome`: they download browsers from the internet.
+browser:
+	@test -x "$(BROWSER_PATH)" || command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (PNG/SVG export and the report test need it)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  ( $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    ( $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null ) ) || { \
+	  echo "could not install chromium: run 'apt-get install -y chromium' (or set BROWSER_PATH to a Chrome)"; exit 2; }; }
+
+# data + the embedded model converted once to safetensors in the cache, and the browser.
+setup: $(STAMP) browser
 	$(PY) -m lens_steer.cli setup
 
 DEMO_LANGS   ?= en,fr,ja,ru,vi,sw,zh,it
@@ -43,6 +57,17 @@ demo: setup
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 20 --factors '$(DEMO_FACTORS)'
 	$(VENV)/bin/lens-steer steer $(RUN) --to fr,ja,ru,vi,sw --factor p_max '$(DEMO_PROMPT)'
 	@echo "results are in $(RUN)/"
+
+# The default pipeline, then every figure as PNG straight into figures/ (committed; shown in the README).
+# identify resumes, so after `make demo` (same RUN) only the LSS sweep runs.
+FIG_LANGS   ?= en,fr,ja,ru,vi,sw
+FIG_FACTORS ?= p_max*0.25,p_max*0.5,p_max,p_max*2,p_max*4,p_median,zero
+figures: setup
+	$(VENV)/bin/lens-steer identify --out $(RUN) --quiet
+	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(FIG_LANGS) --max-facts 10 --factors '$(FIG_FACTORS)' \
+	  --per-layer p_max --quiet
+	$(VENV)/bin/lens-steer figures $(RUN) --out figures --format png
+	$(VENV)/bin/lens-steer report $(RUN)
 
 test: setup
 	$(PY) -m pytest

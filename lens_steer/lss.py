@@ -79,7 +79,8 @@ def pair_stats(base_s: Tensor, base_t: Tensor, int_s: Tensor, int_t: Tensor, ide
 
 
 def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[ClozeItem]],
-            languages: Sequence[str], factors: Sequence[Factor], *, per_layer: bool = False, batch_size: int = 32,
+            languages: Sequence[str], factors: Sequence[Factor], *, per_layer: bool | Sequence[str] = False,
+            batch_size: int = 32,
             progress: bool = True) -> list[dict[str, Any]]:
     """LSS rows for every factor (and layer setting), source and target != source.
 
@@ -87,13 +88,18 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
         facts: per source language, its facts (each with answers in every language of ``languages``).
         languages: run languages; every one is a source (if it has facts) and a target.
         factors: parsed factors; each row's ``factor`` column is the factor's text verbatim.
-        per_layer: also run every factor with single-layer interventions (``layers`` = the layer).
+        per_layer: also run single-layer interventions (``layers`` = the layer): ``True`` for every factor, or a
+            list of factor texts to do it for those only (a per-layer sweep costs n_layers times one factor).
     """
     from tqdm.auto import tqdm
 
     steerer = Steerer(model, neurons, stats)
     n_layers = steerer.site.n_layers
-    layer_settings: list[str | int] = ["all"] + (list(range(n_layers)) if per_layer else [])
+    layered = {f.text for f in factors} if per_layer is True else set(per_layer or [])
+
+    def layer_settings(factor: Factor) -> list[str | int]:
+        return ["all"] + (list(range(n_layers)) if factor.text in layered else [])
+
     totals = neurons.totals()
     empty = [t for t in languages if totals.get(t, 0) == 0]
     if empty:
@@ -101,7 +107,7 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
 
         warnings.warn(f"no neurons for {', '.join(empty)}: those targets are skipped", stacklevel=2)
     rows: list[dict[str, Any]] = []
-    work = [(s, f, layers) for s in languages if facts.get(s) for f in factors for layers in layer_settings]
+    work = [(s, f, layers) for s in languages if facts.get(s) for f in factors for layers in layer_settings(f)]
     bar = tqdm(total=len(work), desc="LSS", disable=not progress)
     for s in languages:
         items = list(facts.get(s, []))
@@ -113,7 +119,7 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
         si = languages.index(s)
         targets = [t for t in languages if t != s and t not in empty]
         for factor in factors:
-            for layers in layer_settings:
+            for layers in layer_settings(factor):
                 # Under I_t only o_s and o_t are needed; scoring every language's answer would cost K/2 times more.
                 ivs = [Intervention(t, factor, layers=layers) for _ in items for t in targets]
                 rep_prompts = [p for p in prompts for _ in targets]

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -62,6 +63,7 @@ FAMILY: dict[str, str] = {
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
 CONTROL_COLOUR = "#7f7f7f"
+DEFAULT_COLOURS = tuple(plotly.colors.qualitative.Plotly)  # plotly's default colorway, as in the templates
 
 
 def language_label(code: str) -> str:
@@ -170,6 +172,7 @@ def layer_distribution(neurons: NeuronSet | Mapping[str, NeuronSet], order: str 
             bar_idx.append(len(fig.data))
             fig.add_trace(go.Bar(
                 x=layers, y=z[i], name=code, legendgroup=code, showlegend=col == 1, visible=False,
+                marker_color=DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)],  # same colour in every panel
                 customdata=np.stack([share[i] * 100], axis=-1),
                 hovertemplate=f"{labels[i]}<br>layer %{{x}}<br>%{{y:.0f}} neurons<br>"
                               "%{customdata[0]:.1f}% of this language's neurons<extra>" + name + "</extra>",
@@ -260,6 +263,8 @@ def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | No
     if frame.empty or metric not in frame:
         return _empty("Language Steering Shift", f"no {metric} rows in this run")
     frame = frame[frame["layers"] == "all"]
+    if frame.empty:
+        return _empty("Language Steering Shift", f"no all-layer {metric} rows in this run")
     factors = list(dict.fromkeys(frame["factor"]))
     if factor is not None:
         if factor not in factors:
@@ -346,7 +351,9 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
     doses = frame["factor"].map(factor_multiple)
     frame["family"] = [d[0] if d else None for d in doses]
     frame["a"] = [d[1] if d else math.nan for d in doses]
-    families = frame["family"].dropna().value_counts()
+    # distinct multiples per family (not rows: one factor over many pairs is still a single point)
+    families = (frame.dropna(subset=["family"]).groupby("family", sort=False)["a"].nunique()
+                .sort_values(ascending=False, kind="stable"))
     if families.empty or (family is None and families.iloc[0] < 2):
         return _empty("LSS against the factor", "needs at least two multiples of one factor (e.g. p_max*0.5,p_max,p_max*2)")
     family = family or str(families.index[0])
@@ -400,6 +407,8 @@ def layer_lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str
         return _empty("LSS per layer", "no per-layer rows: run `lens-steer lss RUN --per-layer`")
     factors = list(dict.fromkeys(frame["factor"]))
     factor = factor or factors[0]
+    if factor not in factors:
+        raise LensSteerError(f"factor {factor!r} has no per-layer rows (per-layer factors: {', '.join(factors)})")
     frame = frame[frame["factor"] == factor]
     frame["layer"] = frame["layers"].astype(int)
     fig = go.Figure()
@@ -497,35 +506,48 @@ def downstream_heatmap(deltas: pd.DataFrame, value: str = "delta", title: str | 
 # ---------------------------------------------------------------------------------------------------------------
 # Per-layer neuron inspector
 # ---------------------------------------------------------------------------------------------------------------
+class _InspectorData:
+    """The per-neuron numbers the inspector shows, computed once for every layer (the median is the slow part)."""
+
+    def __init__(self, stats: Stats, neurons: NeuronSet):
+        langs = neurons.languages
+        missing = [c for c in langs if c not in stats.languages]
+        if missing:
+            raise LensSteerError(f"the statistics have no {', '.join(missing)}; use the run's own stats and neurons")
+        order = [stats.languages.index(c) for c in langs]
+        self.langs = langs
+        self.n_layers, self.d_mlp = stats.n_layers, stats.d_mlp
+        self.prob = stats.probability()[..., order].numpy()            # [layer, d_mlp, lang]
+        self.pmax = stats.sentence_stat("max")[order].numpy()           # [lang, layer, d_mlp]
+        self.pmed = stats.sentence_stat("median")[order].numpy()
+        self.mask = neurons.mask().numpy()                              # [layer, d_mlp, lang]
+
+    def table(self, layer: int, which: str = "language") -> pd.DataFrame:
+        if not 0 <= layer < self.n_layers:
+            raise LensSteerError(f"layer {layer} is outside 0..{self.n_layers - 1}")
+        if which == "language":
+            idx = np.flatnonzero(self.mask[layer].any(axis=1))
+        elif which == "all":
+            idx = np.arange(self.d_mlp)
+        else:
+            raise LensSteerError(f"unknown neuron selection {which!r}; use language or all")
+        k = len(self.langs)
+        assigned = self.mask[layer][idx]                                 # [n, lang]
+        owners = [",".join(c for c, a in zip(self.langs, row) if a) for row in assigned]
+        return pd.DataFrame({
+            "layer": layer, "neuron": np.repeat(idx, k), "language": np.tile(self.langs, len(idx)),
+            "probability": self.prob[layer][idx].reshape(-1).astype(float),
+            "p_max": self.pmax[:, layer, idx].T.reshape(-1).astype(float),
+            "p_median": self.pmed[:, layer, idx].T.reshape(-1).astype(float),
+            "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [],
+        }, columns=["layer", "neuron", "language", "probability", "p_max", "p_median", "assigned", "assigned_to"])
+
+
 def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language") -> pd.DataFrame:
     """One row per (neuron of ``layer``, language): activation probability, p_max, p_median and whether the
-    neuron is assigned to that language. ``which="language"`` keeps the neurons assigned to any language."""
-    if not 0 <= layer < stats.n_layers:
-        raise LensSteerError(f"layer {layer} is outside 0..{stats.n_layers - 1}")
-    langs = neurons.languages
-    stat_langs = stats.languages
-    missing = [c for c in langs if c not in stat_langs]
-    if missing:
-        raise LensSteerError(f"the statistics have no {', '.join(missing)}; use the run's own stats and neurons")
-    if which == "language":
-        idx = sorted({j for c in langs for j in neurons.neurons[c][layer]})
-    elif which == "all":
-        idx = list(range(stats.d_mlp))
-    else:
-        raise LensSteerError(f"unknown neuron selection {which!r}; use language or all")
-    order = [stat_langs.index(c) for c in langs]
-    prob = stats.probability()[layer][:, order].numpy()         # [d_mlp, lang]
-    pmax = stats.sentence_stat("max")[order, layer].numpy()      # [lang, d_mlp]
-    pmed = stats.sentence_stat("median")[order, layer].numpy()
-    owners = {j: [c for c in langs if j in set(neurons.neurons[c][layer])] for j in idx}
-    records = []
-    for j in idx:
-        for k, c in enumerate(langs):
-            records.append(dict(layer=layer, neuron=j, language=c, probability=float(prob[j, k]),
-                                p_max=float(pmax[k, j]), p_median=float(pmed[k, j]), assigned=c in owners[j],
-                                assigned_to=",".join(owners[j])))
-    return pd.DataFrame.from_records(records, columns=["layer", "neuron", "language", "probability", "p_max",
-                                                       "p_median", "assigned", "assigned_to"])
+    neuron is assigned to that language. ``which="language"`` keeps the neurons assigned to any language,
+    ``"all"`` every neuron of the layer."""
+    return _InspectorData(stats, neurons).table(layer, which)
 
 
 def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | None = None,
@@ -534,35 +556,38 @@ def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | No
     figure. Crosses mark the language(s) each neuron is assigned to; hover shows p, p_max and p_median.
 
     Only neurons assigned to some language are shown (at most ``max_neurons`` per layer, by highest probability),
-    so the page stays light: 18 layers of Gemma-3-270M make well under 1 MB.
+    so the page stays light: 18 layers of Gemma-3-270M add well under 1 MB.
     """
     layers = list(range(stats.n_layers)) if layers is None else list(layers)
     if not layers:
         raise LensSteerError("layer_inspector needs at least one layer")
+    data = _InspectorData(stats, neurons)
     langs = order_languages(neurons.languages, order)
+    col = [neurons.languages.index(c) for c in langs]
     labels = [language_label(c) for c in langs]
     frames: dict[int, dict[str, Any]] = {}
     for layer in layers:
-        table = inspector_tables(stats, neurons, layer)
-        if table.empty:
-            frames[layer] = dict(z=[[None] * len(langs)], y=["(none)"], custom=[[["", 0, 0, 0, ""]] * len(langs)],
+        if not 0 <= layer < data.n_layers:
+            raise LensSteerError(f"layer {layer} is outside 0..{data.n_layers - 1}")
+        idx = np.flatnonzero(data.mask[layer].any(axis=1))
+        if len(idx) > max_neurons:
+            top = np.argsort(-data.prob[layer][idx].max(axis=1), kind="stable")[:max_neurons]
+            idx = np.sort(idx[top])
+        if len(idx) == 0:
+            frames[layer] = dict(z=[[None] * len(langs)], y=["(none)"], custom=[[["", 0, 0, -1, ""]] * len(langs)],
                                  mx=[], my=[], n=0)
             continue
-        wide = table.pivot(index="neuron", columns="language", values="probability")[langs]
-        keep = wide.max(axis=1).sort_values(ascending=False).index[:max_neurons]
-        keep = sorted(keep)
-        sub = table[table["neuron"].isin(keep)].set_index(["neuron", "language"])
-        z, custom, mx, my = [], [], [], []
-        for j in keep:
-            z.append([round(float(sub.loc[(j, c), "probability"]), 4) for c in langs])
-            custom.append([[labels[k], round(float(sub.loc[(j, c), "p_max"]), 4),
-                            round(float(sub.loc[(j, c), "p_median"]), 4), int(j), sub.loc[(j, c), "assigned_to"]]
-                           for k, c in enumerate(langs)])
-            for c in langs:
-                if sub.loc[(j, c), "assigned"]:
-                    mx.append(c)
-                    my.append(f"n{j}")
-        frames[layer] = dict(z=z, y=[f"n{j}" for j in keep], custom=custom, mx=mx, my=my, n=len(keep))
+        prob = data.prob[layer][idx][:, col].round(4)                   # [n, lang]
+        pmax = data.pmax[col][:, layer, idx].T.round(4)
+        pmed = data.pmed[col][:, layer, idx].T.round(4)
+        assigned = data.mask[layer][idx][:, col]
+        owners = [",".join(c for c, a in zip(langs, row) if a) for row in assigned]
+        custom = [[[labels[k], float(pmax[i, k]), float(pmed[i, k]), int(j), owners[i]] for k in range(len(langs))]
+                  for i, j in enumerate(idx)]
+        ys = [f"n{j}" for j in idx]
+        rows, cols = np.nonzero(assigned)
+        frames[layer] = dict(z=prob.tolist(), y=ys, custom=custom, mx=[langs[c] for c in cols],
+                             my=[ys[r] for r in rows], n=len(idx))
 
     def title(layer: int) -> str:
         return f"Layer {layer}: activation probability of its {frames[layer]['n']} language neurons (x = assigned)"

@@ -1,0 +1,294 @@
+"""One self-contained HTML page of a run, and the figures a run's artifacts allow.
+
+:func:`run_figures` reads what a run directory holds (``neurons.json`` and the statistics always; ``lss.csv``,
+``eval_*.csv`` when present) and builds every figure it can. :func:`build_report` puts them on one page with the
+manifest, count tables, LSS and forcing tables and steered generations. plotly.js is embedded once in the page, so
+it renders with no network (no ``<script src="http...">``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from lens_steer import __version__
+from lens_steer.errors import LensSteerError
+from lens_steer.languages import LANGUAGES
+from lens_steer.neurons import NeuronSet
+from lens_steer.paths import write_text
+from lens_steer import plots
+from lens_steer.stats import Stats
+
+MAX_GENERATIONS = 80  # the newest records shown; the full file stays in the run directory
+MAX_TABLE_ROWS = 400
+
+
+def _load(run_dir: Path) -> tuple[NeuronSet, Stats | None]:
+    if not (run_dir / "neurons.json").exists():
+        raise LensSteerError(f"{run_dir} has no neurons.json; run `lens-steer identify --out {run_dir}` first")
+    neurons = NeuronSet.load(run_dir)
+    stats = Stats.load(run_dir) if (run_dir / "stats.safetensors").exists() else None
+    return neurons, stats
+
+
+def eval_deltas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Change of each evaluation value against no intervention: rows (task, factor, intervened, eval_lang,
+    metric, value, base, delta); ``frame`` is the long format of ``eval_<task>.csv``.
+
+    >>> f = pd.DataFrame(dict(task="t", factor=["-", "p_max"], intervened=["none", "fr"], eval_lang="fr",
+    ...                       metric="acc", value=[0.5, 0.7], n=10))
+    >>> eval_deltas(f)["delta"].round(2).tolist()
+    [0.2]
+    """
+    need = {"task", "factor", "intervened", "eval_lang", "metric", "value"}
+    if not need <= set(frame.columns):
+        raise LensSteerError(f"an evaluation table needs the columns {', '.join(sorted(need))}")
+    base = frame[frame["intervened"] == "none"][["task", "eval_lang", "metric", "value"]]
+    base = base.rename(columns={"value": "base"}).drop_duplicates(["task", "eval_lang", "metric"])
+    steered = frame[frame["intervened"] != "none"]
+    out = steered.merge(base, on=["task", "eval_lang", "metric"], how="inner")
+    out["delta"] = out["value"] - out["base"]
+    return out
+
+
+def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[str, go.Figure]:
+    """Every figure the run directory's artifacts allow, by file stem, in reading order."""
+    run_dir = Path(run_dir)
+    neurons, stats = _load(run_dir)
+    figs: dict[str, go.Figure] = {}
+    if compare:
+        other, _ = _load(Path(compare))
+        names = {f"{neurons.provenance.get('method', 'run')} ({run_dir.name})": neurons,
+                 f"{other.provenance.get('method', 'other')} ({Path(compare).name})": other}
+        if len(set(names)) < 2:
+            names = {run_dir.name: neurons, Path(compare).name: other}
+        figs["layer_distribution"] = plots.layer_distribution(names)
+    else:
+        figs["layer_distribution"] = plots.layer_distribution(neurons)
+    figs["overlap_counts"] = plots.overlap_heatmap(neurons, "count")
+    figs["overlap_jaccard"] = plots.overlap_heatmap(neurons, "jaccard")
+    if stats is not None:
+        figs["layer_inspector"] = plots.layer_inspector(stats, neurons)
+    lss = _lss_table(run_dir)
+    if lss is not None:
+        best = _best_factor(run_dir)
+        factors = list(dict.fromkeys(lss.loc[lss["layers"] == "all", "factor"]))
+        if factors:
+            ordered = [best, *[f for f in factors if f != best]] if best in factors else factors
+            first = lss[lss["factor"].isin(ordered)].copy()
+            first["factor"] = pd.Categorical(first["factor"], ordered, ordered=True)
+            figs["lss_matrix"] = plots.lss_matrix(first.sort_values("factor").astype({"factor": str}))
+        doses = [plots.factor_multiple(f) for f in factors]
+        families = pd.Series([d[0] for d in doses if d]).value_counts()
+        if not families.empty and families.iloc[0] >= 2:
+            figs["lss_vs_factor"] = plots.lss_curve(lss, null=_control_mean(lss))
+        if (lss["layers"] != "all").any():
+            figs["lss_per_layer"] = plots.layer_lss_curve(lss)
+        if {"target_gain", "source_damage"} <= set(lss.columns):
+            figs["gain_vs_damage"] = plots.gain_damage(lss)
+    for path in sorted(run_dir.glob("eval_*.csv")):
+        frame = plots.read_table(path)
+        deltas = eval_deltas(frame)
+        if deltas.empty:
+            continue
+        task = str(frame["task"].iloc[0])
+        metric = str(deltas["metric"].iloc[0])
+        part = deltas[deltas["metric"] == metric]
+        figs[f"downstream_{task.replace('-', '_')}"] = plots.downstream_heatmap(
+            part, title=f"{task}: change of {metric} under amplification (self-language outlined)", unit=metric)
+    return figs
+
+
+def _lss_table(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / "lss.csv"
+    if not path.exists():
+        return None
+    frame = plots.read_table(path)
+    return frame if not frame.empty else None
+
+
+def _best_factor(run_dir: Path) -> str | None:
+    path = run_dir / "lss_summary.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("best_factor")
+
+
+def _control_mean(lss: pd.DataFrame) -> float | None:
+    ctrl = lss[(lss["layers"] == "all") & lss["factor"].str.startswith("control")]
+    return float(ctrl["lss"].mean()) if not ctrl.empty else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------------------------
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1250px;
+       padding: 1rem 2rem 4rem; color: #222; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ddd; padding-top: 1rem; }
+.meta { color: #666; } nav a { margin-right: 1rem; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+th { background: #f4f4f4; } td.text, th.text { text-align: left; max-width: 560px; }
+.figure { margin: 1rem 0 2rem; } details { margin: 0.5rem 0; } pre { background: #f7f7f7; padding: 0.8rem; overflow: auto; }
+.hit { color: #0a7a2f; font-weight: 600; } .miss { color: #b3261e; }
+"""
+
+
+def _table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    if len(frame) > MAX_TABLE_ROWS:
+        note = f"<p class='meta'>first {MAX_TABLE_ROWS} of {len(frame)} rows; the full table is in the CSV file</p>"
+        frame = frame.head(MAX_TABLE_ROWS)
+    else:
+        note = ""
+    return frame.to_html(index=False, escape=True, border=0, na_rep="",
+                         float_format=lambda v: float_format.format(v)) + note
+
+
+def _figure_html(fig: go.Figure, div_id: str) -> str:
+    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": False})
+    return f"<div class='figure'>{body}</div>"
+
+
+def _counts_table(neurons: NeuronSet, stats: Stats | None) -> pd.DataFrame:
+    counts = neurons.counts().numpy()
+    rows = []
+    for i, code in enumerate(neurons.languages):
+        row: dict[str, Any] = {"lang": code, "name": LANGUAGES[code].name if code in LANGUAGES else ""}
+        if stats is not None and code in stats.languages:
+            row["tokens"] = int(stats.n_tokens[stats.languages.index(code)])
+        row["neurons"] = int(counts[i].sum())
+        row.update({f"L{layer}": int(c) for layer, c in enumerate(counts[i])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _generations(run_dir: Path) -> str:
+    path = run_dir / "generations.jsonl"
+    if not path.exists():
+        return ""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line of an interrupted append is skipped, not fatal
+    if not records:
+        return ""
+    shown = records[-MAX_GENERATIONS:]
+    rows = []
+    for r in shown:
+        steered = r.get("steered")
+        verdict = "" if not steered else ("<span class='hit'>target</span>" if r.get("match_strict") else
+                                          "<span class='hit'>lenient</span>" if r.get("match_lenient") else
+                                          "<span class='miss'>miss</span>")
+        rows.append("<tr>" + "".join([
+            f"<td class='text'>{html.escape(str(r.get('kind', '')))}</td>",
+            f"<td class='text'>{html.escape(str(r.get('target') or 'baseline'))}</td>",
+            f"<td class='text'>{html.escape(str(r.get('factor') or ''))}</td>",
+            f"<td class='text'>{html.escape(str(r.get('detected') or '??'))} {verdict}</td>",
+            f"<td class='text'>{html.escape(str(r.get('prompt', '')))}</td>",
+            f"<td class='text'>{html.escape(str(r.get('text', '')))}</td>"]) + "</tr>")
+    head = "".join(f"<th class='text'>{h}</th>" for h in ("kind", "target", "factor", "detected", "prompt", "text"))
+    more = f"<p class='meta'>the newest {len(shown)} of {len(records)} records</p>" if len(records) > len(shown) else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``RUN_DIR/report.html`` (or ``out``) and return its path.
+
+    Works on an identify-only run (counts, layer, overlap and Jaccard figures, the inspector) and adds LSS,
+    forcing, generations and downstream sections when their files are present.
+    """
+    from plotly.offline import get_plotlyjs
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LensSteerError(f"{run_dir} is not a directory; give a run directory made by `lens-steer identify`")
+    neurons, stats = _load(run_dir)
+    figs = run_figures(run_dir)
+    manifest = stats.manifest if stats is not None else neurons.provenance.get("stats", {})
+    model = manifest.get("model", {})
+    corpus = manifest.get("corpus", {})
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+
+    total = sum(neurons.totals().values())
+    overview = (f"<p>{total} language-neuron assignments ({html.escape(str(neurons.provenance.get('method', '?')))},"
+                f" {html.escape(json.dumps(neurons.provenance.get('params', {})))}) over {neurons.n_layers} layers x"
+                f" {neurons.d_mlp} neurons, {len(neurons.languages)} languages.</p>")
+    overview += _table(_counts_table(neurons, stats))
+    overview += ("<details><summary>run manifest</summary><pre>"
+                 + html.escape(json.dumps(manifest, indent=2, ensure_ascii=False)) + "</pre></details>")
+    sections.append(("neurons", "Language neurons", overview))
+
+    body = "".join(_figure_html(figs[k], f"fig-{k}") for k in ("layer_distribution", "overlap_counts",
+                                                                "overlap_jaccard") if k in figs)
+    sections.append(("where", "Where they live and how they overlap", body))
+    if "layer_inspector" in figs:
+        sections.append(("inspector", "Per-layer neuron inspector",
+                         "<p>Drag the slider to pick a layer. Hover a cell for the neuron's activation probability,"
+                         " p_max and p_median in that language; crosses mark the languages it is assigned to."
+                         " <code>lens-steer inspect RUN --layer L --neuron J</code> lists the tokens that drive one"
+                         " neuron.</p>" + _figure_html(figs["layer_inspector"], "fig-layer_inspector")))
+
+    lss = _lss_table(run_dir)
+    if lss is not None:
+        summary_path = run_dir / "lss_summary.json"
+        part = ""
+        if summary_path.exists():
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            rows = [{"factor": f, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
+                    for f, vals in summary.get("factors", {}).items()]
+            part += (f"<p>Best factor: <b>{html.escape(str(summary.get('best_factor')))}</b>. Rule:"
+                     f" {html.escape(str(summary.get('rule', '')))}. Cloze: {html.escape(str(summary.get('cloze')))}"
+                     "</p>")
+            if rows:
+                part += _table(pd.DataFrame(rows))
+        part += "".join(_figure_html(figs[k], f"fig-{k}") for k in ("lss_matrix", "lss_vs_factor", "lss_per_layer",
+                                                                    "gain_vs_damage") if k in figs)
+        part += "<details><summary>lss.csv</summary>" + _table(lss) + "</details>"
+        sections.append(("lss", "Language Steering Shift", part))
+
+    forcing_path = run_dir / "forcing.csv"
+    if forcing_path.exists():
+        sections.append(("forcing", "Language forcing on neutral prompts", _table(plots.read_table(forcing_path))))
+    gens = _generations(run_dir)
+    if gens:
+        sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))
+
+    evals = [k for k in figs if k.startswith("downstream_")]
+    if evals:
+        part = "".join(_figure_html(figs[k], f"fig-{k}") for k in evals)
+        for path in sorted(run_dir.glob("eval_*.csv")):
+            part += f"<details><summary>{html.escape(path.name)}</summary>{_table(plots.read_table(path))}</details>"
+        sections.append(("downstream", "Downstream evaluation under amplification", part))
+
+    nav = "".join(f"<a href='#{a}'>{html.escape(t)}</a>" for a, t, _ in sections)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = "\n".join([
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>lens_steer report: {html.escape(run_dir.name)}</title>",
+        f"<style>{_CSS}</style>",
+        # plotly.js once, inline: the page must render with no network.
+        f"<script type='text/javascript'>{get_plotlyjs()}</script>",
+        "</head><body>",
+        f"<h1>lens_steer report: {html.escape(run_dir.name)}</h1>",
+        f"<p class='meta'>model {html.escape(str(model.get('model', '?')))} ({html.escape(str(model.get('source', '')))}),"
+        f" corpus {html.escape(str(corpus.get('name', '?')))} {html.escape(str(corpus.get('split') or ''))},"
+        f" site {html.escape(str(manifest.get('site', '?')))}; written {stamp} by lens_steer {__version__}</p>",
+        f"<nav>{nav}</nav>",
+        *[f"<h2 id='{a}'>{html.escape(t)}</h2>{h}" for a, t, h in sections],
+        "</body></html>",
+    ])
+    target = Path(out) if out else run_dir / "report.html"
+    write_text(target, page)
+    return target
