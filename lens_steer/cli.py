@@ -122,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="cld2", help="language detector (default: cld2)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
+    p = sub.add_parser("eval", help="downstream tasks under amplification, self- vs cross-language",
+                       description="Evaluate TASK in every evaluation language without intervention and with each"
+                       " target language's neurons amplified by FACTOR; write RUN_DIR/eval_<task>.csv (task, factor,"
+                       " intervened, eval_lang, metric, value, n) and print the self-language (eval = target) and"
+                       " cross-language mean changes. Hub tasks need network or --data (a local copy, same schema);"
+                       " udhr-ppl and udhr-mt run offline on the embedded UDHR.")
+    p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
+    p.add_argument("--task", required=True, help="xcopa, xwinograd, include, flores-mt, ppl, udhr-ppl or udhr-mt")
+    p.add_argument("--factor", default=None, help="factor (default: best_factor of RUN_DIR/lss_summary.json)")
+    p.add_argument("--targets", default=None, help="intervened languages (default: the evaluation languages)")
+    p.add_argument("--eval-langs", default=None, help="evaluation languages (default: the run's languages the task covers)")
+    p.add_argument("--data", default=None, help="local copy of the task's dataset (see the README for layouts)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="first N items per language")
+    p.add_argument("--positions", default="all", help="intervention positions: all, prompt, generated, last:K")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None,
+                   help="translation: new tokens (default: 2x (Latin) or 3x (other scripts) the source length)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="rows per forward (default: 16)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("inspect", help="one neuron: its statistics per language and the tokens that drive it",
                        description="Print the neuron's activation probability, p_max and p_median per language and"
                        " the languages it is assigned to, then rerun the model over the run's corpus (or"
@@ -168,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"identify": _identify, "neurons": _neurons, "lss": _lss, "steer": _steer, "forcing": _forcing,
-                "inspect": _inspect, "report": _report, "figures": _figures, "setup": _setup}[args.command](args)
+                "eval": _eval, "inspect": _inspect, "report": _report, "figures": _figures, "setup": _setup}[args.command](args)
     except LensSteerError as exc:
         print(f"lens-steer: error: {exc}", file=sys.stderr)
         return 2
@@ -392,6 +412,74 @@ def _forcing(args: argparse.Namespace) -> int:
         mine = [r["forcing_strict"] for r in rows if r["factor"] == factor.text and r["n"]]
         print(f"mean forcing success ({factor.text}, strict): {sum(mine) / max(len(mine), 1):.2f}")
     print(f"results: {path}, {args.run_dir}/generations.jsonl")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from lens_steer.evals import TASKS, load_task_data, run_eval, self_cross, settings, task_languages, write_eval
+    from lens_steer.languages import parse_languages
+    from lens_steer.steer import Steerer, parse_factor
+
+    start = time.perf_counter()
+    if args.task not in TASKS:
+        raise LensSteerError(f"unknown task {args.task!r}; use one of {', '.join(TASKS)}")
+    run = Path(args.run_dir)
+    if not (run / "neurons.json").exists():
+        raise LensSteerError(f"{run} has no neurons.json; run `lens-steer identify --out {run}` first")
+    factor_text = args.factor
+    if factor_text is None:
+        summary = run / "lss_summary.json"
+        if not summary.exists():
+            raise LensSteerError(f"no --factor and no {summary}; run `lens-steer lss {run}` first or pass --factor")
+        factor_text = json.loads(summary.read_text(encoding="utf-8"))["best_factor"]
+    factor = parse_factor(factor_text)
+    from lens_steer.neurons import NeuronSet
+
+    neurons = NeuronSet.load(run)
+    covered = task_languages(args.task)
+    if args.eval_langs:
+        langs = parse_languages(args.eval_langs)
+        if covered is not None:
+            bad = [c for c in langs if c not in covered]
+            if bad:
+                raise LensSteerError(f"{args.task} has no {', '.join(bad)}; it covers {', '.join(covered)}")
+    else:
+        langs = [c for c in neurons.languages if covered is None or c in covered]
+        if args.task in ("flores-mt", "udhr-mt"):
+            langs = [c for c in langs if c != "en"]
+    if not langs:
+        raise LensSteerError(f"no evaluation language: the run's languages and {args.task}'s do not meet;"
+                             " pass --eval-langs")
+    if args.targets:
+        targets = _targets_with_neurons(neurons, args.targets, strict=True)
+    else:
+        totals = neurons.totals()
+        targets = [c for c in langs if totals.get(c, 0)]
+        if not targets:
+            raise LensSteerError(f"no evaluation language ({', '.join(langs)}) has neurons in this run; pass --targets")
+    setups = settings(factor, targets, positions=args.positions)
+    for _, iv in setups[1:]:
+        iv.position_rule()  # a bad --positions fails before any work
+    loaded = load_task_data(args.task, langs, path=args.data, limit=args.limit)  # data errors before model load
+    model, neurons, stats = _load_run(args.run_dir, args.device)
+    rows, outputs = run_eval(args.task, model, Steerer(model, neurons, stats), loaded, setups, factor.text,
+                             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    path = write_eval(run, args.task, rows, outputs)
+    metric = rows[0]["metric"]
+    print(f"{args.task}, factor {factor.text}: {metric} per evaluation language (rows) and intervened language")
+    intervened = list(dict.fromkeys(r["intervened"] for r in rows))
+    print(f"{'eval':<6}" + "".join(f"{t:>10}" for t in intervened))
+    for lang in dict.fromkeys(r["eval_lang"] for r in rows):
+        vals = {r["intervened"]: r["value"] for r in rows if r["eval_lang"] == lang and r["metric"] == metric}
+        print(f"{lang:<6}" + "".join(f"{vals.get(t, float('nan')):>10.4g}" for t in intervened))
+    print("\nmean change against no intervention (self: eval = intervened language; cross: eval != intervened)")
+    for s in self_cross(rows):
+        better = "lower is better" if s["lower_is_better"] else "higher is better"
+        print(f"  {s['metric']:<10} self {s['self']:+.4g} (n={s['n_self']})  cross {s['cross']:+.4g}"
+              f" (n={s['n_cross']})  [{better}]")
+    print(f"results: {path} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

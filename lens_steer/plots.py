@@ -256,7 +256,7 @@ def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | No
 
     >>> rows = [dict(factor="p_max", layers="all", source=s, target=t, lss=0.9) for s in "ab" for t in "ab" if s != t]
     >>> z = lss_matrix(rows).data[0].z
-    >>> z[0][0] != z[0][0], z[0][1]  # NaN diagonal
+    >>> bool(z[0][0] != z[0][0]), float(z[0][1])  # NaN diagonal
     (True, 0.9)
     """
     frame = _as_frame(lss)
@@ -303,6 +303,11 @@ def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | No
     return _style(fig, _lss_title(metric, first, control), height=size, width=size + 120)
 
 
+def _axis_label(metric: str) -> str:
+    return {"lss": "LSS (share of facts)", "lss_nontie": "LSS, ties left out (share of facts)",
+            "target_wins": "target wins (share of facts)"}.get(metric, metric.replace("_", " "))
+
+
 def _metric_label(metric: str) -> str:
     return {"lss": "LSS<br>(share of facts)", "lss_nontie": "LSS, ties out<br>(share of facts)",
             "target_wins": "target wins<br>(share of facts)"}.get(metric, metric.replace("_", " "))
@@ -338,7 +343,7 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
     (e.g. the random-neuron control's mean).
 
     >>> rows = [dict(factor=f, layers="all", source="a", target="b", lss=v) for f, v in [("p_max", .5), ("p_max*2", .9)]]
-    >>> lss_curve(rows).data[-1].x.tolist()
+    >>> [float(x) for x in lss_curve(rows).data[-1].x]
     [1.0, 2.0]
     """
     from lens_steer.lss import bootstrap_mean_ci
@@ -374,7 +379,7 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
         means.append(float(vals.mean()))
         lows.append(lo)
         highs.append(hi)
-    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)",
+    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)", mode="lines",
                              line=dict(width=0), hoverinfo="skip", name="95% CI (mean)", showlegend=True))
     if null is not None and math.isfinite(null):
         fig.add_hline(y=null, line_dash="dash", line_color=CONTROL_COLOUR, annotation_text="control",
@@ -384,9 +389,10 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
                              hovertemplate=f"{family} x%{{x}}<br>mean {metric} %{{y:.3f}}<extra></extra>"))
     positive = all(x > 0 for x in xs)
     fig.update_xaxes(title_text=f"multiple a of {family}" if family not in ("add",) else "added value b",
-                     type="log" if positive and family != "add" and max(xs) / min(xs) >= 4 else "linear")
+                     type="log" if positive and family != "add" and max(xs) / min(xs) >= 4 else "linear",
+                     tickvals=xs, ticktext=[f"{x:g}" for x in xs])
     unit = metric in ("lss", "lss_nontie", "target_wins", "specificity", "forcing_strict")
-    fig.update_yaxes(title_text=metric.replace("_", " ") + (" (share of facts)" if metric.startswith("lss") else ""),
+    fig.update_yaxes(title_text=_axis_label(metric),
                      range=[-0.02, 1.02] if unit else None)
     return _style(fig, f"{'LSS' if metric == 'lss' else metric.replace('_', ' ')} against the factor ({family})",
                   height=460, width=760, legend=dict(title=dict(text="target")))
@@ -425,13 +431,14 @@ def layer_lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str
         means.append(float(vals.mean()))
         lows.append(lo)
         highs.append(hi)
-    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)",
+    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)", mode="lines",
                              line=dict(width=0), hoverinfo="skip", name="95% CI (mean)"))
     fig.add_trace(go.Scatter(x=xs, y=means, mode="lines+markers", name="mean over pairs",
                              line=dict(color="black", width=3),
                              hovertemplate="layer %{x}<br>mean " + metric + " %{y:.3f}<extra></extra>"))
-    fig.update_xaxes(title_text="intervened layer (only this one)", dtick=1 if max(xs) < 40 else None)
-    fig.update_yaxes(title_text=metric.replace("_", " ") + (" (share of facts)" if metric.startswith("lss") else ""),
+    fig.update_xaxes(title_text="intervened layer (only this one)", dtick=1 if max(xs) < 40 else None,
+                     range=[min(xs) - 0.5, max(xs) + 0.5])
+    fig.update_yaxes(title_text=_axis_label(metric),
                      range=[-0.02, 1.02] if metric.startswith("lss") else None)
     return _style(fig, f"{'LSS' if metric == 'lss' else metric} per layer, factor {factor}", height=460, width=760,
                   legend=dict(title=dict(text="target")))
@@ -483,6 +490,7 @@ def downstream_heatmap(deltas: pd.DataFrame, value: str = "delta", title: str | 
     for (e, t), v in deltas.groupby(["eval_lang", "intervened"])[value].mean().items():
         z[rows.index(e), cols.index(t)] = v
     bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    bound = bound or 1.0  # all-zero changes still get a usable colour range
     labels_r = [language_label(c) for c in rows]
     labels_c = [language_label(c) for c in cols]
     custom = np.dstack(np.meshgrid(labels_c, labels_r))
@@ -610,7 +618,7 @@ def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | No
     height = max(520, min(1400, 12 * max(f["n"] for f in frames.values()) + 220))
     fig.update_layout(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="layer "), pad=dict(t=50),
                                     x=0.0, len=1.0)], showlegend=False)
-    fig.update_xaxes(side="top")
+    fig.update_xaxes(title_text="language", side="top")
     fig.update_yaxes(title_text="neuron (index in the layer)", autorange="reversed", type="category")
     fig = _style(fig, title(layers[0]), height=height, width=max(640, 40 * len(langs) + 260))
     fig.update_layout(margin=dict(t=110))
