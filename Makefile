@@ -12,13 +12,14 @@ export TOKENIZERS_PARALLELISM := false
 # kaleido (PNG/SVG export) and the report tests use this Chromium; Debian's package is installed by `make browser`.
 export BROWSER_PATH ?= /usr/bin/chromium
 
-.PHONY: setup data browser demo figures test test-fast help
+.PHONY: setup data browser demo figures test test-fast bench bench-tiny help
 
 help:
 	@echo "make demo   - set up (.venv, deps, embedded Gemma-3-270M, UDHR) and identify neurons for 18 languages"
 	@echo "make test   - set up and run the test suite (offline)"
 	@echo "make test-fast - tests without the slow end-to-end ones"
 	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS if needed)"
+	@echo "make bench  - speed/memory benchmarks P1-P5 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
 	@echo "make browser - install Debian's chromium (PNG/SVG export, report tests); part of setup"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -50,12 +51,19 @@ setup: $(STAMP) browser
 DEMO_LANGS   ?= en,fr,ja,ru,vi,sw,zh,it
 DEMO_FACTORS ?= p_max,p_median,zero,p_max*0.5,p_max*2
 DEMO_PROMPT  ?= Once upon a time, in a small village near the mountains,
+# Downstream analogs on the held-out UDHR articles (offline): perplexity and en->x translation under amplification.
+EVAL_LANGS   ?= en,fr,ja,ru,sw
+EVAL_TARGETS ?= fr,ja,ru,sw
 
-# identify (18 languages) -> LSS on the CLDR cloze -> one steered generation per target language.
+# identify (18 languages) -> LSS on the CLDR cloze -> one steered generation per target language -> UDHR perplexity
+# and translation analogs under amplification -> RUN/report.html.
 demo: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN)
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 20 --factors '$(DEMO_FACTORS)'
 	$(VENV)/bin/lens-steer steer $(RUN) --to fr,ja,ru,vi,sw --factor p_max '$(DEMO_PROMPT)'
+	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-ppl --eval-langs $(EVAL_LANGS) --targets $(EVAL_TARGETS) --limit 3
+	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-mt --eval-langs $(EVAL_TARGETS) --targets $(EVAL_TARGETS) --limit 3
+	$(VENV)/bin/lens-steer report $(RUN)
 	@echo "results are in $(RUN)/"
 
 # The default pipeline, then every figure as PNG straight into figures/ (committed; shown in the README).
@@ -74,3 +82,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# P1-P5 side by side with their baselines (benchmarks/README.md); about 20-25 min on the 2-core CPU, `make demo` included.
+bench: setup
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# The same suite on a tiny random Llama: a smoke test of the benchmarks, not a measurement.
+bench-tiny: $(STAMP)
+	$(PY) benchmarks/bench.py --model tiny --skip-demo --repeats 1 --out runs/bench-tiny/results.json

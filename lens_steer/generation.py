@@ -19,10 +19,11 @@ from lens_steer.errors import LensSteerError
 
 def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
                     interventions: Sequence[Any] | None = None, batch_size: int = 16,
-                    stop_at_eos: bool = True) -> list[str]:
+                    stop_at_eos: bool = True, stop_text: str | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
 
-    The intervention acts on every position it selects (``positions="all"``: prompt and generated tokens; the
+    ``stop_text`` (e.g. ``"\\n"``) ends a row at the first generated token whose text contains it (translation outputs
+    are cut at the first newline anyway, so generating further only costs time). The intervention acts on every position it selects (``positions="all"``: prompt and generated tokens; the
     prompt ends where generation starts, so ``prompt``/``generated``/``last:K`` work too).
 
     >>> # greedy_generate(model, ["Once upon a time"], max_new_tokens=10)  ->  [" there was a ..."]
@@ -45,14 +46,14 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
         batch = order[start : start + batch_size]
         rows = [interventions[i] for i in batch] if interventions is not None else None
         new = _generate_batch(model, [encoded[i] for i in batch], pad, eos if stop_at_eos else None, device,
-                              max_new_tokens, steerer, rows)
+                              max_new_tokens, steerer, rows, (tok, stop_text) if stop_text else None)
         for i, ids in zip(batch, new):
             out[i] = tok.decode(ids, skip_special_tokens=True)
     return out
 
 
 def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None, device, max_new: int, steerer,
-                    rows_iv) -> list[list[int]]:
+                    rows_iv, stop=None) -> list[list[int]]:
     b = len(rows_ids)
     width = max(len(r) for r in rows_ids)
     ids = torch.full((b, width), pad, dtype=torch.long)
@@ -73,6 +74,9 @@ def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None,
             generated = torch.cat([generated, nxt[:, None]], dim=1)
             if eos is not None:
                 done |= nxt == eos
+            if stop is not None:
+                tok, text = stop
+                done |= torch.tensor([text in tok.decode([int(t)]) for t in nxt.tolist()])
             if bool(done.all()) or generated.shape[1] == max_new:
                 break
             # Finished rows keep stepping (on pad tokens, masked out) so the batch and its per-row plans stay aligned.

@@ -161,17 +161,23 @@ class _Accumulator:
         self.keep_rows: Tensor = torch.zeros(0, dtype=torch.long)
         self.keep_slots: Tensor = torch.zeros(0, dtype=torch.long)
 
-    def add(self, layer: int, value: Float[Tensor, "batch pos d_mlp"], fires: Tensor) -> None:
-        mask = self.counted.to(value.device)  # [batch, pos]
-        # einsum reduces over batch and position as one matmul; cheaper than materialising masked copies.
-        self.over_zero[layer] += torch.einsum("bpd,bp->d", fires.float(), mask).double().cpu()
-        v = value.float()
-        self.act_sum[layer] += torch.einsum("bpd,bp->d", v, mask).double().cpu()
-        self.act_sqsum[layer] += torch.einsum("bpd,bp->d", v * v, mask).double().cpu()
+    def add(self, layer: int, raw: Float[Tensor, "batch pos d_mlp"],
+            act_fn: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Accumulate one layer's batch. ``raw`` is hook_pre (site act: value = act_fn(raw), fires = raw > 0) or
+        hook_post (value = raw, fires = raw > 0)."""
+        mask = self.counted.to(raw.device) > 0  # [batch, pos]
+        # Select the counted tokens once: pads and BOS never enter a sum, and act_fn runs only on real tokens.
+        flat = raw[mask].float()  # [n, d_mlp]
+        v = act_fn(flat) if act_fn is not None else flat
+        self.over_zero[layer] += (flat > 0).sum(dim=0).double().cpu()
+        self.act_sum[layer] += v.sum(dim=0).double().cpu()
+        self.act_sqsum[layer] += v.square().sum(dim=0).double().cpu()
         if self.keep_rows.numel():
-            rows = self.keep_rows.to(value.device)
-            m = mask[rows]  # [keep, pos]
-            means = torch.einsum("kpd,kp->kd", v[rows], m) / m.sum(dim=1, keepdim=True)
+            rows = self.keep_rows.to(raw.device)
+            m = mask[rows].float()  # [keep, pos]
+            kept = raw[rows].float()
+            kept = act_fn(kept) if act_fn is not None else kept
+            means = torch.einsum("kpd,kp->kd", kept, m) / m.sum(dim=1, keepdim=True)
             self.sent_means[self.keep_slots, layer] = means.cpu()
 
 
@@ -179,10 +185,10 @@ def _hooks(site: MLPSite, config: RecordConfig, acc: _Accumulator) -> list[tuple
     act_fn = _ACT_FNS[site.act_fn]
 
     def from_pre(pre: Tensor, hook: Any) -> None:  # gate pre-activation: value = act_fn(pre), fires = pre > 0
-        acc.add(hook.layer(), act_fn(pre.float()), pre > 0)
+        acc.add(hook.layer(), pre, act_fn)
 
     def from_post(post: Tensor, hook: Any) -> None:  # the down_proj input itself
-        acc.add(hook.layer(), post, post > 0)
+        acc.add(hook.layer(), post)
 
     if config.site == "act":
         return [(site.name("hook_pre", layer), from_pre) for layer in range(site.n_layers)]

@@ -1,0 +1,311 @@
+"""Downstream evaluation under amplification: every task in every evaluation language e, with the neurons of each
+intervened language t amplified (e = t: self-language; e != t: cross-language), against no intervention.
+
+Tasks (:data:`TASKS`): ``xcopa``, ``xwinograd``, ``include`` (multiple choice, accuracy), ``flores-mt`` (en->x
+translation, chrF++ and spBLEU), ``ppl`` (FLORES+ perplexity), and two offline analogs on the embedded UDHR:
+``udhr-ppl`` (held-out articles 25-30) and ``udhr-mt`` (en->x translation of those articles, chrF++). The analogs
+only show that the machinery moves: the model has probably memorised the UDHR.
+
+Every (item, setting) pair is one batch row with its own intervention, so the baseline and all intervened languages
+are scored in the same batched forwards; results do not depend on the batch size (tested).
+
+Output rows (long format, ``eval_<task>.csv``): ``task, factor, intervened ("none" or t), eval_lang, metric,
+value, n``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lens_steer.errors import LensSteerError
+from lens_steer.evals.tasks import (
+    Choice,
+    cut_translation,
+    include_choice,
+    max_new_tokens_for,
+    mt_prompt,
+    xcopa_choice,
+    xwinograd_choice,
+)
+from lens_steer.paths import atomic_path
+from lens_steer.steer import Factor, Intervention
+
+TASKS = ("xcopa", "xwinograd", "include", "flores-mt", "ppl", "udhr-ppl", "udhr-mt")
+EVAL_COLUMNS = ("task", "factor", "intervened", "eval_lang", "metric", "value", "n")
+# Which direction is better, for the printed summary (perplexity and NLL: lower).
+LOWER_IS_BETTER = ("ppl_macro", "ppl_micro", "nll_macro", "nll_micro")
+
+
+def settings(factor: Factor | None, targets: Sequence[str], layers: str | int = "all",
+             positions: str = "all") -> list[tuple[str, Intervention | None]]:
+    """The baseline (``"none"``) and one intervention per target language."""
+    out: list[tuple[str, Intervention | None]] = [("none", None)]
+    if factor is not None:
+        out += [(t, Intervention(t, factor, layers=layers, positions=positions)) for t in targets]
+    return out
+
+
+def _row(task: str, factor: str, intervened: str, lang: str, metric: str, value: float, n: int) -> dict[str, Any]:
+    return {"task": task, "factor": factor if intervened != "none" else "-", "intervened": intervened,
+            "eval_lang": lang, "metric": metric, "value": value, "n": n}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multiple choice
+# ---------------------------------------------------------------------------------------------------------------
+def choice_logps(model: Any, items: Sequence[Choice], ivs: Sequence[Intervention | None], steerer: Any,
+                 batch_size: int = 16) -> torch.Tensor:
+    """Summed log-probability of every choice of every item under its row's intervention: ``[items, choices]``.
+
+    Items whose choices share one context (XCOPA, Include) are one prompt row with all continuations (the prompt's
+    KV cache is shared); items with a context per choice (XWinograd) are one row per choice.
+    """
+    from lens_steer.scoring import score
+
+    if not items:
+        return torch.zeros(0, 0)
+    n_c = len(items[0].continuations)
+    if any(len(c.continuations) != n_c for c in items):
+        raise LensSteerError("every item of a task needs the same number of choices")
+    use = ivs if steerer is not None else None
+    if all(len(set(c.contexts)) == 1 for c in items):
+        got = score(model, [c.contexts[0] for c in items], [list(c.continuations) for c in items], steerer=steerer,
+                    interventions=use, batch_size=batch_size)
+        return got.logp
+    prompts = [ctx for c in items for ctx in c.contexts]
+    answers = [[cont] for c in items for cont in c.continuations]
+    rows = [iv for iv in ivs for _ in range(n_c)] if use is not None else None
+    got = score(model, prompts, answers, steerer=steerer, interventions=rows, batch_size=batch_size)
+    return got.logp.view(len(items), n_c)
+
+
+def eval_choice(task: str, model: Any, steerer: Any, items: dict[str, list[Choice]],
+                setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
+                progress: bool = False) -> list[dict[str, Any]]:
+    """Accuracy per (setting, evaluation language)."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for lang in tqdm(list(items), desc=task, disable=not progress):
+        lang_items = items[lang]
+        flat = [c for _ in setups for c in lang_items]
+        ivs = [iv for _, iv in setups for _ in lang_items]
+        logp = choice_logps(model, flat, ivs, steerer, batch_size).view(len(setups), len(lang_items), -1)
+        gold = torch.tensor([c.gold for c in lang_items])
+        for k, (name, _) in enumerate(setups):
+            acc = (logp[k].argmax(dim=-1) == gold).double().mean().item()
+            rows.append(_row(task, factor_text, name, lang, "acc", acc, len(lang_items)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Perplexity
+# ---------------------------------------------------------------------------------------------------------------
+def _split_for_nll(model: Any, text: str) -> tuple[str, str]:
+    """(context, scored part): with a BOS the whole text is scored; without one the first token is the context."""
+    if getattr(model.cfg, "default_prepend_bos", False) and model.tokenizer.bos_token_id is not None:
+        return "", text
+    enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    cut = enc["offset_mapping"][0][1] if enc["input_ids"] else len(text)
+    return text[:cut], text[cut:]
+
+
+def eval_ppl(task: str, model: Any, steerer: Any, texts: dict[str, list[str]],
+             setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
+             progress: bool = False) -> list[dict[str, Any]]:
+    """Negative log-likelihood over real tokens (pads never scored): the paper's macro average (mean of per-sentence
+    mean NLL) and the micro average over tokens, each with its perplexity exp(NLL)."""
+    from tqdm.auto import tqdm
+
+    from lens_steer.scoring import score
+
+    rows = []
+    for lang in tqdm(list(texts), desc=task, disable=not progress):
+        pairs = [_split_for_nll(model, t) for t in texts[lang]]
+        pairs = [(c, s) for c, s in pairs if s.strip()]
+        if not pairs:
+            raise LensSteerError(f"no text to score for {lang}; check the data")
+        prompts = [c for _ in setups for c, _ in pairs]
+        answers = [[s] for _ in setups for _, s in pairs]
+        ivs = [iv for _, iv in setups for _ in pairs]
+        got = score(model, prompts, answers, steerer=steerer if steerer is not None else None,
+                    interventions=ivs if steerer is not None else None, batch_size=batch_size)
+        logp = got.logp[:, 0].double().view(len(setups), len(pairs))
+        n_tok = got.n_tokens[:, 0].double().view(len(setups), len(pairs))
+        for k, (name, _) in enumerate(setups):
+            macro = float((-logp[k] / n_tok[k].clamp(min=1)).mean())
+            micro = float(-logp[k].sum() / n_tok[k].sum().clamp(min=1))
+            n = len(pairs)
+            rows += [_row(task, factor_text, name, lang, "ppl_macro", math.exp(macro), n),
+                     _row(task, factor_text, name, lang, "nll_macro", macro, n),
+                     _row(task, factor_text, name, lang, "ppl_micro", math.exp(micro), int(n_tok[k].sum())),
+                     _row(task, factor_text, name, lang, "nll_micro", micro, int(n_tok[k].sum()))]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Translation
+# ---------------------------------------------------------------------------------------------------------------
+def mt_scores(hypotheses: Sequence[str], references: Sequence[str], spbleu: bool = True) -> dict[str, float]:
+    """Corpus chrF++ (sacreBLEU ``CHRF(word_order=2)``) and spBLEU (``BLEU(tokenize="flores200")``).
+
+    spBLEU needs sacreBLEU's FLORES-200 SentencePiece model, which sacreBLEU downloads once into ``~/.sacrebleu``;
+    offline and not cached, it is left out (NaN) with a warning rather than failing the run.
+
+    >>> round(mt_scores(["le chat est noir"], ["le chat est noir"], spbleu=False)["chrf++"], 1)
+    100.0
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    out = {"chrf++": float(CHRF(word_order=2).corpus_score(list(hypotheses), [list(references)]).score)}
+    if spbleu:
+        try:
+            out["spbleu"] = float(BLEU(tokenize="flores200").corpus_score(list(hypotheses), [list(references)]).score)
+        except Exception as exc:  # sacrebleu raises URLError/OSError/RuntimeError when it cannot fetch the model
+            import warnings
+
+            warnings.warn(f"spBLEU skipped: sacreBLEU's flores200 tokenizer is unavailable offline ({type(exc).__name__})",
+                          stacklevel=2)
+            out["spbleu"] = float("nan")
+    return out
+
+
+def eval_mt(task: str, model: Any, steerer: Any, pairs: dict[str, list[tuple[str, str]]],
+            setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
+            max_new_tokens: int | None = None, spbleu: bool = True,
+            progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """en->x greedy translation under every setting; rows of chrF++/spBLEU and the outputs themselves."""
+    from tqdm.auto import tqdm
+
+    from lens_steer.generation import greedy_generate
+
+    rows, outputs = [], []
+    for lang in tqdm(list(pairs), desc=task, disable=not progress):
+        items = pairs[lang]
+        if not items:
+            raise LensSteerError(f"no sentence pairs for {lang}; check the data")
+        prompts = [mt_prompt(lang, src) for src, _ in items]
+        n_src = max(len(model.tokenizer(src, add_special_tokens=False)["input_ids"]) for src, _ in items)
+        new = max_new_tokens or max_new_tokens_for(lang, n_src)
+        ivs = [iv for _, iv in setups for _ in items]
+        texts = greedy_generate(model, [p for _ in setups for p in prompts], max_new_tokens=new,
+                                steerer=steerer if steerer is not None else None,
+                                interventions=ivs if steerer is not None else None, batch_size=batch_size,
+                                stop_text="\n")
+        refs = [ref for _, ref in items]
+        for k, (name, _) in enumerate(setups):
+            hyps = [cut_translation(t) for t in texts[k * len(items) : (k + 1) * len(items)]]
+            for metric, value in mt_scores(hyps, refs, spbleu=spbleu).items():
+                rows.append(_row(task, factor_text, name, lang, metric, value, len(items)))
+            outputs += [{"task": task, "intervened": name, "factor": factor_text if name != "none" else None,
+                         "eval_lang": lang, "source": src, "reference": ref, "hypothesis": hyp}
+                        for (src, ref), hyp in zip(items, hyps)]
+    return rows, outputs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------------------------
+def write_eval(run_dir: str | Path, task: str, rows: Sequence[dict[str, Any]],
+               outputs: Sequence[dict[str, Any]] = ()) -> Path:
+    """``RUN_DIR/eval_<task>.csv`` (and ``eval_<task>_outputs.jsonl`` for translation), atomically."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"eval_{task}.csv"
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=EVAL_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                v = row["value"]
+                writer.writerow({**row, "value": "" if isinstance(v, float) and v != v else f"{v:.6g}"})
+    if outputs:
+        with atomic_path(run_dir / f"eval_{task}_outputs.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs), encoding="utf-8")
+    return path
+
+
+def self_cross(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per metric: mean change against no intervention for self-language (e = t) and cross-language (e != t) pairs.
+
+    >>> rows = [dict(task="t", factor="-", intervened="none", eval_lang=e, metric="acc", value=0.5, n=1) for e in "ab"]
+    >>> rows += [dict(task="t", factor="f", intervened="a", eval_lang=e, metric="acc", value=v, n=1)
+    ...          for e, v in (("a", 0.7), ("b", 0.4))]
+    >>> [(r["metric"], round(r["self"], 2), round(r["cross"], 2)) for r in self_cross(rows)]
+    [('acc', 0.2, -0.1)]
+    """
+    base = {(r["eval_lang"], r["metric"]): r["value"] for r in rows if r["intervened"] == "none"}
+    out = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        self_d, cross_d = [], []
+        for r in rows:
+            if r["metric"] != metric or r["intervened"] == "none" or (r["eval_lang"], metric) not in base:
+                continue
+            d = r["value"] - base[(r["eval_lang"], metric)]
+            if d != d:
+                continue
+            (self_d if r["eval_lang"] == r["intervened"] else cross_d).append(d)
+        mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+        out.append({"metric": metric, "self": mean(self_d), "cross": mean(cross_d), "n_self": len(self_d),
+                    "n_cross": len(cross_d), "lower_is_better": metric in LOWER_IS_BETTER})
+    return out
+
+
+def build_items(task: str, raw: dict[str, list[Any]]) -> dict[str, list[Choice]]:
+    """Turn loaded dataset items into scored choices."""
+    if task == "xcopa":
+        return {lang: [xcopa_choice(lang, it.premise, it.choice1, it.choice2, it.question, it.label) for it in items]
+                for lang, items in raw.items()}
+    if task == "xwinograd":
+        return {lang: [xwinograd_choice(it.sentence, it.option1, it.option2, it.answer) for it in items]
+                for lang, items in raw.items()}
+    if task == "include":
+        return {lang: [include_choice(it.question, tuple(it.options), it.answer) for it in items]
+                for lang, items in raw.items()}
+    raise LensSteerError(f"{task} is not a multiple-choice task")
+
+
+def task_languages(task: str) -> tuple[str, ...] | None:
+    """The languages a task covers (None: any language with data)."""
+    from lens_steer.evals import data
+
+    return {"xcopa": data.XCOPA_LANGS, "xwinograd": data.XWINOGRAD_LANGS, "include": data.INCLUDE_LANGS}.get(task)
+
+
+def load_task_data(task: str, langs: Sequence[str], path: str | None = None, limit: int | None = None) -> Any:
+    """The items of ``task`` for ``langs``: choices (MC tasks), texts (ppl) or (en, x) pairs (translation)."""
+    from lens_steer.evals import data
+
+    if task not in TASKS:
+        raise LensSteerError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    if task == "xcopa":
+        return build_items(task, data.load_xcopa(langs, path=path, limit=limit))
+    if task == "xwinograd":
+        return build_items(task, data.load_xwinograd(langs, path=path, limit=limit))
+    if task == "include":
+        return build_items(task, data.load_include(langs, path=path, limit=limit))
+    if task == "flores-mt":
+        return data.load_flores_pairs([c for c in langs if c != "en"], path=path, limit=limit)
+    if task == "ppl":
+        return data.load_flores_mono(langs, path=path, limit=limit)
+    if task == "udhr-ppl":
+        return data.load_udhr_eval(langs, limit=limit)
+    return data.load_udhr_pairs([c for c in langs if c != "en"], limit=limit)
+
+
+def run_eval(task: str, model: Any, steerer: Any, loaded: Any, setups: list[tuple[str, Intervention | None]],
+             factor_text: str, *, batch_size: int = 16, max_new_tokens: int | None = None, spbleu: bool = True,
+             progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run one task on loaded data; returns (rows, generated outputs)."""
+    if task in ("xcopa", "xwinograd", "include"):
+        return eval_choice(task, model, steerer, loaded, setups, factor_text, batch_size, progress), []
+    if task in ("ppl", "udhr-ppl"):
+        return eval_ppl(task, model, steerer, loaded, setups, factor_text, batch_size, progress), []
+    return eval_mt(task, model, steerer, loaded, setups, factor_text, batch_size, max_new_tokens,
+                   spbleu=spbleu and task == "flores-mt", progress=progress)
