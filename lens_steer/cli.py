@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--langs", default=None, help="languages (default: the run's languages the cloze covers)")
     p.add_argument("--factors", default="p_max,p_median,zero",
                    help="comma-separated factors: p_max, p_median, mean, p_max*A, scale:A, add:B, set:V, zero")
+    p.add_argument("--sweep", default=None, metavar="FAMILY",
+                   help="add a dose-response grid: p_max or p_median (x0.25..8) or add (0.5..8), comma-separated")
+    p.add_argument("--seeds", type=_positive_int, default=3,
+                   help="matched random draws per control:... factor (default: %(default)s)")
+    p.add_argument("--forcing", action="store_true",
+                   help="also measure language-forcing success and degeneration of every factor (neutral prompts,"
+                   " greedy) and use it in the factor choice; writes forcing.csv")
+    p.add_argument("--damage-bound", type=float, default=10.0,
+                   help="factor choice: the largest mean source damage in nats a chosen factor may do (default: 10)")
     p.add_argument("--per-layer", nargs="?", const="all", default=None, metavar="FACTORS",
                    help="also intervene one layer at a time: for every factor, or only for the factors listed"
                    " (e.g. --per-layer p_max)")
@@ -301,6 +310,11 @@ def _lss(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     factors = parse_factors(args.factors)
+    if args.sweep:
+        from lens_steer.steer import sweep_factors
+
+        known = {f.text for f in factors}
+        factors += [f for f in sweep_factors(args.sweep) if f.text not in known]
     model, neurons, stats = _load_run(args.run_dir, args.device)
     if args.langs:
         langs = parse_languages(args.langs)
@@ -322,20 +336,57 @@ def _lss(args: argparse.Namespace) -> int:
         if unknown:
             raise LensSteerError(f"--per-layer {', '.join(unknown)}: not among --factors ({args.factors})")
     rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=per_layer,
-                   batch_size=args.batch_size, progress=not args.quiet)
-    summary = summarise(rows, factors)
+                   batch_size=args.batch_size, n_seeds=args.seeds, progress=not args.quiet)
+    forcing_rows = None
+    if args.forcing:
+        from lens_steer.forcing import append_generations, run_forcing, write_forcing
+        from lens_steer.lid import get_detector
+        from lens_steer.steer import Steerer
+
+        targets = [t for t in langs if neurons.totals().get(t, 0)]
+        forcing_rows, records = run_forcing(model, Steerer(model, neurons, stats), targets, factors,
+                                            get_detector("cld2"), batch_size=16)
+        write_forcing(args.run_dir, forcing_rows)
+        append_generations(args.run_dir, records)
+    summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=args.damage_bound)
     summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()})
     write_lss(args.run_dir, rows, summary)
-    print(f"{'factor':<14} {'mean LSS':>8} {'95% CI':>15} {'mean shift':>10}")
-    for text, v in summary["factors"].items():
-        print(f"{text:<14} {v['mean_lss']:>8.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}] {v['mean_shift']:>10.3f}")
+    print(format_factor_table(summary))
     best = summary["best_factor"]
     hardest = sorted((r for r in rows if r["factor"] == best and r["layers"] == "all" and r["n_facts"]),
                      key=lambda r: r["lss"])[:3]
-    print(f"\nbest factor: {best}; hardest pairs: "
+    print(f"\nchosen factor: {summary['reason']}")
+    print(f"(by LSS alone, the paper's choice, it would be {summary['best_lss_factor']}); hardest pairs for {best}: "
           + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}" for r in hardest))
-    print(f"results: {args.run_dir}/lss.csv, {args.run_dir}/lss_summary.json ({time.perf_counter() - start:.0f} s)")
+    extra = f", {args.run_dir}/forcing.csv" if args.forcing else ""
+    print(f"results: {args.run_dir}/lss.csv, {args.run_dir}/lss_summary.json{extra}"
+          f" ({time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def format_factor_table(summary: dict) -> str:
+    """One line per factor: LSS with its interval, target wins (baseline, chance), gain, damage, specificity and,
+    when measured, forcing success and repetition of the steered text."""
+    per = summary["factors"]
+    has_forcing = any("forcing" in v for v in per.values())
+    head = (f"{'factor':<16} {'LSS':>6} {'95% CI':>13} {'wins':>5} {'base':>5} {'gain':>6} {'damage':>7}"
+            f" {'spec':>5}" + (f" {'forcing':>7} {'repeat':>6}" if has_forcing else ""))
+    lines = [head, "-" * len(head)]
+    chance = next((v["chance"] for v in per.values() if v.get("chance") == v.get("chance")), float("nan"))
+    for text, v in per.items():
+        line = (f"{text:<16} {v['mean_lss']:>6.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] {v['target_wins']:>5.2f}"
+                f" {v['target_wins_base']:>5.2f} {v['target_gain']:>+6.1f} {v['source_damage']:>+7.1f}"
+                f" {v['specificity']:>5.2f}")
+        if has_forcing:
+            line += (f" {v['forcing']:>7.2f} {v['repetition']:>6.2f}" if "forcing" in v else f" {'-':>7} {'-':>6}")
+        if "seed_min" in v:
+            line += f"  (seeds {v['seed_min']:.2f}..{v['seed_max']:.2f})"
+        lines.append(line)
+    lines.append(f"LSS: share of facts whose D = logp(o_t) - logp(o_s) rose; wins: target answer ranked first"
+                 f" (base: without steering; chance {chance:.2f}); gain/damage: mean change of logp(o_t)/logp(o_s)"
+                 " in nats; spec: share of other languages' answers that rose too (lower = more specific)"
+                 + ("; forcing: greedy outputs detected as the target; repeat: repeated trigrams" if has_forcing else ""))
+    return "\n".join(lines)
 
 
 def _targets_with_neurons(neurons, spec: str | None, *, strict: bool) -> list[str]:

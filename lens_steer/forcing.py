@@ -34,7 +34,36 @@ NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
            "Моя бабушка всегда говорила, что"),
     "ja": ("昔々、山のふもとの小さな村に", "静かな日曜日の朝の一番いい過ごし方は", "祖母はいつも私に"),
 }
-FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_lenient", "baseline_strict", "undetected")
+FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_lenient", "baseline_strict", "undetected",
+                   "distinct2", "repetition", "baseline_distinct2", "baseline_repetition")
+
+
+def _units(text: str) -> list[str]:
+    """Words for spaced scripts, characters for scripts written without spaces (ja, zh, th)."""
+    words = text.split()
+    if len(words) >= 0.25 * len(text.replace(" ", "")) or len(words) > 8:
+        return words
+    return [c for c in text if not c.isspace()]
+
+
+def degeneration(text: str) -> dict[str, float]:
+    """How repetitive a generated text is: ``distinct2`` = distinct bigrams / bigrams (1 = no repeat) and
+    ``repetition`` = share of trigrams that already occurred earlier in the text (0 = none; a loop is near 1).
+    Units are words, or characters for scripts without spaces.
+
+    >>> degeneration("the cat sat on the mat")["repetition"], degeneration("a b a b a b a b")["repetition"]
+    (0.0, 0.6666666666666666)
+    """
+    units = _units(text)
+    bigrams = list(zip(units, units[1:]))
+    trigrams = list(zip(units, units[1:], units[2:]))
+    seen: set[tuple[str, ...]] = set()
+    repeats = 0
+    for g in trigrams:
+        repeats += g in seen
+        seen.add(g)
+    return {"distinct2": len(set(bigrams)) / len(bigrams) if bigrams else 1.0,
+            "repetition": repeats / len(trigrams) if trigrams else 0.0}
 GENERATIONS_FILE = "generations.jsonl"
 
 
@@ -43,7 +72,7 @@ def generation_record(kind: str, prompt: str, text: str, detector: Detector, *, 
     """One line of ``generations.jsonl``."""
     detected = detector.detect(text)
     record = {"kind": kind, "source": source, "target": target, "factor": factor, "prompt": prompt, "text": text,
-              "detected": detected, "detector": detector.name}
+              "detected": detected, "detector": detector.name, **degeneration(text)}
     if target is not None:
         record["match_strict"] = matches(detected, target, lenient=False)
         record["match_lenient"] = matches(detected, target, lenient=True)
@@ -85,12 +114,17 @@ def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: S
                    for (f, tt, i), text in zip(jobs, texts) if f is factor and tt == t]
             records += [r for _, r in got]
             n = len(got)
+            mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))  # noqa: E731
             rows.append({
                 "factor": factor.text, "target": t, "n": n,
                 "forcing_strict": sum(r["match_strict"] for _, r in got) / n if n else float("nan"),
                 "forcing_lenient": sum(r["match_lenient"] for _, r in got) / n if n else float("nan"),
                 "baseline_strict": sum(matches(base_lang[i], t, lenient=False) for i, _ in got) / n if n else float("nan"),
                 "undetected": sum(r["detected"] is None for _, r in got),
+                "distinct2": mean([r["distinct2"] for _, r in got]),
+                "repetition": mean([r["repetition"] for _, r in got]),
+                "baseline_distinct2": mean([records[i]["distinct2"] for i, _ in got]),
+                "baseline_repetition": mean([records[i]["repetition"] for i, _ in got]),
             })
     return rows, records
 

@@ -24,11 +24,18 @@ from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import atomic_path, write_json
 from lens_steer.scoring import score
-from lens_steer.steer import Factor, Intervention, Steerer
+from lens_steer.steer import Factor, Intervention, Steerer, parse_factor
 from lens_steer.stats import Stats
 
 LSS_COLUMNS = ("factor", "factor_kind", "factor_value", "layers", "source", "target", "lss", "lss_nontie",
-               "mean_shift", "ci_low", "ci_high", "n_facts", "n_ties", "note")
+               "mean_shift", "ci_low", "ci_high", "target_gain", "target_gain_low", "target_gain_high",
+               "source_damage", "source_damage_low", "source_damage_high", "target_wins", "target_wins_base",
+               "chance", "specificity", "n_facts", "n_ties", "n_seeds", "note")
+CONTROL_SEEDS = 3
+DAMAGE_BOUND = 10.0  # nats: a factor whose mean source damage is worse than -10 is not chosen
+_NUMERIC = ("lss", "lss_nontie", "mean_shift", "ci_low", "ci_high", "target_gain", "target_gain_low",
+            "target_gain_high", "source_damage", "source_damage_low", "source_damage_high", "target_wins",
+            "target_wins_base", "chance", "specificity")
 N_BOOT = 2000
 
 
@@ -67,20 +74,52 @@ def pair_stats(base_s: Tensor, base_t: Tensor, int_s: Tensor, int_t: Tensor, ide
     up = shift > 0  # ties (shift == 0) count as no shift, as in the paper
     nontie = ~identical
     lo, hi = bootstrap_mean_ci(shift)
+    gain, damage = int_t - base_t, int_s - base_s
+    g_lo, g_hi = bootstrap_mean_ci(gain)
+    d_lo, d_hi = bootstrap_mean_ci(damage)
+    mean = (lambda x: float(x.double().mean()) if x.numel() else float("nan"))  # noqa: E731
     return {
         "lss": float(up.double().mean()) if shift.numel() else float("nan"),
         "lss_nontie": float(up[nontie].double().mean()) if bool(nontie.any()) else float("nan"),
-        "mean_shift": float(shift.double().mean()) if shift.numel() else float("nan"),
+        "mean_shift": mean(shift),
         "ci_low": lo,
         "ci_high": hi,
+        "target_gain": mean(gain), "target_gain_low": g_lo, "target_gain_high": g_hi,
+        "source_damage": mean(damage), "source_damage_low": d_lo, "source_damage_high": d_hi,
         "n_facts": int(shift.numel()),
         "n_ties": int((shift == 0).sum()),
     }
 
 
+def win_stats(base_norm: Tensor, int_norm: Tensor, base: Tensor, steered: Tensor, si: int, ti: int) -> dict[str, Any]:
+    """Does the target answer win, and do other languages rise too? From ``[facts, K]`` tables of every language's
+    answer: length-normalised (``*_norm``: mean log-prob per answer token) and summed log-probabilities.
+
+    ``target_wins``: share of facts where the t answer has the highest normalised log-prob under the intervention
+    (``target_wins_base``: the same without it; ``chance`` = 1/K). ``specificity``: over the other languages u (not
+    s, not t), the share of (fact, u) whose D_u = logp(o_u) - logp(o_s) rises too: 0 means only t moved, 1 means the
+    intervention lifts every language alike.
+
+    >>> base = torch.tensor([[0.0, -1.0, -2.0]])
+    >>> steered = torch.tensor([[-3.0, 0.0, -2.5]])
+    >>> w = win_stats(base, steered, base, steered, si=0, ti=1)
+    >>> (w["target_wins"], w["target_wins_base"], w["specificity"], round(w["chance"], 3))
+    (1.0, 0.0, 1.0, 0.333)
+    """
+    k = base_norm.shape[1]
+    others = [u for u in range(k) if u not in (si, ti)]
+    rise = ((steered[:, others] - steered[:, [si]]) - (base[:, others] - base[:, [si]])) > 0
+    return {
+        "target_wins": float((int_norm.argmax(dim=1) == ti).double().mean()),
+        "target_wins_base": float((base_norm.argmax(dim=1) == ti).double().mean()),
+        "chance": 1.0 / k,
+        "specificity": float(rise.double().mean()) if others else float("nan"),
+    }
+
+
 def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[ClozeItem]],
             languages: Sequence[str], factors: Sequence[Factor], *, per_layer: bool | Sequence[str] = False,
-            batch_size: int = 32,
+            batch_size: int = 32, n_seeds: int = CONTROL_SEEDS,
             progress: bool = True) -> list[dict[str, Any]]:
     """LSS rows for every factor (and layer setting), source and target != source.
 
@@ -88,6 +127,7 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
         facts: per source language, its facts (each with answers in every language of ``languages``).
         languages: run languages; every one is a source (if it has facts) and a target.
         factors: parsed factors; each row's ``factor`` column is the factor's text verbatim.
+        n_seeds: matched random draws per ``control:`` factor; its rows hold the mean over seeds.
         per_layer: also run single-layer interventions (``layers`` = the layer): ``True`` for every factor, or a
             list of factor texts to do it for those only (a per-layer sweep costs n_layers times one factor).
     """
@@ -115,22 +155,35 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
             continue
         answers = [[item.answer[u] for u in languages] for item in items]
         prompts = [item.prompt[s] for item in items]
-        base = score(model, prompts, answers, batch_size=batch_size).logp  # [F, K]
+        base_scores = score(model, prompts, answers, batch_size=batch_size)
+        base, base_norm = base_scores.logp, base_scores.normalised()  # [F, K]
         si = languages.index(s)
         targets = [t for t in languages if t != s and t not in empty]
         for factor in factors:
+            seeds = list(range(n_seeds)) if factor.control else [0]
             for layers in layer_settings(factor):
-                # Under I_t only o_s and o_t are needed; scoring every language's answer would cost K/2 times more.
-                ivs = [Intervention(t, factor, layers=layers) for _ in items for t in targets]
-                rep_prompts = [p for p in prompts for _ in targets]
-                rep_answers = [[it.answer[s], it.answer[t]] for it in items for t in targets]
-                got = score(model, rep_prompts, rep_answers, steerer=steerer, interventions=ivs,
-                            batch_size=batch_size).logp.view(len(items), len(targets), 2)
+                per_seed: list[list[dict[str, Any]]] = []
+                for seed in seeds:
+                    # Every language's answer under I_t (target wins, specificity); they share the prompt's KV cache,
+                    # so the extra answers cost only their own few tokens.
+                    ivs = [Intervention(t, factor, layers=layers, seed=seed) for _ in items for t in targets]
+                    rep_prompts = [p for p in prompts for _ in targets]
+                    rep_answers = [a for a in answers for _ in targets]
+                    got = score(model, rep_prompts, rep_answers, steerer=steerer, interventions=ivs,
+                                batch_size=batch_size)
+                    logp = got.logp.view(len(items), len(targets), len(languages))
+                    norm = got.normalised().view(len(items), len(targets), len(languages))
+                    seed_rows = []
+                    for j, t in enumerate(targets):
+                        ti = languages.index(t)
+                        identical = torch.tensor([it.answer[s].strip().casefold() == it.answer[t].strip().casefold()
+                                                  for it in items])
+                        row = pair_stats(base[:, si], base[:, ti], logp[:, j, si], logp[:, j, ti], identical)
+                        row.update(win_stats(base_norm, norm[:, j], base, logp[:, j], si, ti))
+                        seed_rows.append(row)
+                    per_seed.append(seed_rows)
                 for j, t in enumerate(targets):
-                    ti = languages.index(t)
-                    identical = torch.tensor([it.answer[s].strip().casefold() == it.answer[t].strip().casefold()
-                                              for it in items])
-                    row = pair_stats(base[:, si], base[:, ti], got[:, j, 0], got[:, j, 1], identical)
+                    row = _mean_rows([seed_rows[j] for seed_rows in per_seed])
                     rows.append(_row(factor, layers, s, t, row))
                 for t in languages:
                     if t != s and t in empty:
@@ -140,37 +193,106 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
     return rows
 
 
+def _mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of several seeds' rows (numeric columns); counts from the first."""
+    out = dict(rows[0])
+    for key in _NUMERIC:
+        vals = [r[key] for r in rows if key in r and r[key] == r[key]]
+        if key in out:
+            out[key] = sum(vals) / len(vals) if vals else float("nan")
+    out["n_seeds"] = len(rows)
+    if len(rows) > 1:
+        out["seed_lss"] = [r["lss"] for r in rows]
+    return out
+
+
 def _row(factor: Factor, layers: str | int, s: str, t: str, values: dict[str, Any]) -> dict[str, Any]:
-    row = {"factor": factor.text, "factor_kind": factor.kind, "factor_value": factor.value, "layers": layers,
-           "source": s, "target": t, "lss": float("nan"), "lss_nontie": float("nan"), "mean_shift": float("nan"),
-           "ci_low": float("nan"), "ci_high": float("nan"), "n_facts": 0, "n_ties": 0, "note": ""}
+    row: dict[str, Any] = {"factor": factor.text, "factor_kind": "control" if factor.control else factor.kind,
+                           "factor_value": factor.value, "layers": layers, "source": s, "target": t}
+    row.update({k: float("nan") for k in _NUMERIC})
+    row.update({"n_facts": 0, "n_ties": 0, "n_seeds": 1, "note": ""})
     row.update(values)
     return row
 
 
-def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor]) -> dict[str, Any]:
-    """Per factor (all-layer rows): mean LSS over pairs with a bootstrap interval; the best factor.
+RULE = ("among amplifying factors (not controls, not zero) whose mean LSS beats the null (the control's mean LSS, or"
+        " 0.5 without a control) and whose mean source damage stays within {bound:g} nats, the highest language-forcing"
+        " success (strict) when forcing was measured, else the highest target-wins rate; within 0.01 the factor with"
+        " less source damage wins")
 
-    The best factor has the highest mean LSS; a factor listed earlier wins when its mean lies inside the best
-    one's interval (a tie within the noise goes to the first listed).
+
+def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
+              forcing: Sequence[dict[str, Any]] | None = None, damage_bound: float = DAMAGE_BOUND) -> dict[str, Any]:
+    """Per factor (all-layer rows): mean LSS with a bootstrap interval, gain, damage, target wins, specificity, the
+    control's seed spread and (if given ``forcing.csv`` rows) forcing success and degeneration; and the chosen
+    factor by :data:`RULE`, with the reason. ``best_lss_factor`` keeps the paper-style choice by LSS alone.
     """
     per: dict[str, dict[str, Any]] = {}
     for factor in factors:
-        vals = torch.tensor([r["lss"] for r in rows if r["factor"] == factor.text and r["layers"] == "all"
-                             and r["lss"] == r["lss"]], dtype=torch.float64)
+        mine = [r for r in rows if r["factor"] == factor.text and r["layers"] == "all" and r["lss"] == r["lss"]]
+        vals = torch.tensor([r["lss"] for r in mine], dtype=torch.float64)
         lo, hi = bootstrap_mean_ci(vals)
-        shifts = torch.tensor([r["mean_shift"] for r in rows if r["factor"] == factor.text and r["layers"] == "all"
-                               and r["mean_shift"] == r["mean_shift"]], dtype=torch.float64)
-        per[factor.text] = {"mean_lss": float(vals.mean()) if vals.numel() else float("nan"), "ci_low": lo,
-                            "ci_high": hi, "n_pairs": int(vals.numel()),
-                            "mean_shift": float(shifts.mean()) if shifts.numel() else float("nan")}
+
+        def mean(key: str) -> float:
+            xs = [r[key] for r in mine if key in r and r[key] == r[key]]
+            return sum(xs) / len(xs) if xs else float("nan")
+
+        entry = {"mean_lss": float(vals.mean()) if vals.numel() else float("nan"), "ci_low": lo, "ci_high": hi,
+                 "n_pairs": int(vals.numel()), "mean_shift": mean("mean_shift"), "target_gain": mean("target_gain"),
+                 "source_damage": mean("source_damage"), "target_wins": mean("target_wins"),
+                 "target_wins_base": mean("target_wins_base"), "chance": mean("chance"),
+                 "specificity": mean("specificity"), "control": factor.control}
+        seeds = [r["seed_lss"] for r in mine if "seed_lss" in r]
+        if seeds:
+            per_seed = [sum(x[k] for x in seeds) / len(seeds) for k in range(len(seeds[0]))]
+            entry.update(seed_mean_lss=per_seed, seed_min=min(per_seed), seed_max=max(per_seed))
+        if forcing:
+            f_rows = [r for r in forcing if r["factor"] == factor.text and r["n"]]
+            if f_rows:
+                entry["forcing"] = sum(r["forcing_strict"] for r in f_rows) / len(f_rows)
+                entry["repetition"] = sum(r["repetition"] for r in f_rows) / len(f_rows)
+                entry["distinct2"] = sum(r["distinct2"] for r in f_rows) / len(f_rows)
+        per[factor.text] = entry
     valid = [f.text for f in factors if per[f.text]["n_pairs"]]
     if not valid:
         raise LensSteerError("no LSS values were computed: no source language had facts and a target with neurons")
     top = max(valid, key=lambda f: per[f]["mean_lss"])
-    best = next(f for f in valid if per[f]["mean_lss"] >= per[top]["ci_low"])
-    return {"factors": per, "best_factor": best, "rule": "highest mean LSS over (source, target) pairs; a factor"
-            " listed earlier wins when its mean lies within the best one's bootstrap 95% interval"}
+    best_lss = next(f for f in valid if per[f]["mean_lss"] >= per[top]["ci_low"])
+    best, reason = choose_factor(per, [f for f in factors if f.text in valid], damage_bound)
+    return {"factors": per, "best_factor": best, "reason": reason, "rule": RULE.format(bound=damage_bound),
+            "best_lss_factor": best_lss, "damage_bound": damage_bound}
+
+
+def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
+                  damage_bound: float = DAMAGE_BOUND) -> tuple[str, str]:
+    """The factor :data:`RULE` picks from per-factor summaries, and why (one sentence).
+
+    >>> per = {"p_max": dict(mean_lss=.99, source_damage=-9., target_wins=.3, control=False),
+    ...        "p_max*2": dict(mean_lss=.98, source_damage=-15., target_wins=.5, control=False),
+    ...        "control:p_max": dict(mean_lss=.6, source_damage=0., target_wins=0., control=True)}
+    >>> choose_factor(per, [parse_factor(f) for f in per])[0]
+    'p_max'
+    """
+    controls = [per[f.text]["mean_lss"] for f in factors if f.control]
+    null = max(controls) if controls else 0.5
+    null_name = "the control's" if controls else "chance (0.5)"
+    amp = [f.text for f in factors if not f.control and f.kind != "zero"]
+    use_forcing = any("forcing" in per[f] for f in amp)
+    key = "forcing" if use_forcing else "target_wins"
+    label = "forcing success" if use_forcing else "target wins"
+    eligible = [f for f in amp if per[f]["mean_lss"] > null and per[f]["source_damage"] >= -damage_bound
+                and per[f].get(key, float("nan")) == per[f].get(key, float("nan"))]
+    if not eligible:
+        pool = amp or [f.text for f in factors]
+        best = max(pool, key=lambda f: (per[f].get("target_wins", 0) or 0))
+        return best, (f"no factor beat {null_name} LSS ({null:.2f}) within {damage_bound:g} nats of source damage;"
+                      f" {best} has the highest target wins ({per[best].get('target_wins', float('nan')):.2f})")
+    top = max(per[f][key] for f in eligible)
+    close = [f for f in eligible if per[f][key] >= top - 0.01]
+    best = max(close, key=lambda f: per[f]["source_damage"])
+    return best, (f"{best}: {label} {per[best][key]:.2f} (the highest within 0.01 among eligible factors, least"
+                  f" damage {per[best]['source_damage']:.1f} nats), LSS {per[best]['mean_lss']:.3f} above"
+                  f" {null_name} {null:.3f}, source damage within {damage_bound:g} nats")
 
 
 def write_lss(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -181,7 +303,7 @@ def write_lss(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict
             writer = csv.DictWriter(fh, fieldnames=LSS_COLUMNS)
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: _fmt(row[k]) for k in LSS_COLUMNS})
+                writer.writerow({k: _fmt(row.get(k, "")) for k in LSS_COLUMNS})
     write_json(run_dir / "lss_summary.json", summary)
 
 

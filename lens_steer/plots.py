@@ -305,7 +305,8 @@ def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | No
 
 def _axis_label(metric: str) -> str:
     return {"lss": "LSS (share of facts)", "lss_nontie": "LSS, ties left out (share of facts)",
-            "target_wins": "target wins (share of facts)"}.get(metric, metric.replace("_", " "))
+            "target_wins": "target wins (share of facts)",
+            "forcing_strict": "forcing success (share of outputs)"}.get(metric, metric.replace("_", " "))
 
 
 def _metric_label(metric: str) -> str:
@@ -391,7 +392,7 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
     fig.update_xaxes(title_text=f"multiple a of {family}" if family not in ("add",) else "added value b",
                      type="log" if positive and family != "add" and max(xs) / min(xs) >= 4 else "linear",
                      tickvals=xs, ticktext=[f"{x:g}" for x in xs])
-    unit = metric in ("lss", "lss_nontie", "target_wins", "specificity", "forcing_strict")
+    unit = metric in ("lss", "lss_nontie", "target_wins", "specificity", "forcing_strict", "forcing_lenient")
     fig.update_yaxes(title_text=_axis_label(metric),
                      range=[-0.02, 1.02] if unit else None)
     return _style(fig, f"{'LSS' if metric == 'lss' else metric.replace('_', ' ')} against the factor ({family})",

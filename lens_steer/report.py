@@ -88,6 +88,18 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
         families = pd.Series([d[0] for d in doses if d]).value_counts()
         if not families.empty and families.iloc[0] >= 2:
             figs["lss_vs_factor"] = plots.lss_curve(lss, null=_control_mean(lss))
+        if len(families) and families.iloc[0] >= 2 and "target_wins" in lss.columns:
+            ctrl = lss[(lss["layers"] == "all") & lss["factor"].str.startswith("control")]
+            figs["target_wins_vs_factor"] = plots.lss_curve(
+                lss, metric="target_wins", null=float(ctrl["target_wins"].mean()) if not ctrl.empty else None)
+        forcing_path = run_dir / "forcing.csv"
+        if forcing_path.exists() and len(families) and families.iloc[0] >= 2:
+            forcing = plots.read_table(forcing_path).assign(layers="all", source="-")
+            ctrl = forcing[forcing["factor"].str.startswith("control")]
+            if forcing["factor"].map(plots.factor_multiple).notna().sum() >= 2:
+                figs["forcing_vs_factor"] = plots.lss_curve(
+                    forcing, metric="forcing_strict", null=float(ctrl["forcing_strict"].mean()) if not ctrl.empty
+                    else None)
         if (lss["layers"] != "all").any():
             figs["lss_per_layer"] = plots.layer_lss_curve(lss)
         if {"target_gain", "source_damage"} <= set(lss.columns):
@@ -248,13 +260,16 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
             rows = [{"factor": f, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
                     for f, vals in summary.get("factors", {}).items()]
-            part += (f"<p>Best factor: <b>{html.escape(str(summary.get('best_factor')))}</b>. Rule:"
-                     f" {html.escape(str(summary.get('rule', '')))}. Cloze: {html.escape(str(summary.get('cloze')))}"
-                     "</p>")
+            part += (f"<p>Chosen factor: <b>{html.escape(str(summary.get('best_factor')))}</b>"
+                     f" ({html.escape(str(summary.get('reason', '')))}). Rule:"
+                     f" {html.escape(str(summary.get('rule', '')))}. By LSS alone (the paper's choice):"
+                     f" {html.escape(str(summary.get('best_lss_factor', summary.get('best_factor'))))}."
+                     f" Cloze: {html.escape(str(summary.get('cloze')))}.</p>")
             if rows:
                 part += _table(pd.DataFrame(rows))
-        part += "".join(_figure_html(figs[k], f"fig-{k}") for k in ("lss_matrix", "lss_vs_factor", "lss_per_layer",
-                                                                    "gain_vs_damage") if k in figs)
+        part += "".join(_figure_html(figs[k], f"fig-{k}") for k in (
+            "lss_matrix", "lss_vs_factor", "target_wins_vs_factor", "forcing_vs_factor", "gain_vs_damage",
+            "lss_per_layer") if k in figs)
         part += "<details><summary>lss.csv</summary>" + _table(lss) + "</details>"
         sections.append(("lss", "Language Steering Shift", part))
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,7 +43,8 @@ from lens_steer.models import MLPSite, describe_mlp
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
 
-FACTOR_FORMS = "p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero"
+FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero,"
+                " control:p_max, control:p_median (matched random neurons)")
 _STAT_OF = {"p_max": "max", "p_median": "median", "mean": "mean"}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -63,6 +64,7 @@ class Factor:
     kind: str
     value: float
     stat: str | None = None
+    control: bool = field(default=False, repr=False)  # control:F applies F to matched random neurons
 
     @property
     def needs_stats(self) -> bool:
@@ -72,6 +74,12 @@ class Factor:
 def parse_factor(text: str) -> Factor:
     """Parse a factor string; anything else is a one-line error listing the valid forms."""
     spec = text.strip()
+    if spec.startswith("control:"):
+        inner = parse_factor(spec[len("control:"):])
+        if inner.control or inner.kind != "stat":
+            raise LensSteerError(f"cannot parse factor {text!r}: a control applies a statistic factor (control:p_max,"
+                                 " control:p_median, control:p_max*2) to matched random neurons")
+        return Factor(spec, inner.kind, inner.value, inner.stat, control=True)
     if spec in _STAT_OF:
         return Factor(spec, "stat", 1.0, _STAT_OF[spec])
     if spec == "zero":
@@ -83,6 +91,27 @@ def parse_factor(text: str) -> Factor:
     if m:
         return Factor(spec, m.group(1), float(m.group(2)))
     raise LensSteerError(f"cannot parse factor {text!r}; valid forms: {FACTOR_FORMS} (A, B, V numbers)")
+
+
+SWEEPS: dict[str, tuple[str, ...]] = {
+    "p_max": ("p_max*0.25", "p_max*0.5", "p_max", "p_max*2", "p_max*4", "p_max*8"),
+    "p_median": ("p_median*0.25", "p_median*0.5", "p_median", "p_median*2", "p_median*4", "p_median*8"),
+    "add": ("add:0.5", "add:1", "add:2", "add:4", "add:8"),
+}
+
+
+def sweep_factors(spec: str) -> list[Factor]:
+    """Dose-response grids by family name (comma-separated): ``p_max``, ``p_median`` (x0.25..8), ``add`` (0.5..8).
+
+    >>> [f.text for f in sweep_factors("add")]
+    ['add:0.5', 'add:1', 'add:2', 'add:4', 'add:8']
+    """
+    out: list[Factor] = []
+    for name in (p.strip() for p in spec.split(",") if p.strip()):
+        if name not in SWEEPS:
+            raise LensSteerError(f"unknown sweep {name!r}; use {', '.join(SWEEPS)}")
+        out += [parse_factor(t) for t in SWEEPS[name]]
+    return out
 
 
 def parse_factors(text: str) -> list[Factor]:
@@ -137,6 +166,7 @@ class Intervention:
     layers: str | int | Sequence[int] = "all"
     positions: str = "all"
     deactivate: str | None = None
+    seed: int = 0  # which matched random draw a control:... factor uses
 
     def parsed_factor(self) -> Factor:
         return self.factor if isinstance(self.factor, Factor) else parse_factor(self.factor)
@@ -217,6 +247,17 @@ class Steerer:
         # Statistics recorded on hook_post describe hook_post itself; then "set" writes hook_post directly.
         self.value_is_post = (not self.site.gated) or (stats is not None and stats.manifest.get("site") == "post")
         self._stat_cache: dict[tuple[str, str], Tensor] = {}
+        self._controls: dict[int, NeuronSet] = {}
+
+    def control_set(self, seed: int) -> NeuronSet:
+        """The matched random-neuron set of ``seed`` (see :mod:`lens_steer.control`), drawn once."""
+        if seed not in self._controls:
+            if self.stats is None:
+                raise LensSteerError("control factors need the run's statistics (stats.safetensors)")
+            from lens_steer.control import matched_control
+
+            self._controls[seed] = matched_control(self.neurons, self.stats, seed)
+        return self._controls[seed]
 
     def _maps(self, iv: Intervention) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
         """layer -> (idx, alpha, beta) of one intervention."""
@@ -232,8 +273,9 @@ class Steerer:
                 self._stat_cache[key] = statistic(self.stats, factor, iv.target)
             values = self._stat_cache[key] * factor.value
         out: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        source = self.control_set(iv.seed) if factor.control else self.neurons
         for layer in iv.layer_list(self.site.n_layers):
-            idx = self.neurons.indices(iv.target, layer)
+            idx = source.indices(iv.target, layer)
             n = idx.numel()
             if factor.kind == "stat":
                 alpha, beta = torch.zeros(n), values[layer, idx].float()

@@ -20,7 +20,7 @@ def test_lss_round_trip(tiny_dirs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["lss", str(run), "--max-facts", "3", "--factors", "p_max,zero,scale:2", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "best factor" in out
+    assert "chosen factor" in out and "by LSS alone" in out
     rows = list(csv.DictReader((run / "lss.csv").open()))
     assert {r["factor"] for r in rows} == {"p_max", "zero", "scale:2"}
     assert all(r["source"] != r["target"] and r["lss"] != "" for r in rows)
@@ -34,3 +34,33 @@ def test_lss_bad_inputs(tiny_dirs, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["lss", str(tmp_path), "--factors", "p_maximum"]) == 2
     assert "valid forms" in capsys.readouterr().err
+
+
+def test_lss_control_sweep_and_forcing(tiny_dirs, tmp_path, capsys):
+    """The factor table carries every measure, the control rows average 2 seeds, the sweep adds its grid, forcing
+    writes forcing.csv with degeneration columns, and the chosen factor follows the documented rule."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for code in ("en", "fr", "ru"):
+        (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["identify", "--model", str(tiny_dirs["llama"]), "--corpus", "files", "--corpus-path", str(corpus),
+                 "--langs", "en,fr,ru", "--out", str(run), "--quiet", "--top-rate", "0.2"]) == 0
+    capsys.readouterr()
+    assert main(["lss", str(run), "--max-facts", "2", "--factors", "p_max,zero,control:p_max", "--sweep", "add",
+                 "--seeds", "2", "--forcing", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for word in ("LSS", "wins", "gain", "damage", "forcing", "repeat", "seeds", "chosen factor"):
+        assert word in out
+    rows = list(csv.DictReader((run / "lss.csv").open()))
+    assert {r["factor"] for r in rows} == {"p_max", "zero", "control:p_max", "add:0.5", "add:1", "add:2", "add:4",
+                                           "add:8"}
+    ctrl = [r for r in rows if r["factor"] == "control:p_max"]
+    assert {r["n_seeds"] for r in ctrl} == {"2"} and {r["factor_kind"] for r in ctrl} == {"control"}
+    assert all(r["target_wins"] != "" and r["source_damage"] != "" for r in rows)
+    summary = json.loads((run / "lss_summary.json").read_text())
+    assert len(summary["factors"]["control:p_max"]["seed_mean_lss"]) == 2
+    assert "forcing" in summary["factors"]["p_max"] and summary["reason"].startswith(summary["best_factor"])
+    assert summary["best_factor"] not in ("zero", "control:p_max")
+    forcing = list(csv.DictReader((run / "forcing.csv").open()))
+    assert {"distinct2", "repetition", "baseline_repetition"} <= set(forcing[0])

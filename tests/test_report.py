@@ -75,9 +75,10 @@ def test_report_full_run(full_run):
     path = full_run / "report.html"
     html = path.read_text(encoding="utf-8")
     assert path.stat().st_size < 15 * 2**20
-    for div in ("fig-lss_matrix", "fig-lss_vs_factor", "fig-lss_per_layer"):
+    for div in ("fig-lss_matrix", "fig-lss_vs_factor", "fig-target_wins_vs_factor", "fig-lss_per_layer",
+                "fig-gain_vs_damage"):
         assert f'id="{div}"' in html
-    assert "Best factor" in html and "Steered generations" in html
+    assert "Chosen factor" in html and "Steered generations" in html
     assert "Hello &lt;world&gt; &amp; friends" in html  # generation text is escaped, never raw HTML
     assert "<world>" not in html
 
