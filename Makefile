@@ -60,10 +60,12 @@ EVAL_TARGETS ?= fr,ja,ru,sw
 # and translation analogs under amplification -> RUN/report.html.
 demo: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN)
-	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 12 --factors '$(DEMO_FACTORS)' --forcing
+	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 10 --factors '$(DEMO_FACTORS)' \
+	  --forcing --forcing-tokens 20
 	$(VENV)/bin/lens-steer steer $(RUN) --to fr,ja,ru,vi,sw --factor p_max '$(DEMO_PROMPT)'
 	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-ppl --eval-langs $(EVAL_LANGS) --targets $(EVAL_TARGETS) --limit 3
-	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-mt --eval-langs $(EVAL_TARGETS) --targets $(EVAL_TARGETS) --limit 2
+	$(VENV)/bin/lens-steer eval $(RUN) --task udhr-mt --eval-langs $(EVAL_TARGETS) --targets $(EVAL_TARGETS) --limit 2 \
+	  --max-new-tokens 96
 	$(VENV)/bin/lens-steer report $(RUN)
 	@echo "results are in $(RUN)/"
 

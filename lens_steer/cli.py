@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forcing", action="store_true",
                    help="also measure language-forcing success and degeneration of every factor (neutral prompts,"
                    " greedy) and use it in the factor choice; writes forcing.csv")
+    p.add_argument("--forcing-tokens", type=_positive_int, default=30,
+                   help="--forcing: new tokens per greedy continuation (default: %(default)s)")
     p.add_argument("--damage-bound", type=float, default=10.0,
                    help="factor choice: the largest mean source damage in nats a chosen factor may do (default: 10)")
     p.add_argument("--per-layer", nargs="?", const="all", default=None, metavar="FACTORS",
@@ -345,7 +347,8 @@ def _lss(args: argparse.Namespace) -> int:
 
         targets = [t for t in langs if neurons.totals().get(t, 0)]
         forcing_rows, records = run_forcing(model, Steerer(model, neurons, stats), targets, factors,
-                                            get_detector("cld2"), batch_size=16)
+                                            get_detector("cld2"), max_new_tokens=args.forcing_tokens,
+                                            batch_size=16, progress=not args.quiet)
         write_forcing(args.run_dir, forcing_rows)
         append_generations(args.run_dir, records)
     summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=args.damage_bound)
@@ -452,7 +455,7 @@ def _forcing(args: argparse.Namespace) -> int:
     model, neurons, stats = _load_run(args.run_dir, args.device)
     targets = _targets_with_neurons(neurons, args.targets, strict=False)
     rows, records = run_forcing(model, Steerer(model, neurons, stats), targets, factors, detector,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=True)
     path = write_forcing(args.run_dir, rows)
     append_generations(args.run_dir, records)
     print(f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'lenient':>8} {'baseline':>8}")

@@ -90,7 +90,7 @@ def append_generations(run_dir: str | Path, records: Sequence[dict[str, Any]]) -
 
 def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
                 *, prompts: dict[str, Sequence[str]] | None = None, max_new_tokens: int = 30,
-                batch_size: int = 16) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                batch_size: int = 16, progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Forcing success per (factor, target) over neutral prompts whose source language is not the target.
 
     Returns:
@@ -105,7 +105,7 @@ def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: S
     jobs = [(f, t, i) for f in factors for t in targets for i, (s, _) in enumerate(flat) if s != t]
     texts = greedy_generate(model, [flat[i][1] for _, _, i in jobs], max_new_tokens=max_new_tokens,
                             steerer=steerer, interventions=[Intervention(t, f) for f, t, _ in jobs],
-                            batch_size=batch_size)
+                            batch_size=batch_size, progress=progress, desc="forcing")
     rows = []
     for factor in factors:
         for t in targets:

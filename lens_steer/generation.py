@@ -19,7 +19,8 @@ from lens_steer.errors import LensSteerError
 
 def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
                     interventions: Sequence[Any] | None = None, batch_size: int = 16,
-                    stop_at_eos: bool = True, stop_text: str | None = None) -> list[str]:
+                    stop_at_eos: bool = True, stop_text: str | None = None,
+                    progress: bool = False, desc: str = "generating") -> list[str]:
     """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
 
     ``stop_text`` (e.g. ``"\\n"``) ends a row at the first generated token whose text contains it (translation outputs
@@ -42,7 +43,9 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
         raise LensSteerError("a prompt is empty; give every prompt some text")
     out: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    for start in range(0, len(order), batch_size):
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         batch = order[start : start + batch_size]
         rows = [interventions[i] for i in batch] if interventions is not None else None
         new = _generate_batch(model, [encoded[i] for i in batch], pad, eos if stop_at_eos else None, device,

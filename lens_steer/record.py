@@ -160,24 +160,33 @@ class _Accumulator:
         self.counted: Tensor = torch.zeros(0)
         self.keep_rows: Tensor = torch.zeros(0, dtype=torch.long)
         self.keep_slots: Tensor = torch.zeros(0, dtype=torch.long)
+        self._index_of: Tensor | None = None
+        self._index: tuple[Tensor, Tensor, Tensor] = (torch.zeros(0), torch.zeros(0), torch.zeros(0))
+
+    def _batch_index(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """(mask, row of each counted token, counted tokens per row) of the current batch, computed once per batch."""
+        if self._index_of is not self.counted:
+            mask = self.counted.to(device) > 0  # [batch, pos]
+            self._index = (mask, mask.nonzero()[:, 0], mask.sum(dim=1))
+            self._index_of = self.counted
+        return self._index
 
     def add(self, layer: int, raw: Float[Tensor, "batch pos d_mlp"],
             act_fn: Callable[[Tensor], Tensor] | None = None) -> None:
         """Accumulate one layer's batch. ``raw`` is hook_pre (site act: value = act_fn(raw), fires = raw > 0) or
         hook_post (value = raw, fires = raw > 0)."""
-        mask = self.counted.to(raw.device) > 0  # [batch, pos]
+        mask, row_of, per_row = self._batch_index(raw.device)
         # Select the counted tokens once: pads and BOS never enter a sum, and act_fn runs only on real tokens.
         flat = raw[mask].float()  # [n, d_mlp]
         v = act_fn(flat) if act_fn is not None else flat
         self.over_zero[layer] += (flat > 0).sum(dim=0).double().cpu()
-        self.act_sum[layer] += v.sum(dim=0).double().cpu()
+        # Per-sentence sums in one pass; the token sum and the kept sentence means both come from them.
+        row_sums = torch.zeros(raw.shape[0], raw.shape[-1], dtype=v.dtype, device=v.device).index_add_(0, row_of, v)
+        self.act_sum[layer] += row_sums.sum(dim=0).double().cpu()
         self.act_sqsum[layer] += v.square().sum(dim=0).double().cpu()
         if self.keep_rows.numel():
             rows = self.keep_rows.to(raw.device)
-            m = mask[rows].float()  # [keep, pos]
-            kept = raw[rows].float()
-            kept = act_fn(kept) if act_fn is not None else kept
-            means = torch.einsum("kpd,kp->kd", kept, m) / m.sum(dim=1, keepdim=True)
+            means = row_sums[rows] / per_row[rows, None]
             self.sent_means[self.keep_slots, layer] = means.cpu()
 
 

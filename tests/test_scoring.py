@@ -87,3 +87,26 @@ def test_bad_inputs():
                 return {"input_ids": [1] * len(text), "offset_mapping": [(i, i + 1) for i in range(len(text))]}
 
         _encode(Tok(), None, "abc", [""])
+
+
+def test_selective_unembedding_equals_full_logits(tiny_model):
+    """Projecting only the scored positions gives the full-logits numbers; a model whose head hides a transform
+    (soft-capping) is detected and keeps the full-logits path."""
+    prompts = ["The small cat", "Le petit chat dort sur", "A"]
+    answers = [[" sleeps on the mat", " runs", " x y z w"], [" le tapis chaud", " ici", " b"],
+               [" river runs past", " c", " d e"]]
+    tiny_model._lens_steer_unembed_ok = False
+    full = score(tiny_model, prompts, answers, batch_size=2)
+    del tiny_model._lens_steer_unembed_ok
+    fast = score(tiny_model, prompts, answers, batch_size=2)
+    assert tiny_model._lens_steer_unembed_ok in (True, False)
+    torch.testing.assert_close(fast.logp, full.logp, rtol=1e-4, atol=1e-4)
+    assert torch.equal(fast.n_tokens, full.n_tokens)
+
+
+def test_selective_unembedding_is_used_on_plain_heads(tiny_models):
+    llama = tiny_models["llama"]
+    if hasattr(llama, "_lens_steer_unembed_ok"):
+        del llama._lens_steer_unembed_ok
+    score(llama, ["The small cat"], [[" sleeps on the mat"]])
+    assert llama._lens_steer_unembed_ok is True
