@@ -204,20 +204,47 @@ def _hooks(site: MLPSite, config: RecordConfig, acc: _Accumulator) -> list[tuple
     return [(site.name("hook_post", layer), from_post) for layer in range(site.n_layers)]
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int, min_fill: float = 0.8,
+                 max_slots: int | None = None) -> list[list[int]]:
+    """Group sentences into length-sorted batches of at most ``batch_size`` rows and ``max_slots`` padded token slots
+    (default ``32 * batch_size``), closing a batch early when padding would take more than ``1 - min_fill`` of its
+    slots. Compute is proportional to slots, and the slot cap keeps peak memory independent of the corpus size.
+    The sort is stable, so equal lengths keep corpus order; the statistics never depend on the grouping.
+
+    >>> plan_batches([5, 50, 6, 48, 7], batch_size=16)
+    [[0, 2, 4], [3, 1]]
+    >>> plan_batches([100] * 5, batch_size=16, max_slots=250)
+    [[0, 1], [2, 3], [4]]
+    """
+    max_slots = max_slots or 32 * batch_size
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    total = 0
+    for i in order:
+        n = lengths[i]  # the longest so far: rows come in ascending length
+        rows = len(cur) + 1
+        if cur and (rows > batch_size or rows * n > max_slots or total + n < min_fill * rows * n):
+            batches.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += n
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def _run_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
                   desc: str, progress: bool) -> dict[str, Tensor]:
     """Record one language; ``keep`` lists the sentence indices whose means are kept (slot = position in keep)."""
     acc = _Accumulator(site, len(keep))
     slot_of = {s: i for i, s in enumerate(keep)}
-    # Length-sorted batches waste few pad slots; the sort is stable so equal lengths keep corpus order.
-    order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
     pad_id, skip_first = _pad_id(bridge), _bos_id(bridge) is not None
     device = next(bridge.parameters()).device
     hooks = _hooks(site, config, acc)
     bar = tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False)
     with torch.inference_mode(), bridge.hooks(fwd_hooks=hooks):
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for batch in plan_batches([len(r) for r in data.ids], config.batch_size):
             ids, attn, counted = make_batch([data.ids[i] for i in batch], pad_id, config.padding_side, skip_first)
             acc.counted = counted.to(device)
             rows = [r for r, i in enumerate(batch) if i in slot_of]
