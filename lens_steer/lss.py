@@ -24,7 +24,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import atomic_path, write_json
 from lens_steer.scoring import score
-from lens_steer.steer import Factor, Intervention, Steerer, parse_factor
+from lens_steer.steer import Factor, Intervention, Steerer
 from lens_steer.stats import Stats
 
 LSS_COLUMNS = ("factor", "factor_kind", "factor_value", "layers", "source", "target", "lss", "lss_nontie",

@@ -335,6 +335,34 @@ def factor_multiple(text: str) -> tuple[str, float] | None:
     return None
 
 
+def _curves(frame: pd.DataFrame, x: str, metric: str, hover_x: str, mode: str) -> tuple[go.Figure, list[float]]:
+    """One faint line per target (mean over sources), the 95% bootstrap band of the mean over pairs, and that mean
+    as the last, bold trace. ``hover_x`` is a plotly template for the x value (``"layer %{x}"``)."""
+    from lens_steer.lss import bootstrap_mean_ci
+    import torch
+
+    fig = go.Figure()
+    for t in order_languages(list(dict.fromkeys(frame["target"]))):
+        curve = frame[frame["target"] == t].groupby(x)[metric].mean().sort_index()
+        fig.add_trace(go.Scatter(x=curve.index, y=curve.values, mode=mode, name=t, opacity=0.55,
+                                 hovertemplate=f"target {language_label(t)}<br>{hover_x}<br>{metric}"
+                                               " %{y:.3f}<extra></extra>"))
+    xs, means, lows, highs = [], [], [], []
+    for value, group in frame.groupby(x):
+        vals = torch.tensor(group[metric].to_numpy(dtype=float))
+        lo, hi = bootstrap_mean_ci(vals)
+        xs.append(float(value))
+        means.append(float(vals.mean()))
+        lows.append(lo)
+        highs.append(hi)
+    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)",
+                             mode="lines", line=dict(width=0), hoverinfo="skip", name="95% CI (mean)"))
+    fig.add_trace(go.Scatter(x=xs, y=means, mode="lines+markers", name="mean over pairs",
+                             line=dict(color="black", width=3),
+                             hovertemplate=f"{hover_x}<br>mean {metric} %{{y:.3f}}<extra></extra>"))
+    return fig, xs
+
+
 def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | None = None, metric: str = "lss",
               null: float | None = None) -> go.Figure:
     """Mean ``metric`` over source languages against the factor's multiple a (``p_max*a``, ``scale:a``,
@@ -347,9 +375,6 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
     >>> [float(x) for x in lss_curve(rows).data[-1].x]
     [1.0, 2.0]
     """
-    from lens_steer.lss import bootstrap_mean_ci
-    import torch
-
     frame = _as_frame(lss)
     if frame.empty or metric not in frame:
         return _empty("LSS against the factor", f"no {metric} rows in this run")
@@ -366,28 +391,10 @@ def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | Non
     part = frame[frame["family"] == family]
     if part.empty:
         raise LensSteerError(f"no factors of the family {family!r} in the table (it has {', '.join(families.index)})")
-    fig = go.Figure()
-    for t in order_languages(list(dict.fromkeys(part["target"]))):
-        curve = part[part["target"] == t].groupby("a")[metric].mean().sort_index()
-        fig.add_trace(go.Scatter(x=curve.index, y=curve.values, mode="lines+markers", name=t, opacity=0.55,
-                                 hovertemplate=f"target {language_label(t)}<br>{family} x%{{x}}<br>{metric}"
-                                               " %{y:.3f}<extra></extra>"))
-    xs, means, lows, highs = [], [], [], []
-    for a, group in part.groupby("a"):
-        vals = torch.tensor(group[metric].to_numpy(dtype=float))
-        lo, hi = bootstrap_mean_ci(vals)
-        xs.append(float(a))
-        means.append(float(vals.mean()))
-        lows.append(lo)
-        highs.append(hi)
-    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)", mode="lines",
-                             line=dict(width=0), hoverinfo="skip", name="95% CI (mean)", showlegend=True))
+    fig, xs = _curves(part, "a", metric, f"{family} x%{{x}}", "lines+markers")
     if null is not None and math.isfinite(null):
         fig.add_hline(y=null, line_dash="dash", line_color=CONTROL_COLOUR, annotation_text="control",
                       annotation_position="bottom right")
-    fig.add_trace(go.Scatter(x=xs, y=means, mode="lines+markers", name="mean over pairs",
-                             line=dict(color="black", width=3),
-                             hovertemplate=f"{family} x%{{x}}<br>mean {metric} %{{y:.3f}}<extra></extra>"))
     positive = all(x > 0 for x in xs)
     fig.update_xaxes(title_text=f"multiple a of {family}" if family not in ("add",) else "added value b",
                      type="log" if positive and family != "add" and max(xs) / min(xs) >= 4 else "linear",
@@ -403,9 +410,6 @@ def layer_lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str
                     metric: str = "lss") -> go.Figure:
     """Mean ``metric`` when only one layer is intervened on, against the layer: one line per target language
     and the mean over pairs with its bootstrap band. Needs ``lens-steer lss --per-layer``."""
-    from lens_steer.lss import bootstrap_mean_ci
-    import torch
-
     frame = _as_frame(lss)
     if frame.empty or metric not in frame:
         return _empty("LSS per layer", f"no {metric} rows in this run")
@@ -418,25 +422,7 @@ def layer_lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str
         raise LensSteerError(f"factor {factor!r} has no per-layer rows (per-layer factors: {', '.join(factors)})")
     frame = frame[frame["factor"] == factor]
     frame["layer"] = frame["layers"].astype(int)
-    fig = go.Figure()
-    for t in order_languages(list(dict.fromkeys(frame["target"]))):
-        curve = frame[frame["target"] == t].groupby("layer")[metric].mean().sort_index()
-        fig.add_trace(go.Scatter(x=curve.index, y=curve.values, mode="lines", name=t, opacity=0.55,
-                                 hovertemplate=f"target {language_label(t)}<br>layer %{{x}}<br>{metric}"
-                                               " %{y:.3f}<extra></extra>"))
-    xs, means, lows, highs = [], [], [], []
-    for layer, group in frame.groupby("layer"):
-        vals = torch.tensor(group[metric].to_numpy(dtype=float))
-        lo, hi = bootstrap_mean_ci(vals)
-        xs.append(int(layer))
-        means.append(float(vals.mean()))
-        lows.append(lo)
-        highs.append(hi)
-    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor="rgba(0,0,0,0.12)", mode="lines",
-                             line=dict(width=0), hoverinfo="skip", name="95% CI (mean)"))
-    fig.add_trace(go.Scatter(x=xs, y=means, mode="lines+markers", name="mean over pairs",
-                             line=dict(color="black", width=3),
-                             hovertemplate="layer %{x}<br>mean " + metric + " %{y:.3f}<extra></extra>"))
+    fig, xs = _curves(frame, "layer", metric, "layer %{x}", "lines")
     fig.update_xaxes(title_text="intervened layer (only this one)", dtick=1 if max(xs) < 40 else None,
                      range=[min(xs) - 0.5, max(xs) + 0.5])
     fig.update_yaxes(title_text=_axis_label(metric),

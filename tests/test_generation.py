@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from lens_steer.errors import LensSteerError
 from lens_steer.generation import greedy_generate
