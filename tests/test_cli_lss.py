@@ -9,7 +9,8 @@ from helpers import SENTENCES
 from lens_steer.cli import main
 
 
-def test_lss_round_trip(tiny_dirs, tmp_path, capsys):
+def _identified(tiny_dirs, tmp_path):
+    """A tiny-model run identified over en/fr/ru text files."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for code in ("en", "fr", "ru"):
@@ -17,6 +18,11 @@ def test_lss_round_trip(tiny_dirs, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["identify", "--model", str(tiny_dirs["llama"]), "--corpus", "files", "--corpus-path", str(corpus),
                  "--langs", "en,fr,ru", "--out", str(run), "--quiet", "--top-rate", "0.2"]) == 0
+    return run
+
+
+def test_lss_round_trip(tiny_dirs, tmp_path, capsys):
+    run = _identified(tiny_dirs, tmp_path)
     capsys.readouterr()
     assert main(["lss", str(run), "--max-facts", "3", "--factors", "p_max,zero,scale:2", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -39,13 +45,7 @@ def test_lss_bad_inputs(tiny_dirs, tmp_path, capsys):
 def test_lss_control_sweep_and_forcing(tiny_dirs, tmp_path, capsys):
     """The factor table carries every measure, the control rows average 2 seeds, the sweep adds its grid, forcing
     writes forcing.csv with degeneration columns, and the chosen factor follows the documented rule."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for code in ("en", "fr", "ru"):
-        (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
-    run = tmp_path / "run"
-    assert main(["identify", "--model", str(tiny_dirs["llama"]), "--corpus", "files", "--corpus-path", str(corpus),
-                 "--langs", "en,fr,ru", "--out", str(run), "--quiet", "--top-rate", "0.2"]) == 0
+    run = _identified(tiny_dirs, tmp_path)
     capsys.readouterr()
     assert main(["lss", str(run), "--max-facts", "2", "--factors", "p_max,zero,control:p_max", "--sweep", "add",
                  "--seeds", "2", "--forcing", "--quiet"]) == 0
