@@ -267,6 +267,7 @@ def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
                   damage_bound: float = DAMAGE_BOUND) -> tuple[str, str]:
     """The factor :data:`RULE` picks from per-factor summaries, and why (one sentence).
 
+    >>> from lens_steer.steer import parse_factor
     >>> per = {"p_max": dict(mean_lss=.99, source_damage=-9., target_wins=.3, control=False),
     ...        "p_max*2": dict(mean_lss=.98, source_damage=-15., target_wins=.5, control=False),
     ...        "control:p_max": dict(mean_lss=.6, source_damage=0., target_wins=0., control=True)}
