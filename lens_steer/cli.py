@@ -294,14 +294,12 @@ def _neurons(args: argparse.Namespace) -> int:
 
 def _load_run(run_dir: str, device: str = "cpu"):
     """The model, neuron set and statistics of a run directory, checked against each other."""
-    from lens_steer.models import load_model
     from lens_steer.neurons import NeuronSet
     from lens_steer.stats import Stats
 
     stats = Stats.load(run_dir)
     neurons = NeuronSet.load(run_dir)
-    model = load_model(stats.manifest["model"]["model"], device=device, dtype=stats.manifest.get("dtype"))
-    return model, neurons, stats
+    return _load_model_of(stats, device), neurons, stats
 
 
 def _lss(args: argparse.Namespace) -> int:
@@ -585,6 +583,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _load_model_of(stats, device: str):
+    """The model a run's statistics were recorded with."""
     from lens_steer.models import load_model
 
     return load_model(stats.manifest["model"]["model"], device=device, dtype=stats.manifest.get("dtype"))
