@@ -20,11 +20,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import cache_dir
@@ -51,6 +53,15 @@ _POSITIVE_IFF_POSITIVE = {
     "gelu_tanh": "gelu_tanh",
     "bloom_gelu": "gelu_tanh",
     "relu": "relu",
+}
+
+
+# Canonical act_fn name -> the function, to recompute a neuron value from hook_pre where needed.
+ACT_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
 }
 
 
@@ -130,6 +141,120 @@ def _hf_act(bridge: TransformerBridge) -> str | None:
         if isinstance(value, str):
             return value
     return None
+
+
+def masked_logits_ok(model: Any) -> bool:
+    """Can ``model`` project only chosen positions (``logits_to_keep`` as a boolean ``[batch, pos]`` mask, flattened
+    logits out, as in transformers >= 5.x)? Checked once per model against its full logits, so a head that hides a
+    transform (Gemma's soft-capping) is covered. Where it cannot, the scorer falls back to full logits and the
+    recorder to ``logits_to_keep=1``."""
+    ok = getattr(model, "_lens_steer_masked_logits", None)
+    if ok is None:
+        device = next(model.parameters()).device
+        ids = torch.tensor([[1, 2, 3], [3, 2, 1]], device=device)
+        attn = torch.ones_like(ids)
+        keep = torch.tensor([[False, True, True], [True, False, False]], device=device)
+        try:
+            with torch.inference_mode():
+                full = model(ids, attention_mask=attn, return_type="logits").float()
+                part = model(ids, attention_mask=attn, return_type="logits", logits_to_keep=keep).float()
+            ok = part.numel() == 3 * full.shape[-1] and bool(
+                torch.allclose(part.reshape(3, -1), full[keep], rtol=1e-4, atol=1e-4))
+        except Exception:  # noqa: BLE001 - an unsupported argument means "use full logits", never a failed run
+            ok = False
+        model._lens_steer_masked_logits = ok
+    return bool(ok)
+
+
+def no_logits(model: Any, ids: torch.Tensor) -> dict[str, Any]:
+    """Forward keyword arguments that skip the unembedding when only activations are wanted.
+
+    An empty boolean ``logits_to_keep`` projects nothing; ``logits_to_keep=1`` would still read the whole
+    ``[vocab x d_model]`` matrix every forward (670 MB for Gemma-3-270M, about a quarter of a recording batch's time on
+    CPU). Models that cannot take the mask get ``logits_to_keep=1``. Call :func:`masked_logits_ok` once before
+    attaching hooks: its one-time probe is a forward of its own.
+
+    >>> # bridge(ids, attention_mask=attn, return_type=None, **no_logits(bridge, ids))
+    """
+    if masked_logits_ok(model):
+        return {"logits_to_keep": torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)}
+    return {"logits_to_keep": 1}
+
+
+# Attribute names of the activation module inside HF MLPs (Llama/Qwen2/Gemma: act_fn; GPT-2: act; BLOOM: gelu_impl).
+_ACT_MODULE_ATTRS = ("act_fn", "act", "activation_fn", "gelu_impl", "activation")
+
+
+def act_fn_modules(bridge: TransformerBridge) -> list[torch.nn.Module] | None:
+    """The activation module (``act_fn``) that each layer's HF MLP calls on its gate pre-activation, or None.
+
+    A forward hook there sees ``act_fn(gate)`` itself, so the recorder reads the neuron value instead of recomputing
+    ``act_fn`` on ``hook_pre`` (on CPU the recomputation was the largest cost of recording). It is used only when one
+    short probe forward shows, for every layer, that the module is called exactly once and that its input equals
+    ``blocks.{l}.mlp.hook_pre``; otherwise (native TransformerLens models, processed-weights mode, an unknown MLP)
+    callers fall back to the bridge hooks. The answer is cached on the bridge.
+    """
+    cached = bridge.__dict__.get("_lens_steer_act_modules", False)
+    if cached is not False:
+        return cached
+    site = describe_mlp(bridge)
+    mods: list[torch.nn.Module] | None = []
+    try:
+        for layer in range(site.n_layers):
+            hf_mlp = getattr(bridge.blocks[layer].mlp, "original_component", None)
+            found = [getattr(hf_mlp, a, None) for a in _ACT_MODULE_ATTRS] if hf_mlp is not None else []
+            mod = next((m for m in found if isinstance(m, torch.nn.Module)), None)
+            if mod is None:
+                mods = None
+                break
+            mods.append(mod)
+    except (AttributeError, IndexError, TypeError):
+        mods = None
+    if mods is not None and (len({id(m) for m in mods}) != len(mods) or not _probe_act_modules(bridge, site, mods)):
+        mods = None
+    bridge.__dict__["_lens_steer_act_modules"] = mods
+    return mods
+
+
+def _probe_act_modules(bridge: TransformerBridge, site: MLPSite, mods: list[torch.nn.Module]) -> bool:
+    """One short forward: is every module called once per layer, on exactly hook_pre, returning act_fn(hook_pre)?"""
+    tok = bridge.tokenizer
+    ids = list(tok("The probe.", add_special_tokens=False)["input_ids"])[:4] or [0]
+    bos = tok.bos_token_id if getattr(bridge.cfg, "default_prepend_bos", False) else None
+    ids = ([bos] if bos is not None else []) + ids
+    device = next(bridge.parameters()).device
+    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {layer: [] for layer in range(site.n_layers)}
+    pre: dict[int, torch.Tensor] = {}
+
+    def grab(layer: int):
+        def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+            seen[layer].append((args[0].detach().clone(), out.detach().clone()))
+        return hook
+
+    def keep(x: torch.Tensor, hook: Any) -> None:
+        pre[hook.layer()] = x.detach().clone()
+
+    handles = [m.register_forward_hook(grab(layer)) for layer, m in enumerate(mods)]
+    try:
+        with torch.inference_mode(), bridge.hooks(fwd_hooks=[(site.name("hook_pre", layer), keep)
+                                                             for layer in range(site.n_layers)]):
+            tokens = torch.tensor([ids], device=device)
+            bridge(tokens, attention_mask=torch.ones_like(tokens), return_type=None, logits_to_keep=1)
+    except Exception:  # noqa: BLE001 - any failure means "do not use the fast path", never a failed run
+        return False
+    finally:
+        for h in handles:
+            h.remove()
+    act = ACT_FNS[site.act_fn]
+    for layer in range(site.n_layers):
+        if len(seen[layer]) != 1 or layer not in pre:
+            return False
+        x, out = seen[layer][0]
+        if x.shape != pre[layer].shape or not torch.equal(x, pre[layer]):
+            return False
+        if not torch.allclose(out.float(), act(pre[layer].float()), rtol=1e-2, atol=1e-3):
+            return False
+    return True
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:

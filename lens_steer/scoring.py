@@ -6,7 +6,8 @@ answer span is read from the character offsets: every token that contains a char
 
 Speed: the prompt is run once per row (left-padded, length-bucketed batches) and its KV cache is shared by all
 of its answers; single-token answers need no second pass at only the prompt's last-position logits
-(``logits_to_keep=1``). Interventions (:mod:`lens_steer.steer`) can differ per prompt row.
+(``logits_to_keep=1``), and the continuation pass projects to the vocabulary only the positions it scores.
+Interventions (:mod:`lens_steer.steer`) can differ per prompt row.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
+from lens_steer.models import masked_logits_ok
 
 
 @dataclass
@@ -132,27 +134,14 @@ def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_i
         # prompt-only / generated-only interventions).
         return steerer.apply(rows, prompt_end=width, start_offset=start_offset)
 
-    grab: dict[str, Tensor] = {}
-    check = cont_len > 1 and getattr(model, "_lens_steer_unembed_ok", None) is None and hasattr(model, "unembed")
-
-    def keep_final(x: Tensor, hook) -> None:  # the final norm's output: what the unembedding reads
-        grab["h"] = x
-
-    def final_hook():
-        return model.hooks(fwd_hooks=[("ln_final.hook_out", keep_final)])
-
+    masked = cont_len > 1 and masked_logits_ok(model)
     with torch.inference_mode():
-        with ctx(rows_iv, 0), (final_hook() if check else contextlib.nullcontext()):
+        with ctx(rows_iv, 0):
             if cont_len > 1:
                 last, cache = model(ids.to(device), attention_mask=mask.to(device), return_type="logits_and_cache",
                                     logits_to_keep=1)
             else:
                 last = model(ids.to(device), attention_mask=mask.to(device), return_type="logits", logits_to_keep=1)
-        if check:
-            # Once per model: does unembed(final norm output) reproduce the model's logits (no soft-capping or scaling
-            # hidden in the HF head)? Then the continuation pass can project only the positions it scores.
-            mine = model.unembed(grab["h"][:, -1:]).float()[:, -1]
-            model._lens_steer_unembed_ok = bool(torch.allclose(mine, last[:, -1].float(), rtol=1e-4, atol=1e-4))
         first_lp = torch.log_softmax(last[:, -1].float(), dim=-1)  # [b, vocab]: predicts each continuation's 1st token
         # Row r*n_a + a is answer a of prompt r.
         conts = torch.full((b * n_a, cont_len), pad, dtype=torch.long)
@@ -169,16 +158,18 @@ def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_i
             cache.batch_repeat_interleave(n_a)
             full_mask = torch.cat([mask.repeat_interleave(n_a, dim=0), cmask[:, :-1]], dim=1)
             rows = [iv for iv in rows_iv for _ in range(n_a)] if rows_iv is not None else None
-            if getattr(model, "_lens_steer_unembed_ok", False):
-                # Project to the vocabulary only the positions whose next token is scored: pads and unscored
-                # positions would cost a [d_model x vocab] product each (262k entries for Gemma).
-                with ctx(rows, width), final_hook():
-                    model(conts[:, :-1].to(device), past_key_values=cache, attention_mask=full_mask.to(device),
-                          return_type=None, logits_to_keep=1)
+            if masked:
+                # The model projects to the vocabulary only the positions whose next token is scored (a boolean
+                # logits_to_keep): pads, unscored positions and the last position would cost a [d_model x vocab]
+                # product each (262k entries for Gemma), and nothing else is projected.
                 need = (scored & cmask.bool())[:, 1:]  # target token j+1 is predicted at input position j
-                r, j = need.nonzero(as_tuple=True)
+                with ctx(rows, width):
+                    logits = model(conts[:, :-1].to(device), past_key_values=cache,
+                                   attention_mask=full_mask.to(device), return_type="logits",
+                                   logits_to_keep=need.to(device))
+                r, j = need.nonzero(as_tuple=True)  # row-major: the order of the kept logits
                 if r.numel():
-                    logits = model.unembed(grab["h"][r.to(device), j.to(device)][:, None]).float()[:, 0]
+                    logits = logits.reshape(r.numel(), -1).float()
                     target = conts[r, j + 1].to(logits.device)
                     lp = logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(dim=-1)
                     token_lp[r, j + 1] = lp.cpu()

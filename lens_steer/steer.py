@@ -298,19 +298,34 @@ class Steerer:
         return out
 
     def plan(self, rows: Sequence[Intervention | None]) -> dict[int, _LayerPlan]:
-        """Per-layer plans for a batch with one intervention (or None) per row."""
-        maps = [self._maps(iv) if iv is not None else {} for iv in rows]
+        """Per-layer plans for a batch with one intervention (or None) per row.
+
+        Rows that share an intervention (LSS repeats one per answer and per fact) are compiled once.
+
+        >>> # steerer.plan([Intervention("fr", "p_max"), None])[0].alpha.shape -> torch.Size([2, n_union])
+        """
+        groups: dict[Any, tuple[Intervention, list[int]]] = {}
+        for r, iv in enumerate(rows):
+            if iv is None:
+                continue
+            key: Any = iv
+            try:
+                hash(iv)
+            except TypeError:  # an unhashable field (layers given as a list): compile this row on its own
+                key = ("row", r)
+            groups.setdefault(key, (iv, []))[1].append(r)
+        maps = [(self._maps(iv), torch.tensor(members)) for iv, members in groups.values()]
         plans: dict[int, _LayerPlan] = {}
-        for layer in sorted({layer for m in maps for layer in m}):
-            union = torch.unique(torch.cat([m[layer][0] for m in maps if layer in m]))
+        for layer in sorted({layer for m, _ in maps for layer in m}):
+            union = torch.unique(torch.cat([m[layer][0] for m, _ in maps if layer in m]))
             alpha = torch.ones(len(rows), union.numel())
             beta = torch.zeros(len(rows), union.numel())
-            for r, m in enumerate(maps):
+            for m, members in maps:
                 if layer in m:
                     idx, a, b = m[layer]
                     pos = torch.searchsorted(union, idx)
-                    alpha[r, pos] = a
-                    beta[r, pos] = b
+                    alpha[members[:, None], pos] = a
+                    beta[members[:, None], pos] = b
             plans[layer] = _LayerPlan(union, alpha, beta)
         return plans
 

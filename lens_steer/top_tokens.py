@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import describe_mlp
+from lens_steer.models import describe_mlp, masked_logits_ok, no_logits
 from lens_steer.record import _ACT_FNS, RecordConfig, _bos_id, _pad_id, make_batch, tokenise
 
 
@@ -65,11 +65,13 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
             captured["v"] = act_fn(value) if site == "act" else value  # [batch, pos]
 
         order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
+        masked_logits_ok(bridge)  # probed before the hook is attached
         with torch.inference_mode(), bridge.hooks(fwd_hooks=[(hook_name, grab)]):
             for start in tqdm(range(0, len(order), config.batch_size), desc=code, disable=not progress, leave=False):
                 batch = order[start : start + config.batch_size]
                 ids, attn, counted = make_batch([data.ids[i] for i in batch], pad_id, config.padding_side, skip_first)
-                bridge(ids.to(device), attention_mask=attn.to(device), return_type=None, logits_to_keep=1)
+                ids = ids.to(device)
+                bridge(ids, attention_mask=attn.to(device), return_type=None, **no_logits(bridge, ids))
                 values = captured["v"].cpu()
                 for r, i in enumerate(batch):
                     offset = ids.shape[1] - len(data.ids[i]) if config.padding_side == "left" else 0

@@ -168,3 +168,114 @@ def test_bad_config_is_a_clear_error():
         RecordConfig(site="resid")
     with pytest.raises(LensSteerError, match="padding_side"):
         RecordConfig(padding_side="middle")
+
+
+def _force_bridge_hooks(model):
+    """Record through blocks.{l}.mlp.hook_pre + act_fn instead of the HF activation modules; returns an undo."""
+    old = model.__dict__.get("_lens_steer_act_modules", False)
+    model.__dict__["_lens_steer_act_modules"] = None
+
+    def undo():
+        if old is False:
+            model.__dict__.pop("_lens_steer_act_modules", None)
+        else:
+            model.__dict__["_lens_steer_act_modules"] = old
+    return undo
+
+
+def test_activation_module_path_equals_bridge_hooks(tiny_model):
+    """Reading act_fn(gate) from the HF activation module gives exactly the statistics of hook_pre through act_fn."""
+    from lens_steer.models import act_fn_modules
+
+    tiny_model.__dict__.pop("_lens_steer_act_modules", None)
+    assert act_fn_modules(tiny_model) is not None, "the probe should accept every tiny HF architecture"
+    fast = _record(tiny_model, batch_size=3, padding_side="left")
+    undo = _force_bridge_hooks(tiny_model)
+    try:
+        slow = _record(tiny_model, batch_size=3, padding_side="left")
+    finally:
+        undo()
+    assert torch.equal(fast.over_zero, slow.over_zero)
+    torch.testing.assert_close(fast.act_sum, slow.act_sum, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast.act_sqsum, slow.act_sqsum, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast.sent_means, slow.sent_means, rtol=1e-6, atol=1e-6)
+
+
+def test_native_model_has_no_activation_modules(native_model):
+    from lens_steer.models import act_fn_modules
+
+    assert act_fn_modules(native_model) is None  # recorded through the bridge hooks (the tests above)
+
+
+def test_activation_modules_that_stop_firing_fall_back_to_bridge_hooks(tiny_models):
+    """If the verified modules are no longer called (e.g. weights processed since), the language is recorded again
+    through the bridge hooks, not silently left empty."""
+    model = tiny_models["llama"]
+    undo = _force_bridge_hooks(model)
+    try:
+        expected = _record(model)
+    finally:
+        undo()
+    n_layers = model.cfg.n_layers
+    model.__dict__["_lens_steer_act_modules"] = [torch.nn.SiLU() for _ in range(n_layers)]  # never called
+    try:
+        got = _record(model)
+        assert model.__dict__["_lens_steer_act_modules"] is None
+    finally:
+        model.__dict__.pop("_lens_steer_act_modules", None)
+    assert_same_stats(expected, got)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_hooks_are_removed_after_an_exception(tiny_models, monkeypatch, fast):
+    from lens_steer.models import act_fn_modules
+    from lens_steer.record import _Accumulator
+
+    model = tiny_models["qwen2"]
+    model.__dict__.pop("_lens_steer_act_modules", None)
+    mods = act_fn_modules(model)
+    assert mods is not None
+    undo = (lambda: None) if fast else _force_bridge_hooks(model)
+
+    def boom(self, layer, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_Accumulator, "add", boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            _record(model)
+    finally:
+        undo()
+    assert all(not m._forward_hooks for m in mods)
+    assert all(not hp._forward_hooks for hp in model.hook_dict.values())
+
+
+def test_recording_skips_the_unembedding(tiny_models):
+    """Recording projects no position to the vocabulary (an empty boolean logits_to_keep) on HF models, and the
+    statistics are those of a forward that keeps the last logit."""
+    from lens_steer.models import act_fn_modules, masked_logits_ok
+
+    model = tiny_models["gemma2"]
+    model.__dict__.pop("_lens_steer_masked_logits", None)
+    assert masked_logits_ok(model) and act_fn_modules(model)  # probed here: the spy sees only recording forwards
+    seen: list[object] = []
+    real = model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep"))
+        return real(*args, **kwargs)
+
+    model.forward = spy
+    try:
+        headless = _record(model, batch_size=4)
+    finally:
+        del model.forward
+    masks = [k for k in seen if isinstance(k, torch.Tensor)]
+    assert masks and len(masks) == len(seen), seen
+    assert all(k.dtype == torch.bool and not k.any() for k in masks), seen
+    model._lens_steer_masked_logits = False  # as a model without boolean logits_to_keep: logits_to_keep=1
+    try:
+        with_head = _record(model, batch_size=4)
+    finally:
+        del model._lens_steer_masked_logits
+    assert_same_stats(headless, with_head)

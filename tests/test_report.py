@@ -94,6 +94,7 @@ def test_report_bad_inputs(tmp_path, capsys):
 def test_report_renders_in_chromium(full_run, tmp_path):
     """Every plot draws its SVG, controls work, no console errors and no network; a screenshot is kept."""
     chromium = _chromium()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     assert main(["report", str(full_run)]) == 0
@@ -123,8 +124,13 @@ def test_report_renders_in_chromium(full_run, tmp_path):
             page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
             page.wait_for_function("document.getElementById('fig-layer_inspector').layout.sliders[0].active"
                                    " === document.getElementById('fig-layer_inspector').layout.sliders[0].steps.length - 1")
-            title = page.evaluate("document.getElementById('fig-layer_inspector').layout.title.text")
-            assert title.startswith("Layer 1:"), title  # the tiny model has 2 layers
+            # The step's relayout lands after `active` moves: wait for the title (the tiny model has 2 layers).
+            try:
+                page.wait_for_function("document.getElementById('fig-layer_inspector').layout.title.text"
+                                       ".startsWith('Layer 1:')", timeout=10_000)
+            except PlaywrightTimeout:
+                title = page.evaluate("document.getElementById('fig-layer_inspector').layout.title.text")
+                raise AssertionError(f"the slider moved but the inspector still shows {title!r}") from None
             # the LSS matrix's factor dropdown
             lss = page.locator("#fig-lss_matrix")
             lss.locator("g.updatemenu-header-group").click()

@@ -10,6 +10,8 @@ from lens_steer.neurons import NeuronSet
 from lens_steer.scoring import score
 from lens_steer.steer import Intervention, Steerer
 
+ARCHS = ("qwen2", "gemma2", "llama", "gpt2")  # as conftest.py
+
 PROMPTS = ["The small cat sleeps on the", "Le petit chat dort sur le", "Маленький кот спит", "小猫今天睡在",
            "A river runs", "We walked home after the long"]
 ANSWERS = [[" mat", " warm mat today"], [" tapis", " chaud"], [" на", " коврике."], ["温暖", "的垫子上。"],
@@ -89,24 +91,41 @@ def test_bad_inputs():
         _encode(Tok(), None, "abc", [""])
 
 
-def test_selective_unembedding_equals_full_logits(tiny_model):
-    """Projecting only the scored positions gives the full-logits numbers; a model whose head hides a transform
-    (soft-capping) is detected and keeps the full-logits path."""
+@pytest.mark.parametrize("arch", ARCHS)
+def test_masked_logits_equal_full_logits(arch, tiny_models):
+    """Projecting only the scored positions (boolean logits_to_keep) gives the full-logits numbers on every HF head
+    (Gemma-2's soft-capping included)."""
+    model = tiny_models[arch]
     prompts = ["The small cat", "Le petit chat dort sur", "A"]
     answers = [[" sleeps on the mat", " runs", " x y z w"], [" le tapis chaud", " ici", " b"],
                [" river runs past", " c", " d e"]]
-    tiny_model._lens_steer_unembed_ok = False
-    full = score(tiny_model, prompts, answers, batch_size=2)
-    del tiny_model._lens_steer_unembed_ok
-    fast = score(tiny_model, prompts, answers, batch_size=2)
-    assert tiny_model._lens_steer_unembed_ok in (True, False)
+    model._lens_steer_masked_logits = False
+    full = score(model, prompts, answers, batch_size=2)
+    del model._lens_steer_masked_logits
+    fast = score(model, prompts, answers, batch_size=2)
+    assert model._lens_steer_masked_logits in (True, False)
     torch.testing.assert_close(fast.logp, full.logp, rtol=1e-4, atol=1e-4)
     assert torch.equal(fast.n_tokens, full.n_tokens)
 
 
-def test_selective_unembedding_is_used_on_plain_heads(tiny_models):
+def test_masked_logits_are_used_on_hf_heads(tiny_models):
+    """The HF models project only what they score, and never call the full-logits path."""
     llama = tiny_models["llama"]
-    if hasattr(llama, "_lens_steer_unembed_ok"):
-        del llama._lens_steer_unembed_ok
-    score(llama, ["The small cat"], [[" sleeps on the mat"]])
-    assert llama._lens_steer_unembed_ok is True
+    if hasattr(llama, "_lens_steer_masked_logits"):
+        del llama._lens_steer_masked_logits
+    seen: list[object] = []
+    real = llama.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep"))
+        return real(*args, **kwargs)
+
+    llama.forward = spy
+    try:
+        score(llama, ["The small cat"], [[" sleeps on the mat", " x"]])
+    finally:
+        del llama.forward
+    assert llama._lens_steer_masked_logits is True
+    masks = [k for k in seen if isinstance(k, torch.Tensor) and k.dtype == torch.bool and k.shape == (2, k.shape[1])]
+    assert masks, f"no boolean logits_to_keep in the continuation pass: {seen}"
+    assert None not in seen[-2:], f"a scoring pass asked for full logits: {seen}"
