@@ -123,5 +123,9 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
     assert details["P2_agreement"]["same_counts"]
     assert details["P3_agreement"]["lss_mismatched_pairs"] == 0 and details["P3_agreement"]["pairs"] > 0
     assert 0 < details["P1_padding_efficiency"] <= 1
+    for key in ("P1_record_over_headless_forward", "P1_headless_over_hf", "P1_bridge_over_headless_forward",
+                "P1_record_over_bridge", "P2_ceiling_reference_over_plain_forward",
+                "P2_ceiling_reference_over_headless_forward"):  # where P1 and P2 come from
+        assert details[key]["runs"] == 1 and details[key]["median"] > 0, key
     assert (out.with_suffix(".md")).read_text().count("| `P") == 5
     assert "P1_record_over_forward" in proc.stdout  # the printed table
