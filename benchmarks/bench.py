@@ -750,37 +750,35 @@ def main(argv: list[str] | None = None) -> int:
                           plain_hf_attention=ctx["hf"].config._attn_implementation)
     stats = None
     phases: dict[str, float] = {"load": time.perf_counter() - t0}
-    if which & {"P1", "P2"}:
+
+    def phase(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Time one benchmark, merge its figures into results and its details into details."""
         start = time.perf_counter()
-        out = bench_recording(ctx, which & {"P1", "P2"})
-        phases["P1/P2" if len(which & {"P1", "P2"}) == 2 else min(which & {"P1", "P2"})] = time.perf_counter() - start
-        stats = out.pop("stats")
+        out = run()
+        phases[name] = time.perf_counter() - start
         details.update(out.pop("details"))
-        results.update(out)
+        results.update({k: v for k, v in out.items() if k != "stats"})
+        return out
+
+    recording = which & {"P1", "P2"}
+    if recording:
+        stats = phase("P1/P2" if len(recording) == 2 else min(recording),
+                      lambda: bench_recording(ctx, recording))["stats"]
     if "P3" in which:
-        start = time.perf_counter()
-        if stats is None:
+        def lss() -> dict[str, Any]:
             from lens_steer.record import record
 
-            stats = record(ctx["bridge"], ctx["texts"], config=record_config(args), progress=False)
-        out = bench_lss(ctx, stats)
-        details.update(out.pop("details"))
-        results.update(out)
-        phases["P3"] = time.perf_counter() - start
+            recorded = stats if stats is not None else record(ctx["bridge"], ctx["texts"], config=record_config(args),
+                                                               progress=False)
+            return bench_lss(ctx, recorded)
+
+        phase("P3", lss)
     ctx.pop("bridge", None), ctx.pop("hf", None)
     gc.collect()
     if "P4" in which:
-        start = time.perf_counter()
-        out = bench_memory(ctx)
-        details.update(out.pop("details"))
-        results.update(out)
-        phases["P4"] = time.perf_counter() - start
+        phase("P4", lambda: bench_memory(ctx))
     if "P5" in which:
-        start = time.perf_counter()
-        out = bench_demo(args)
-        details.update(out.pop("details"))
-        results.update(out)
-        phases["P5"] = time.perf_counter() - start
+        phase("P5", lambda: bench_demo(args))
     if tiny:
         shutil.rmtree(Path(model_path).parent, ignore_errors=True)
     details["phase_seconds"] = {k: round(v, 1) for k, v in phases.items()}

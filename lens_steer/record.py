@@ -48,7 +48,6 @@ from lens_steer.paths import atomic_path
 from lens_steer.stats import Stats
 
 SITES = ("act", "post")
-_ACT_FNS = ACT_FNS  # canonical act_fn name -> function (models.py)
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def _recording_hooks(bridge: Any, site: MLPSite, config: RecordConfig,
     """
     mods = act_fn_modules(bridge) if config.site == "act" else None
     if mods is None:
-        act_fn = _ACT_FNS[site.act_fn]
+        act_fn = ACT_FNS[site.act_fn]
 
         def from_pre(pre: Tensor, hook: Any) -> None:  # gate pre-activation: value = act_fn(pre)
             acc.add(hook.layer(), pre, act_fn)
@@ -294,8 +293,8 @@ def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[in
     pad_id, skip_first = _pad_id(bridge), _bos_id(bridge) is not None
     device = next(bridge.parameters()).device
     masked_logits_ok(bridge)  # probed (once) before any statistics hook is attached: its forward must not count
-    bar = tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False)
-    with torch.inference_mode(), _recording_hooks(bridge, site, config, acc) as check:
+    with (tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False) as bar,
+          torch.inference_mode(), _recording_hooks(bridge, site, config, acc) as check):
         for batch in plan_batches([len(r) for r in data.ids], config.batch_size):
             ids, attn, counted = make_batch([data.ids[i] for i in batch], pad_id, config.padding_side, skip_first)
             acc.counted = counted.to(device)
@@ -306,7 +305,6 @@ def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[in
             bridge(ids, attention_mask=attn.to(device), return_type=None, **no_logits(bridge, ids))
             check()
             bar.update(int(counted.sum()))
-    bar.close()
     return {
         "over_zero": acc.over_zero.round().to(torch.int64),
         "n_tokens": torch.tensor(sum(data.n_counted), dtype=torch.int64),

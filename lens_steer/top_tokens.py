@@ -17,8 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import describe_mlp, masked_logits_ok, no_logits
-from lens_steer.record import _ACT_FNS, RecordConfig, _bos_id, _pad_id, make_batch, tokenise
+from lens_steer.models import ACT_FNS, describe_mlp, masked_logits_ok, no_logits
+from lens_steer.record import RecordConfig, _bos_id, _pad_id, make_batch, tokenise
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
     if top_k < 1:
         raise LensSteerError("top_k must be >= 1")
     config = config or RecordConfig(site=site)
-    act_fn = _ACT_FNS[mlp.act_fn]
+    act_fn = ACT_FNS[mlp.act_fn]
     hook_name = mlp.name("hook_pre" if site == "act" else "hook_post", layer)
     pad_id, skip_first = _pad_id(bridge), _bos_id(bridge) is not None
     device = next(bridge.parameters()).device

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -90,3 +92,20 @@ def hf_mlp(bridge, layer: int):
     inner = getattr(model, "model", None) or getattr(model, "transformer")
     blocks = getattr(inner, "layers", None) or getattr(inner, "h")
     return blocks[layer].mlp
+
+
+@contextmanager
+def logits_to_keep_spy(model) -> Iterator[list]:
+    """Collect the ``logits_to_keep`` argument of every forward of ``model`` inside the block."""
+    seen: list = []
+    real = model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep"))
+        return real(*args, **kwargs)
+
+    model.forward = spy
+    try:
+        yield seen
+    finally:
+        del model.forward

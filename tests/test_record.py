@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import SENTENCES
+from helpers import SENTENCES, logits_to_keep_spy
 from lens_steer.errors import LensSteerError
 from lens_steer.record import RecordConfig, record
 from lens_steer.stats import Stats
@@ -258,18 +258,8 @@ def test_recording_skips_the_unembedding(tiny_models):
     model = tiny_models["gemma2"]
     model.__dict__.pop("_lens_steer_masked_logits", None)
     assert masked_logits_ok(model) and act_fn_modules(model)  # probed here: the spy sees only recording forwards
-    seen: list[object] = []
-    real = model.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("logits_to_keep"))
-        return real(*args, **kwargs)
-
-    model.forward = spy
-    try:
+    with logits_to_keep_spy(model) as seen:
         headless = _record(model, batch_size=4)
-    finally:
-        del model.forward
     masks = [k for k in seen if isinstance(k, torch.Tensor)]
     assert masks and len(masks) == len(seen), seen
     assert all(k.dtype == torch.bool and not k.any() for k in masks), seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import logits_to_keep_spy
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.scoring import score
@@ -113,18 +114,8 @@ def test_masked_logits_are_used_on_hf_heads(tiny_models):
     llama = tiny_models["llama"]
     if hasattr(llama, "_lens_steer_masked_logits"):
         del llama._lens_steer_masked_logits
-    seen: list[object] = []
-    real = llama.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("logits_to_keep"))
-        return real(*args, **kwargs)
-
-    llama.forward = spy
-    try:
+    with logits_to_keep_spy(llama) as seen:
         score(llama, ["The small cat"], [[" sleeps on the mat", " x"]])
-    finally:
-        del llama.forward
     assert llama._lens_steer_masked_logits is True
     masks = [k for k in seen if isinstance(k, torch.Tensor) and k.dtype == torch.bool and k.shape == (2, k.shape[1])]
     assert masks, f"no boolean logits_to_keep in the continuation pass: {seen}"
