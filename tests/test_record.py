@@ -269,3 +269,13 @@ def test_recording_skips_the_unembedding(tiny_models):
     finally:
         del model._lens_steer_masked_logits
     assert_same_stats(headless, with_head)
+
+
+def test_nan_activations_are_a_clear_error(native_model):
+    """A model that produces NaN in its MLP (a broken checkpoint, fp16 overflow) stops with one line saying so."""
+    def poison(pre, hook):
+        return pre * float("nan")
+
+    with native_model.hooks(fwd_hooks=[("blocks.0.mlp.hook_pre", poison)]):
+        with pytest.raises(LensSteerError, match="NaN/inf MLP activations"):
+            _record(native_model)
