@@ -49,7 +49,7 @@ setup: $(STAMP) browser
 	$(PY) -m lens_steer.cli setup
 
 DEMO_LANGS   ?= en,fr,ja,ru,vi,sw
-DEMO_FACTORS ?= p_max,p_median,p_max*0.5,p_max*2,zero,control:p_max
+DEMO_FACTORS ?= p_max,p_median,testmax,testmax+,zero,p10,control:p_max
 DEMO_PROMPT  ?= Once upon a time, in a small village near the mountains,
 # Downstream analogs on the held-out UDHR articles (offline): perplexity and en->x translation under amplification.
 EVAL_LANGS   ?= en,fr,ja,ru,sw

@@ -257,7 +257,7 @@ class ReferenceLSS:
 
 def lss(hf: nn.Module, tokenizer: Any, facts: Mapping[str, Sequence[Any]], languages: Sequence[str],
         maps: Mapping[str, LayerMaps], *, prepend_bos: bool) -> ReferenceLSS:
-    """Batch-1 LSS with full logits. ``facts[s]``: items with ``.prompt[s]`` and ``.answer[u]`` for every
+    """Batch-1 LSS with full logits. ``facts[s]``: facts (``.prompt[s]``, ``.continuation(s, u)``) for every
     language; ``maps[t]``: the intervention for target ``t`` (targets missing from ``maps`` are skipped)."""
     bos = bos_id(tokenizer, prepend_bos)
     layers = act_fn_modules(hf)
@@ -270,15 +270,16 @@ def lss(hf: nn.Module, tokenizer: Any, facts: Mapping[str, Sequence[Any]], langu
         for fact in facts.get(s, []):
             prompt = fact.prompt[s]
             # DOD_NINT: every language's answer, one forward each, no hooks.
-            base = {u: logprob(hf, *encode(tokenizer, bos, prompt, fact.answer[u])) for u in languages}
+            base = {u: logprob(hf, *encode(tokenizer, bos, prompt, fact.continuation(s, u))) for u in languages}
             for t in targets:
                 base_s.setdefault((s, t), []).append(base[s])
                 base_t.setdefault((s, t), []).append(base[t])
                 # DOD_INT: hooks registered for this fact and target, then the two answers.
                 handles = [layers[layer].register_forward_hook(_intervene(maps[t], layer)) for layer in maps[t]]
                 try:
-                    int_s.setdefault((s, t), []).append(logprob(hf, *encode(tokenizer, bos, prompt, fact.answer[s])))
-                    int_t.setdefault((s, t), []).append(logprob(hf, *encode(tokenizer, bos, prompt, fact.answer[t])))
+                    for u, store in ((s, int_s), (t, int_t)):
+                        store.setdefault((s, t), []).append(
+                            logprob(hf, *encode(tokenizer, bos, prompt, fact.continuation(s, u))))
                 finally:
                     for h in handles:
                         h.remove()

@@ -13,7 +13,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from lens_steer.errors import LensSteerError  # noqa: E402
-from lens_steer.identify import activated, identify, lape, lape_from_probability, top_k_by_probability  # noqa: E402
+from lens_steer.identify import (activated, ap, ap_lape, ap_scores, identify, lape,  # noqa: E402
+                                 lape_from_probability, top_k_by_probability)
 from lens_steer.neurons import NeuronSet  # noqa: E402
 from lens_steer.stats import Stats, merge_stats  # noqa: E402
 
@@ -38,5 +39,5 @@ def __getattr__(name: str):  # PEP 562 lazy re-exports
     raise AttributeError(f"module 'lens_steer' has no attribute {name!r}")
 
 
-__all__ = ["LensSteerError", "NeuronSet", "Stats", "activated", "identify", "lape", "lape_from_probability",
-           "merge_stats", "top_k_by_probability", *_LAZY]
+__all__ = ["LensSteerError", "NeuronSet", "Stats", "activated", "ap", "ap_lape", "ap_scores", "identify", "lape",
+           "lape_from_probability", "merge_stats", "top_k_by_probability", *_LAZY]

@@ -57,15 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--max-tokens", type=_positive_int, default=None,
                    help="per-language budget of counted tokens, whole sentences only (default: all)")
-    p.add_argument("--method", default="lape", choices=["lape", "activated"], help="identification method (default: lape)")
+    p.add_argument("--method", default="lape", choices=["lape", "activated", "ap", "ap-lape"],
+                   help="identification method: lape, activated (the paper's baseline), ap (top-k average precision of"
+                   " the sentence means, k = the largest LAPE language) or ap-lape (ap and lape) (default: lape)")
     p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE: share of all neurons kept (default: 0.01)")
     p.add_argument("--filter-rate", type=_rate, default=0.95, help="LAPE: percentile filter (default: 0.95)")
+    p.add_argument("--activation-bar", default=0.95,
+                   help="LAPE: a candidate belongs to each language whose p is above this percentile of all p (the"
+                   " reference's activation_bar_ratio; default: 0.95)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per forward (default: 16)")
     p.add_argument("--site", default="act", choices=["act", "post"],
                    help="neuron value: act = act_fn(gate), counted as hook_pre > 0 (the paper); post = mlp.hook_post")
     p.add_argument("--n-sentence-means", type=int, default=100,
                    help="per-sentence means kept per language for p_max/p_median (default: min(100, available))")
     p.add_argument("--padding-side", default="right", choices=["left", "right"], help="(results do not depend on it)")
+    p.add_argument("--reference-compat", action="store_true",
+                   help="record as the authors' code: no BOS, each sentence after a newline and 12 spaces, its first 2"
+                   " tokens not counted, sentence means of the first N sentences whatever their length")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (GPU); never float16")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,18 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
     p.add_argument("--cloze", default="cldr", help="cldr (offline, from babel) or mlama-dod (default: %(default)s)")
     p.add_argument("--cloze-path", default=None, help="local copy of the mlama-dod data")
+    p.add_argument("--join", default="auto", choices=["auto", "reference"],
+                   help="prompt/answer separator: auto = one space iff the prompt's language writes spaces (the same"
+                   " for every answer of a prompt); reference = always one space, as the authors' code")
     p.add_argument("--langs", default=None, help="languages (default: the run's languages the cloze covers)")
-    p.add_argument("--factors", default="p_max,p_median,zero",
-                   help="comma-separated factors: p_max, p_median, mean, p_max*A, scale:A, add:B, set:V, zero")
+    p.add_argument("--factors", default="p_max,p_median,testmax,testmax+,zero,p10",
+                   help="comma-separated factors (default: the paper's, in its order): p_max, p_median, testmax,"
+                   " testmax+, zero, p10 (pQ), mean, p_max*A, testmax*A, scale:A, add:B, set:V, control:p_max")
     p.add_argument("--sweep", default=None, metavar="FAMILY",
                    help="add a dose-response grid: p_max or p_median (x0.25..8) or add (0.5..8), comma-separated")
     p.add_argument("--seeds", type=_positive_int, default=3,
                    help="matched random draws per control:... factor (default: %(default)s)")
     p.add_argument("--forcing", action="store_true",
-                   help="also measure language-forcing success and degeneration of every factor (neutral prompts,"
-                   " greedy) and use it in the factor choice; writes forcing.csv")
+                   help="also measure language-forcing success and degeneration of every amplifying factor and"
+                   " control (neutral prompts, greedy; not zero or p10) and use it in the factor choice; writes"
+                   " forcing.csv")
     p.add_argument("--forcing-tokens", type=_positive_int, default=30,
                    help="--forcing: new tokens per greedy continuation (default: %(default)s)")
+    p.add_argument("--forcing-batch-size", type=_positive_int, default=16,
+                   help="--forcing: prompts per forward, as `forcing --batch-size` (default: %(default)s)")
+    p.add_argument("--detector", default="cld2", help="--forcing: language detector (default: cld2)")
     p.add_argument("--damage-bound", type=float, default=10.0,
                    help="factor choice: the largest mean source damage in nats a chosen factor may do (default: 10)")
     p.add_argument("--per-layer", nargs="?", const="all", default=None, metavar="FACTORS",
@@ -149,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", default="all", help="intervention positions: all, prompt, generated, last:K")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None,
                    help="translation: new tokens (default: 2x (Latin) or 3x (other scripts) the source length)")
+    p.add_argument("--prompt", default="targeted",
+                   help="translation prompt: targeted (the paper's, names the language) or untargeted (the"
+                   " reference's 'into the target language'); a non-default one is written as <task>-untargeted")
+    p.add_argument("--join", default="auto",
+                   help="xcopa/xwinograd/include: how context and continuation are joined: auto (a space iff the"
+                   " language writes spaces) or reference (the authors' code); reference is written as <task>-refjoin")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="rows per forward (default: 16)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -210,24 +232,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _identify(args: argparse.Namespace) -> int:
     from lens_steer.corpora import corpus_description, load_corpus
-    from lens_steer.identify import identify
+    from lens_steer.identify import check_rate, identify, write_identification
     from lens_steer.languages import parse_languages
     from lens_steer.models import load_model
     from lens_steer.record import RecordConfig, record
 
     start = time.perf_counter()
+    bar = check_rate("--activation-bar", args.activation_bar)  # before any recording: a typo costs nothing
     langs = parse_languages(args.langs)
     config = RecordConfig(site=args.site, batch_size=args.batch_size, padding_side=args.padding_side,
-                          max_tokens=args.max_tokens, n_sentence_means=args.n_sentence_means)
+                          max_tokens=args.max_tokens, n_sentence_means=args.n_sentence_means,
+                          reference_compat=args.reference_compat)
     texts = load_corpus(args.corpus, langs, split=args.split, path=args.corpus_path)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     out = Path(args.out)
     _refuse_other_model(out, model)
     stats = record(model, texts, config=config, run_dir=out,
                    corpus=corpus_description(args.corpus, args.split, args.corpus_path), progress=not args.quiet)
-    params = {"top_rate": args.top_rate, "filter_rate": args.filter_rate} if args.method == "lape" else {}
+    params = ({"top_rate": args.top_rate, "filter_rate": args.filter_rate, "activation_bar_ratio": bar}
+              if args.method != "activated" else {})
     neurons = identify(stats, args.method, **params)
     neurons.save(out)
+    write_identification(out, neurons)
     print(format_counts(neurons, stats))
     n = stats.sent_means.shape[1]
     print(f"\n{sum(neurons.totals().values())} language-neuron assignments ({args.method}) over"
@@ -310,6 +336,10 @@ def _lss(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     factors = parse_factors(args.factors)
+    if args.forcing:
+        from lens_steer.lid import get_detector
+
+        detector = get_detector(args.detector)  # a bad --detector fails before any work
     if args.sweep:
         from lens_steer.steer import sweep_factors
 
@@ -336,28 +366,33 @@ def _lss(args: argparse.Namespace) -> int:
         if unknown:
             raise LensSteerError(f"--per-layer {', '.join(unknown)}: not among --factors ({args.factors})")
     rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=per_layer,
-                   batch_size=args.batch_size, n_seeds=args.seeds, progress=not args.quiet)
+                   batch_size=args.batch_size, n_seeds=args.seeds, join=args.join, progress=not args.quiet)
     forcing_rows = None
     if args.forcing:
         from lens_steer.forcing import append_generations, run_forcing, write_forcing
-        from lens_steer.lid import get_detector
         from lens_steer.steer import Steerer
 
         targets = [t for t in langs if neurons.totals().get(t, 0)]
-        forcing_rows, records = run_forcing(model, Steerer(model, neurons, stats), targets, factors,
-                                            get_detector("cld2"), max_new_tokens=args.forcing_tokens,
-                                            batch_size=16, progress=not args.quiet)
+        # Deactivating factors (zero, p10) cannot make the model write t: forcing is measured for the amplifying
+        # factors and the controls (the null line) only.
+        forcing_factors = [f for f in factors if f.amplifies or f.control]
+        forcing_rows, records = run_forcing(model, Steerer(model, neurons, stats), targets, forcing_factors,
+                                            detector, max_new_tokens=args.forcing_tokens,
+                                            batch_size=args.forcing_batch_size, progress=not args.quiet)
         write_forcing(args.run_dir, forcing_rows)
         append_generations(args.run_dir, records)
     summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=args.damage_bound)
-    summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()})
+    summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=args.join)
     write_lss(args.run_dir, rows, summary)
     print(format_factor_table(summary))
     best = summary["best_factor"]
     hardest = sorted((r for r in rows if r["factor"] == best and r["layers"] == "all" and r["n_facts"]),
                      key=lambda r: r["lss"])[:3]
+    if summary["skipped_targets"]:
+        print(f"skipped targets (no neurons; in no mean): {', '.join(summary['skipped_targets'])}")
     print(f"\nchosen factor: {summary['reason']}")
-    print(f"(by LSS alone, the paper's choice, it would be {summary['best_lss_factor']}); hardest pairs for {best}: "
+    print(f"(by LSS alone, the paper's choice (highest mean LSS), it would be {summary['best_lss_factor']});"
+          f" hardest pairs for {best}: "
           + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}" for r in hardest))
     extra = f", {args.run_dir}/forcing.csv" if args.forcing else ""
     print(f"results: {args.run_dir}/lss.csv, {args.run_dir}/lss_summary.json{extra}"
@@ -375,9 +410,10 @@ def format_factor_table(summary: dict) -> str:
     lines = [head, "-" * len(head)]
     chance = next((v["chance"] for v in per.values() if v.get("chance") == v.get("chance")), float("nan"))
     for text, v in per.items():
-        line = (f"{text:<16} {v['mean_lss']:>6.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] {v['target_wins']:>5.2f}"
-                f" {v['target_wins_base']:>5.2f} {v['target_gain']:>+6.1f} {v['source_damage']:>+7.1f}"
-                f" {v['specificity']:>5.2f}")
+        cells = [_cell(v.get(key), spec) for key, spec in (("target_wins", ">5.2f"), ("target_wins_base", ">5.2f"),
+                                                           ("target_gain", ">+6.1f"), ("source_damage", ">+7.1f"),
+                                                           ("specificity", ">5.2f"))]
+        line = f"{text:<16} {v['mean_lss']:>6.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] " + " ".join(cells)
         if has_forcing:
             line += (f" {v['forcing']:>7.2f} {v['repetition']:>6.2f}" if "forcing" in v else f" {'-':>7} {'-':>6}")
         if "seed_min" in v:
@@ -388,6 +424,17 @@ def format_factor_table(summary: dict) -> str:
                  " in nats; spec: share of other languages' answers that rose too (lower = more specific)"
                  + ("; forcing: greedy outputs detected as the target; repeat: repeated trigrams" if has_forcing else ""))
     return "\n".join(lines)
+
+
+def _cell(value: float | None, spec: str) -> str:
+    """A table number, or "-" in its width when it was not measured (a test-time factor's target wins).
+
+    >>> _cell(0.5, ">5.2f"), _cell(float("nan"), ">+6.1f")
+    (' 0.50', '     -')
+    """
+    if value is None or value != value:
+        return format("-", ">" + spec.split(".")[0].lstrip(">+"))
+    return format(value, spec)
 
 
 def _targets_with_neurons(neurons, spec: str | None, *, strict: bool) -> list[str]:
@@ -438,6 +485,7 @@ def _steer(args: argparse.Namespace) -> int:
         label = f"{r['target']} {factor.text}" if r["steered"] else "baseline"
         hit = "" if not r["steered"] else ("  [target]" if r["match_strict"] else
                                            "  [target, lenient]" if r["match_lenient"] else "  [miss]")
+        hit += "  [empty]" if r["empty"] else ""  # only whitespace: a miss because nothing was written
         print(f"{label:>16} ({r['detected'] or '??'}): {r['text']!r}{hit}")
     print(f"appended to {append_generations(args.run_dir, records)}")
     return 0
@@ -456,10 +504,10 @@ def _forcing(args: argparse.Namespace) -> int:
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=True)
     path = write_forcing(args.run_dir, rows)
     append_generations(args.run_dir, records)
-    print(f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'lenient':>8} {'baseline':>8}")
+    print(f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'lenient':>8} {'baseline':>8} {'empty':>5}")
     for r in rows:
         print(f"{r['factor']:<12} {r['target']:<6} {r['n']:>3} {r['forcing_strict']:>7.2f} {r['forcing_lenient']:>8.2f}"
-              f" {r['baseline_strict']:>8.2f}")
+              f" {r['baseline_strict']:>8.2f} {r['empty']:>5}")
     for factor in factors:
         mine = [r["forcing_strict"] for r in rows if r["factor"] == factor.text and r["n"]]
         print(f"mean forcing success ({factor.text}, strict): {sum(mine) / max(len(mine), 1):.2f}")
@@ -470,13 +518,12 @@ def _forcing(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    from lens_steer.evals import TASKS, load_task_data, run_eval, self_cross, settings, task_languages, write_eval
+    from lens_steer.evals import load_task_data, run_eval, self_cross, settings, task_label, task_languages, write_eval
     from lens_steer.languages import parse_languages
     from lens_steer.steer import Steerer, parse_factor
 
     start = time.perf_counter()
-    if args.task not in TASKS:
-        raise LensSteerError(f"unknown task {args.task!r}; use one of {', '.join(TASKS)}")
+    label = task_label(args.task, args.prompt, args.join)  # a bad task, --prompt or --join fails before any work
     run = Path(args.run_dir)
     if not (run / "neurons.json").exists():
         raise LensSteerError(f"{run} has no neurons.json; run `lens-steer identify --out {run}` first")
@@ -514,13 +561,14 @@ def _eval(args: argparse.Namespace) -> int:
     setups = settings(factor, targets, positions=args.positions)
     for _, iv in setups[1:]:
         iv.position_rule()  # a bad --positions fails before any work
-    loaded = load_task_data(args.task, langs, path=args.data, limit=args.limit)  # data errors before model load
+    loaded = load_task_data(args.task, langs, path=args.data, limit=args.limit, join=args.join)  # before the model
     model, neurons, stats = _load_run(args.run_dir, args.device)
     rows, outputs = run_eval(args.task, model, Steerer(model, neurons, stats), loaded, setups, factor.text,
-                             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
-    path = write_eval(run, args.task, rows, outputs)
+                             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=not args.quiet,
+                             prompt=args.prompt, join=args.join)
+    path = write_eval(run, label, rows, outputs)
     metric = rows[0]["metric"]
-    print(f"{args.task}, factor {factor.text}: {metric} per evaluation language (rows) and intervened language")
+    print(f"{label}, factor {factor.text}: {metric} per evaluation language (rows) and intervened language")
     intervened = list(dict.fromkeys(r["intervened"] for r in rows))
     print(f"{'eval':<6}" + "".join(f"{t:>10}" for t in intervened))
     for lang in dict.fromkeys(r["eval_lang"] for r in rows):

@@ -3,7 +3,9 @@
 Neutral prompts (written by us, in several source languages) are continued greedily with and without the
 intervention for every target t; the language of each continuation is detected (:mod:`lens_steer.lid`). Forcing
 success is the fraction of steered outputs detected as t (CLaS-Bench's language-forcing success); an undetected
-output counts as a miss. Indonesian/Malay are reported strict and lenient.
+output counts as a miss. Indonesian/Malay are reported strict and lenient. An output that is only whitespace
+(:func:`lens_steer.generation.is_empty_generation`; a steered model may emit nothing but newlines) is a miss too,
+and is counted apart (``empty``) so that "wrote nothing" is not read as "wrote another language".
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lens_steer.generation import greedy_generate
+from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, matches
 from lens_steer.paths import atomic_path
 from lens_steer.steer import Factor, Intervention, Steerer
@@ -35,7 +37,7 @@ NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
     "ja": ("昔々、山のふもとの小さな村に", "静かな日曜日の朝の一番いい過ごし方は", "祖母はいつも私に"),
 }
 FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_lenient", "baseline_strict", "undetected",
-                   "distinct2", "repetition", "baseline_distinct2", "baseline_repetition")
+                   "empty", "distinct2", "repetition", "baseline_distinct2", "baseline_repetition")
 
 
 def _units(text: str) -> list[str]:
@@ -69,10 +71,15 @@ GENERATIONS_FILE = "generations.jsonl"
 
 def generation_record(kind: str, prompt: str, text: str, detector: Detector, *, target: str | None,
                       factor: str | None, source: str | None = None, **extra: Any) -> dict[str, Any]:
-    """One line of ``generations.jsonl``."""
-    detected = detector.detect(text)
+    """One line of ``generations.jsonl``; ``text`` is kept as generated, ``empty`` says it holds only whitespace.
+
+    Forcing and steer outputs are not cut at a newline (a continuation may span lines), so ``empty`` is
+    :func:`~lens_steer.generation.is_empty_generation` without a stop. An empty text is never given to the
+    detector: nothing written is a miss whatever a detector guesses for it."""
+    empty = is_empty_generation(text, None)
+    detected = None if empty else detector.detect(text)
     record = {"kind": kind, "source": source, "target": target, "factor": factor, "prompt": prompt, "text": text,
-              "detected": detected, "detector": detector.name, **degeneration(text)}
+              "empty": empty, "detected": detected, "detector": detector.name, **degeneration(text)}
     if target is not None:
         record["match_strict"] = matches(detected, target, lenient=False)
         record["match_lenient"] = matches(detected, target, lenient=True)
@@ -121,6 +128,7 @@ def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: S
                 "forcing_lenient": sum(r["match_lenient"] for _, r in got) / n if n else float("nan"),
                 "baseline_strict": sum(matches(base_lang[i], t, lenient=False) for i, _ in got) / n if n else float("nan"),
                 "undetected": sum(r["detected"] is None for _, r in got),
+                "empty": sum(r["empty"] for _, r in got),
                 "distinct2": mean([r["distinct2"] for _, r in got]),
                 "repetition": mean([r["repetition"] for _, r in got]),
                 "baseline_distinct2": mean([records[i]["distinct2"] for i, _ in got]),

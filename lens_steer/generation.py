@@ -17,15 +17,51 @@ import torch
 from lens_steer.errors import LensSteerError
 
 
+def cut_generation(text: str, stop: str | None = "\n") -> str:
+    """The generation proper, the one rule wherever a generated text is cut (translation, forcing, steer): leading
+    whitespace and newlines are skipped, then everything from the first ``stop`` on is dropped (``None``: nothing
+    is), then trailing whitespace. An empty result is an empty output: callers count it, never score it silently.
+
+    >>> cut_generation("\\n\\n Bonjour.\\nEnglish: next"), cut_generation(" \\n "), cut_generation(" a\\nb", None)
+    ('Bonjour.', '', 'a\\nb')
+    """
+    body = text.lstrip()
+    if stop:
+        body = body.split(stop, 1)[0]
+    return body.rstrip()
+
+
+def is_empty_generation(text: str, stop: str | None = "\n") -> bool:
+    """Whether :func:`cut_generation` leaves nothing of ``text``.
+
+    >>> is_empty_generation("\\n\\n"), is_empty_generation("\\nOui\\n"), is_empty_generation("")
+    (True, False, True)
+    """
+    return not cut_generation(text, stop)
+
+
+def reached_stop(text: str, stop: str) -> bool:
+    """Whether a row that has generated ``text`` so far may stop: ``stop`` occurs after the first non-whitespace
+    character, exactly where :func:`cut_generation` cuts (so stopping there never changes the cut output).
+
+    >>> reached_stop("\\n", "\\n"), reached_stop("\\n Hola", "\\n"), reached_stop("\\n Hola\\n", "\\n")
+    (False, False, True)
+    """
+    return stop in text.lstrip()
+
+
 def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
                     interventions: Sequence[Any] | None = None, batch_size: int = 16,
                     stop_at_eos: bool = True, stop_text: str | None = None,
                     progress: bool = False, desc: str = "generating") -> list[str]:
     """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
 
-    ``stop_text`` (e.g. ``"\\n"``) ends a row at the first generated token whose text contains it (translation outputs
-    are cut at the first newline anyway, so generating further only costs time). The intervention acts on every position it selects (``positions="all"``: prompt and generated tokens; the
-    prompt ends where generation starts, so ``prompt``/``generated``/``last:K`` work too).
+    ``stop_text`` (e.g. ``"\\n"``) ends a row once the text generated so far holds it after its first non-whitespace
+    character (:func:`reached_stop`), the point from which :func:`cut_generation` drops the rest anyway, so
+    generating further only costs time. A newline *before* any text never ends a row: models often open an answer
+    with one, and stopping there left the translation empty. The intervention acts on every position it selects
+    (``positions="all"``: prompt and generated tokens; the prompt ends where generation starts, so
+    ``prompt``/``generated``/``last:K`` work too).
 
     >>> # greedy_generate(model, ["Once upon a time"], max_new_tokens=10)  ->  [" there was a ..."]
     """
@@ -78,8 +114,7 @@ def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None,
             if eos is not None:
                 done |= nxt == eos
             if stop is not None:
-                tok, text = stop
-                done |= torch.tensor([text in tok.decode([int(t)]) for t in nxt.tolist()])
+                done |= _stopped(stop, generated, done)
             if bool(done.all()) or generated.shape[1] == max_new:
                 break
             # Finished rows keep stepping (on pad tokens, masked out) so the batch and its per-row plans stay aligned.
@@ -88,3 +123,12 @@ def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None,
                                   return_type="logits_and_cache", logits_to_keep=1)
     # Cut at EOS; the pads that fill finished rows come after it.
     return [row[: row.index(eos)] if eos is not None and eos in row else row for row in generated.tolist()]
+
+
+def _stopped(stop: tuple[Any, str], generated: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """Rows still running whose text so far reached the stop. The whole row is decoded (not the last token alone):
+    whether text came before the stop is a property of the text, and a character split over tokens decodes right
+    only as a whole."""
+    tok, text = stop
+    return torch.tensor([not d and reached_stop(tok.decode(row, skip_special_tokens=True), text)
+                         for d, row in zip(done.tolist(), generated.tolist())])

@@ -4,21 +4,44 @@
   minus its bugs (languages without neurons keep their slot; NaN-safe).
 * :func:`activated` - the paper's "language-activated" baseline: sentence-mean > 0 for every kept sentence.
 * :func:`top_k_by_probability` - the k neurons with the highest activation probability per language.
+* :func:`ap` - the reference's code-only "AP neurons": per language, the k neurons (across all layers) whose kept
+  sentence means best separate that language from the others by average precision; k = the LAPE set's largest
+  language, as in the authors' commands.
+* :func:`ap_lape` - per language and layer, the intersection of the AP and LAPE sets (their ``maplape.pt``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
-from lens_steer.stats import Stats
+from lens_steer.paths import write_json
+from lens_steer.stats import MANIFEST_FILE, Stats, read_manifest
 
-METHODS = ("lape", "activated")
+METHODS = ("lape", "activated", "ap", "ap-lape")
+# Elements of one neuron chunk of the AP computation (samples x neurons): about 16 MiB per float64 work tensor.
+AP_CHUNK_ELEMENTS = 1 << 21
+
+
+def check_rate(name: str, value: float | str) -> float:
+    """``value`` (a number, or a command-line string) as a rate in (0, 1]; anything else is a one-line error.
+
+    >>> check_rate("--activation-bar", "0.9")
+    0.9
+    """
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise LensSteerError(f"{name} must be a number in (0, 1], got {value!r}; pass e.g. 0.95") from None
+    if not 0.0 < rate <= 1.0:  # NaN fails this too
+        raise LensSteerError(f"{name} must be in (0, 1], got {value}; pass e.g. 0.95")
+    return rate
 
 
 def lape_from_probability(
@@ -42,8 +65,7 @@ def lape_from_probability(
         raise LensSteerError(f"activation probability must be [layer, d_mlp, lang], got shape {tuple(p.shape)}")
     for name, rate in (("top_rate", top_rate), ("filter_rate", filter_rate),
                        ("activation_bar_ratio", activation_bar_ratio)):
-        if not 0.0 < rate <= 1.0:
-            raise LensSteerError(f"{name} must be in (0, 1], got {rate}")
+        check_rate(name, rate)
     p = torch.nan_to_num(p.double(), nan=0.0)
     layers, d, k = p.shape
     q = p / p.sum(dim=-1, keepdim=True)
@@ -101,17 +123,147 @@ def top_k_by_probability(stats: Stats, k: int) -> NeuronSet:
                                _provenance("top_k_by_probability", {"k": k}, stats))
 
 
+def average_precision(scores: Float[Tensor, "sample neuron"], labels: Int[Tensor, " sample"],
+                      n_classes: int) -> Float[Tensor, "cls neuron"]:
+    """One-vs-rest average precision of every column of ``scores`` for each class ``c`` in ``range(n_classes)``,
+    exactly scikit-learn's ``average_precision_score(labels == c, scores[:, j])``.
+
+    AP = sum over the distinct scores t, high to low, of (R_t - R_prev) * P_t, where P_t and R_t are precision and
+    recall of "score >= t": tied scores make ONE step, not one per sample (ties are frequent in float16 means).
+    Equivalently AP = mean over the positives j of P at the last sample of j's tie group, which is what is computed,
+    for all classes at once: sort each column once, find each sample's tie-group end, and count the positives
+    ranked up to it.
+
+    >>> average_precision(torch.tensor([[0.1], [0.4], [0.35], [0.8]]), torch.tensor([0, 0, 1, 1]), 2)[1].item()
+    0.8333333333333333
+    >>> ties = torch.tensor([[1.0], [1.0], [0.0], [1.0]])  # the three 1.0s are one threshold: P = 1/3 at R = 1/2
+    >>> round(average_precision(ties, torch.tensor([1, 0, 1, 0]), 2)[1].item(), 12)
+    0.416666666667
+    """
+    m, c = scores.shape
+    if labels.shape != (m,) or (m and not 0 <= int(labels.min()) <= int(labels.max()) < n_classes):
+        raise LensSteerError(f"labels must be {m} class ids in 0..{n_classes - 1}")
+    labels = labels.long()
+    # Neurons as rows so every sort and scan runs along contiguous memory; sort in the input dtype (never round).
+    ordered, order = torch.sort(scores.T.contiguous(), dim=1, descending=True)  # [neuron, sample]
+    pos = torch.arange(m).expand(c, m)
+    last = torch.ones(c, m, dtype=torch.bool)
+    last[:, :-1] = ordered[:, :-1] != ordered[:, 1:]  # last sample of its tie group (-0.0 == 0.0, as in numpy)
+    # Sorted position of the last sample of each position's tie group: a reverse running minimum over group ends.
+    group_end = torch.where(last, pos, m).flip(1).cummin(dim=1).values.flip(1)
+    # One key (class, sorted position) per sample, sorted per neuron: class blocks, positions ascending in each.
+    by_class = labels.sort().values  # the class of each key slot, the same for every neuron
+    keys = (labels[order] * m + pos).sort(dim=1).values
+    ends = group_end.gather(1, keys - by_class * m)  # the tie-group end of every positive
+    counts = torch.bincount(labels, minlength=n_classes)
+    first = (counts.cumsum(0) - counts)[by_class]  # key slot where each class block starts
+    # True positives at "score >= this positive's score": same-class keys up to its group end. The whole tie group
+    # counts at once, which is sklearn's one step per distinct score.
+    true_pos = torch.searchsorted(keys, by_class * m + ends, right=True) - first
+    precision = true_pos.double() / (ends + 1)
+    total = torch.zeros(c, n_classes, dtype=torch.float64).index_add_(1, by_class, precision)
+    return (total / counts).T  # a class without samples is 0/0 = NaN (its recall is undefined)
+
+
+def ap_scores(stats: Stats) -> Float[Tensor, "lang layer d_mlp"]:
+    """Average precision of each neuron's kept sentence means at telling language k from the others (the
+    reference's ``count_map_neurons``): scores = the K x N sentence means of the neuron, labels = language == k."""
+    k, n, layers, d = stats.sent_means.shape
+    if n == 0:
+        raise LensSteerError("the AP methods need kept sentence means, but this run kept none; record with more text"
+                             " per language")
+    scores = stats.sent_means.reshape(k * n, layers * d)
+    labels = torch.arange(k).repeat_interleave(n)
+    out = torch.empty(k, layers * d, dtype=torch.float64)
+    step = max(1, AP_CHUNK_ELEMENTS // (k * n))  # bounds memory: no [K*N, L*D] float64 copy
+    for start in range(0, layers * d, step):
+        out[:, start : start + step] = average_precision(scores[:, start : start + step], labels, k)
+    return out.view(k, layers, d)
+
+
+def top_k_per_language(scores: Float[Tensor, "lang layer d_mlp"], k: int) -> Bool[Tensor, "layer d_mlp lang"]:
+    """Per language, the ``k`` highest scores across all layers; ties go to the lower (layer, neuron), as with the
+    reference's stable (mergesort) pandas sort.
+
+    >>> s = torch.tensor([[[0.5, 0.9], [0.9, 0.1]]])  # 1 language, 2 layers x 2 neurons
+    >>> top_k_per_language(s, 2)[..., 0].int().tolist()
+    [[0, 1], [1, 0]]
+    """
+    n_lang, layers, d = scores.shape
+    if not 0 <= k <= layers * d:
+        raise LensSteerError(f"k must be in 0..{layers * d}, got {k}")
+    order = torch.sort(scores.reshape(n_lang, layers * d), dim=1, descending=True, stable=True).indices[:, :k]
+    mask = torch.zeros(n_lang, layers * d, dtype=torch.bool).scatter_(1, order, True)
+    return mask.view(n_lang, layers, d).permute(1, 2, 0)
+
+
+def ap(stats: Stats, k: int | None = None, top_rate: float = 0.01, filter_rate: float = 0.95,
+       activation_bar_ratio: float = 0.95) -> NeuronSet:
+    """AP neurons: per language, the ``k`` neurons with the highest :func:`ap_scores` across all layers.
+
+    ``k=None`` takes the reference's rule: k = the largest per-language size of the LAPE set computed with the same
+    ``top_rate`` / ``filter_rate`` / ``activation_bar_ratio`` (their ``--top_k`` flag is lape.py's "maximum neurons
+    in a language"); those three only matter for k then.
+    """
+    lape_params = {"top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio}
+    lape_mask = lape_from_probability(stats.probability(), **lape_params) if k is None else None
+    k, params = _ap_k(stats, k, lape_mask)
+    if lape_mask is not None:
+        params.update(lape_params)
+    mask = top_k_per_language(ap_scores(stats), k)
+    return NeuronSet.from_mask(mask, stats.languages, _provenance("ap", params, stats))
+
+
+def ap_lape(stats: Stats, k: int | None = None, top_rate: float = 0.01, filter_rate: float = 0.95,
+            activation_bar_ratio: float = 0.95) -> NeuronSet:
+    """Per language and layer, the intersection of the :func:`ap` set and the :func:`lape` set (the reference's
+    ``overlap_neurons.py``, ``maplape.pt``); k as in :func:`ap`."""
+    lape_params = {"top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio}
+    lape_mask = lape_from_probability(stats.probability(), **lape_params)
+    k, params = _ap_k(stats, k, lape_mask)
+    mask = top_k_per_language(ap_scores(stats), k) & lape_mask
+    return NeuronSet.from_mask(mask, stats.languages, _provenance("ap-lape", {**params, **lape_params}, stats))
+
+
+def _ap_k(stats: Stats, k: int | None, lape_mask: Tensor | None) -> tuple[int, dict[str, Any]]:
+    """k for the AP methods (explicit, or the LAPE set's largest language) and its provenance entries."""
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= stats.n_layers * stats.d_mlp:
+            raise LensSteerError(f"k must be an integer in 1..{stats.n_layers * stats.d_mlp}, got {k!r}")
+        return k, {"k": k, "k_rule": "explicit"}
+    assert lape_mask is not None
+    k = int(lape_mask.sum(dim=(0, 1)).max()) if lape_mask.numel() else 0
+    if k == 0:
+        raise LensSteerError("the AP methods take k = the largest LAPE language, but the LAPE set is empty; raise"
+                             " --top-rate, lower --activation-bar, or pass k explicitly")
+    return k, {"k": k, "k_rule": "largest LAPE language"}
+
+
 def identify(stats: Stats, method: str = "lape", **params: Any) -> NeuronSet:
-    """Dispatch by method name (``lape`` or ``activated``)."""
+    """Dispatch by method name (``lape``, ``activated``, ``ap`` or ``ap-lape``)."""
     if method == "lape":
         return lape(stats, **params)
     if method == "activated":
         return activated(stats)
+    if method == "ap":
+        return ap(stats, **params)
+    if method == "ap-lape":
+        return ap_lape(stats, **params)
     raise LensSteerError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def write_identification(run_dir: str | Path, neurons: NeuronSet) -> dict[str, Any]:
+    """Record how ``neurons`` was identified (method and parameters) as ``"identification"`` in the run's
+    ``manifest.json``, written atomically; returns that object."""
+    manifest = read_manifest(run_dir)
+    record = {"method": neurons.provenance.get("method"), **neurons.provenance.get("params", {})}
+    manifest["identification"] = record
+    write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+    return record
 
 
 def _provenance(method: str, params: dict[str, Any], stats: Stats) -> dict[str, Any]:
     m = stats.manifest
     return {"method": method, "params": params,
-            "stats": {key: m.get(key) for key in ("model", "corpus", "site", "dtype", "max_tokens",
-                                                   "n_sentence_means", "lens_steer_version")}}
+            "stats": {key: m.get(key) for key in ("model", "corpus", "site", "dtype", "bos", "reference_compat",
+                                                   "max_tokens", "n_sentence_means", "lens_steer_version")}}

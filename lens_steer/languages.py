@@ -151,3 +151,41 @@ def parse_languages(spec: str | Sequence[str] | None) -> list[str]:
             f"no language given; list some of {', '.join(LANGUAGES)}, or omit the option for the paper's 18"
         )
     return codes
+
+
+# ---- how a prompt and its continuation are joined ----------------------------------------------------------------
+
+UNSPACED_SCRIPTS: tuple[str, ...] = ("Jpan", "Hans", "Thai")
+"""Scripts written without spaces between words (ja, zh, th)."""
+
+JOINS: tuple[str, ...] = ("auto", "reference")
+"""Join modes: ``auto`` (the separator is a property of the prompt's language) or ``reference`` (the authors' code)."""
+
+
+def writes_spaces(code: str) -> bool:
+    """Whether the language puts spaces between words (False for ja, zh, th).
+
+    >>> writes_spaces("fr"), writes_spaces("ja")
+    (True, False)
+    """
+    return get_language(code).script not in UNSPACED_SCRIPTS
+
+
+def separator(prompt_lang: str, join: str = "auto") -> str:
+    """What goes between a prompt in ``prompt_lang`` and ANY continuation of it (the answer's language never matters).
+
+    Why a property of the prompt: with one separator per answer language, an English prompt with a Japanese answer
+    was scored as ``"...tomorrow is火曜日"`` and a Japanese prompt with an English answer as ``"明日は Tuesday"``, so
+    LSS's difference of differences mixed a separator change into the language change.
+
+    ``auto``: one space iff the prompt's language writes spaces between words; ``reference``: always one space, as the
+    authors' code joins ``prompt + " " + answer``.
+
+    >>> separator("en"), separator("ja"), separator("ja", "reference")
+    (' ', '', ' ')
+    """
+    if join not in JOINS:
+        raise LensSteerError(f"unknown join {join!r}; use {' or '.join(JOINS)}")
+    if join == "reference":
+        return " "
+    return " " if writes_spaces(prompt_lang) else ""

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lens_steer.cloze import Fact
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import atomic_path, write_json
@@ -37,15 +38,7 @@ _NUMERIC = ("lss", "lss_nontie", "mean_shift", "ci_low", "ci_high", "target_gain
             "target_gain_high", "source_damage", "source_damage_low", "source_damage_high", "target_wins",
             "target_wins_base", "chance", "specificity")
 N_BOOT = 2000
-
-
-@dataclass(frozen=True)
-class ClozeItem:
-    """One fact as LSS needs it: a prompt per language and an answer per language."""
-
-    id: str
-    prompt: dict[str, str]
-    answer: dict[str, str]
+SKIPPED_NOTE = "skipped: target has no neurons"
 
 
 def bootstrap_mean_ci(values: Tensor, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
@@ -117,9 +110,9 @@ def win_stats(base_norm: Tensor, int_norm: Tensor, base: Tensor, steered: Tensor
     }
 
 
-def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[ClozeItem]],
+def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[Fact]],
             languages: Sequence[str], factors: Sequence[Factor], *, per_layer: bool | Sequence[str] = False,
-            batch_size: int = 32, n_seeds: int = CONTROL_SEEDS,
+            batch_size: int = 32, n_seeds: int = CONTROL_SEEDS, join: str = "auto",
             progress: bool = True) -> list[dict[str, Any]]:
     """LSS rows for every factor (and layer setting), source and target != source.
 
@@ -130,6 +123,10 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
         n_seeds: matched random draws per ``control:`` factor; its rows hold the mean over seeds.
         per_layer: also run single-layer interventions (``layers`` = the layer): ``True`` for every factor, or a
             list of factor texts to do it for those only (a per-layer sweep costs n_layers times one factor).
+        join: how a prompt and its answers are joined (:func:`lens_steer.languages.separator`): ``auto`` (one
+            space iff the prompt's language writes spaces, the same for every answer) or ``reference`` (one space).
+
+    A target without neurons gets rows with an empty ``lss`` and a note: it is in no mean, interval or choice.
     """
     from tqdm.auto import tqdm
 
@@ -150,47 +147,78 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
     work = [(s, f, layers) for s in languages if facts.get(s) for f in factors for layers in layer_settings(f)]
     bar = tqdm(total=len(work), desc="LSS", disable=not progress)
     for s in languages:
-        items = list(facts.get(s, []))
-        if not items:
+        if not facts.get(s):
             continue
-        answers = [[item.answer[u] for u in languages] for item in items]
-        prompts = [item.prompt[s] for item in items]
-        base_scores = score(model, prompts, answers, batch_size=batch_size)
-        base, base_norm = base_scores.logp, base_scores.normalised()  # [F, K]
-        si = languages.index(s)
-        targets = [t for t in languages if t != s and t not in empty]
+        src = _Source.score(model, s, list(facts[s]), languages, [t for t in languages if t != s and t not in empty],
+                            join, batch_size)
         for factor in factors:
             seeds = list(range(n_seeds)) if factor.control else [0]
             for layers in layer_settings(factor):
-                per_seed: list[list[dict[str, Any]]] = []
-                for seed in seeds:
-                    # Every language's answer under I_t (target wins, specificity); they share the prompt's KV cache,
-                    # so the extra answers cost only their own few tokens.
-                    ivs = [Intervention(t, factor, layers=layers, seed=seed) for _ in items for t in targets]
-                    rep_prompts = [p for p in prompts for _ in targets]
-                    rep_answers = [a for a in answers for _ in targets]
-                    got = score(model, rep_prompts, rep_answers, steerer=steerer, interventions=ivs,
-                                batch_size=batch_size)
-                    logp = got.logp.view(len(items), len(targets), len(languages))
-                    norm = got.normalised().view(len(items), len(targets), len(languages))
-                    seed_rows = []
-                    for j, t in enumerate(targets):
-                        ti = languages.index(t)
-                        identical = torch.tensor([it.answer[s].strip().casefold() == it.answer[t].strip().casefold()
-                                                  for it in items])
-                        row = pair_stats(base[:, si], base[:, ti], logp[:, j, si], logp[:, j, ti], identical)
-                        row.update(win_stats(base_norm, norm[:, j], base, logp[:, j], si, ti))
-                        seed_rows.append(row)
-                    per_seed.append(seed_rows)
-                for j, t in enumerate(targets):
-                    row = _mean_rows([seed_rows[j] for seed_rows in per_seed])
-                    rows.append(_row(factor, layers, s, t, row))
-                for t in languages:
-                    if t != s and t in empty:
-                        rows.append(_row(factor, layers, s, t, {"lss": 0.0, "note": "skipped: target has no neurons"}))
+                per_seed = [src.steered_rows(model, steerer, factor, layers, seed, batch_size) for seed in seeds]
+                for j, t in enumerate(src.targets):
+                    rows.append(_row(factor, layers, s, t, _mean_rows([seed_rows[j] for seed_rows in per_seed])))
+                rows += [_row(factor, layers, s, t, {"note": SKIPPED_NOTE}) for t in languages if t != s and t in empty]
                 bar.update(1)
     bar.close()
     return rows
+
+
+@dataclass
+class _Source:
+    """One source language's facts, their answers in every language, and the baseline scores ``[facts, K]``."""
+
+    lang: str
+    items: list[Fact]
+    languages: list[str]
+    targets: list[str]
+    prompts: list[str]
+    answers: list[list[str]]
+    base: Tensor
+    base_norm: Tensor
+
+    @classmethod
+    def score(cls, model: Any, s: str, items: list[Fact], languages: Sequence[str], targets: list[str], join: str,
+              batch_size: int) -> _Source:
+        answers = [[item.continuation(s, u, join) for u in languages] for item in items]
+        prompts = [item.prompt[s] for item in items]
+        base = score(model, prompts, answers, batch_size=batch_size)  # the baseline, once per source
+        return cls(s, items, list(languages), targets, prompts, answers, base.logp, base.normalised())
+
+    def steered_rows(self, model: Any, steerer: Steerer, factor: Factor, layers: str | int, seed: int,
+                     batch_size: int) -> list[dict[str, Any]]:
+        """Per target, the LSS columns of one factor / layer setting / control seed.
+
+        Every language's answer is scored under I_t (target wins, specificity); they share the prompt's KV cache, so
+        the extra answers cost only their own few tokens. A test-time factor scores each (prompt, answer) in a
+        forward of its own, so only the source's and the target's answers are scored, as the reference's DOD_INT
+        does: its target wins and specificity stay empty."""
+        si = self.languages.index(self.lang)
+        pair_only = factor.test_time
+        ivs = [Intervention(t, factor, layers=layers, seed=seed) for _ in self.items for t in self.targets]
+        cols = [[si, self.languages.index(t)] if pair_only else list(range(len(self.languages)))
+                for _ in self.items for t in self.targets]
+        rep_answers = [[a[c] for c in cc] for a, cc in zip((a for a in self.answers for _ in self.targets), cols)]
+        got = score(model, [p for p in self.prompts for _ in self.targets], rep_answers, steerer=steerer,
+                    interventions=ivs, batch_size=batch_size)
+        logp = got.logp.view(len(self.items), len(self.targets), -1)
+        norm = got.normalised().view(len(self.items), len(self.targets), -1)
+        out = []
+        for j, t in enumerate(self.targets):
+            ti = self.languages.index(t)
+            identical = torch.tensor([_same(it.answer[self.lang], it.answer[t]) for it in self.items])
+            s_col, t_col = (0, 1) if pair_only else (si, ti)
+            row = pair_stats(self.base[:, si], self.base[:, ti], logp[:, j, s_col], logp[:, j, t_col], identical)
+            if pair_only:  # the baseline still says how often t wins without steering
+                base = win_stats(self.base_norm, self.base_norm, self.base, self.base, si, ti)
+                row.update(target_wins_base=base["target_wins_base"], chance=base["chance"])
+            else:
+                row.update(win_stats(self.base_norm, norm[:, j], self.base, logp[:, j], si, ti))
+            out.append(row)
+        return out
+
+
+def _same(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
 
 
 def _mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -215,7 +243,7 @@ def _row(factor: Factor, layers: str | int, s: str, t: str, values: dict[str, An
     return row
 
 
-RULE = ("among amplifying factors (not controls, not zero) whose mean LSS beats the null (the control's mean LSS, or"
+RULE = ("among amplifying factors (not controls, not zero, not a low percentile such as p10) whose mean LSS beats the null (the control's mean LSS, or"
         " 0.5 without a control) and whose mean source damage stays within {bound:g} nats, the highest language-forcing"
         " success (strict) when forcing was measured, else the highest target-wins rate; within 0.01 the factor with"
         " less source damage wins")
@@ -225,7 +253,9 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
               forcing: Sequence[dict[str, Any]] | None = None, damage_bound: float = DAMAGE_BOUND) -> dict[str, Any]:
     """Per factor (all-layer rows): mean LSS with a bootstrap interval, gain, damage, target wins, specificity, the
     control's seed spread and (if given ``forcing.csv`` rows) forcing success and degeneration; and the chosen
-    factor by :data:`RULE`, with the reason. ``best_lss_factor`` keeps the paper-style choice by LSS alone.
+    factor by :data:`RULE`, with the reason. ``best_lss_factor`` is the paper's choice: the highest mean LSS.
+    ``n_pairs`` counts scored pairs only; targets skipped for having no neurons are listed in ``skipped_targets``
+    and enter no mean.
     """
     per: dict[str, dict[str, Any]] = {}
     for factor in factors:
@@ -256,11 +286,12 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
     valid = [f.text for f in factors if per[f.text]["n_pairs"]]
     if not valid:
         raise LensSteerError("no LSS values were computed: no source language had facts and a target with neurons")
-    top = max(valid, key=lambda f: per[f]["mean_lss"])
-    best_lss = next(f for f in valid if per[f]["mean_lss"] >= per[top]["ci_low"])
+    best_lss = max(valid, key=lambda f: per[f]["mean_lss"])  # the paper's choice; ties: the first listed
     best, reason = choose_factor(per, [f for f in factors if f.text in valid], damage_bound)
+    skipped = sorted({r["target"] for r in rows if r.get("note") == SKIPPED_NOTE})
     return {"factors": per, "best_factor": best, "reason": reason, "rule": RULE.format(bound=damage_bound),
-            "best_lss_factor": best_lss, "damage_bound": damage_bound}
+            "best_lss_factor": best_lss, "best_lss_rule": "the highest mean LSS over scored pairs (the paper's)",
+            "skipped_targets": skipped, "damage_bound": damage_bound}
 
 
 def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
@@ -277,7 +308,7 @@ def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
     controls = [per[f.text]["mean_lss"] for f in factors if f.control]
     null = max(controls) if controls else 0.5
     null_name = "the control's" if controls else "chance (0.5)"
-    amp = [f.text for f in factors if not f.control and f.kind != "zero"]
+    amp = [f.text for f in factors if f.amplifies]
     use_forcing = any("forcing" in per[f] for f in amp)
     key = "forcing" if use_forcing else "target_wins"
     label = "forcing success" if use_forcing else "target wins"

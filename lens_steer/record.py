@@ -8,7 +8,14 @@ Per language the recorder
 3. runs them in length-sorted, padded batches with an explicit ``padding_side`` and ``attention_mask``,
 4. counts, per layer and neuron, the real tokens whose value is > 0 (BOS and pads excluded), sums the value and
    its square, and keeps the per-sentence mean of the first N sentences with at least ``min_sentence_tokens``
-   counted tokens (the same N for every language).
+   counted tokens (the same N for every language), rounded to float16 as stored (so p_max / p_median computed
+   in memory, from disk, or after merging shards are the same numbers).
+
+``reference_compat=True`` records as the authors' ``get_activations.py`` does instead: no BOS, each sentence
+prefixed with ``REFERENCE_PREFIX`` (a newline and 12 spaces, their ``Flores`` prompt), tokenised with
+``add_special_tokens=False``, and the first ``REFERENCE_SKIP`` = 2 tokens of every sentence not counted. Sentence
+means are then kept for the first N sentences whatever their length, as theirs are (a sentence with nothing left
+to count after the 2 skipped tokens has no mean and is dropped; theirs would store NaN).
 
 Sites (``site=``): ``act`` (default) is the paper's neuron value ``act_fn(gate)``; it is > 0 exactly when
 ``hook_pre > 0``. ``post`` is TransformerLens's ``mlp.hook_post`` (``act_fn(gate) * up`` for gated MLPs).
@@ -48,6 +55,9 @@ from lens_steer.paths import atomic_path
 from lens_steer.stats import Stats
 
 SITES = ("act", "post")
+# The authors' recording text (data_sets.py ``Flores`` with is_predict=False): f"""\n            {sentence}""".
+REFERENCE_PREFIX = "\n" + " " * 12
+REFERENCE_SKIP = 2  # their slice starts at token 2 (apply_template=False), so 2 leading tokens are never counted
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ class RecordConfig:
         n_sentence_means: N, how many per-sentence means to keep per language (cut to what every language has).
         min_sentence_tokens: a sentence needs this many counted tokens for its mean to be kept.
         max_length: longer sentences are truncated to this many tokens (BOS included).
+        reference_compat: record as the authors' code does (no BOS, ``REFERENCE_PREFIX``, 2 leading tokens not
+            counted, sentence means of the first N sentences whatever their length); off by default.
     """
 
     site: str = "act"
@@ -71,6 +83,7 @@ class RecordConfig:
     n_sentence_means: int = 100
     min_sentence_tokens: int = 8
     max_length: int = 512
+    reference_compat: bool = False
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
@@ -84,25 +97,36 @@ class RecordConfig:
         if self.n_sentence_means < 0 or self.min_sentence_tokens < 1 or self.max_length < 2:
             raise LensSteerError("n_sentence_means must be >= 0, min_sentence_tokens >= 1 and max_length >= 2")
 
+    @property
+    def mean_min_tokens(self) -> int:
+        """Counted tokens a sentence needs for its mean to be kept; the reference keeps any sentence (>= 1 token)."""
+        return 1 if self.reference_compat else self.min_sentence_tokens
+
 
 @dataclass
 class _Tokenised:
-    ids: list[list[int]]  # per kept sentence, BOS included when used
-    n_counted: list[int]  # counted tokens per sentence (BOS excluded)
+    ids: list[list[int]]  # per kept sentence, BOS (or the reference's prefix) included
+    n_counted: list[int]  # counted tokens per sentence (BOS, or the reference's 2 leading tokens, excluded)
 
 
 def tokenise(bridge: Any, sentences: Sequence[str], config: RecordConfig) -> _Tokenised:
-    """Tokenise sentences one by one, prepend BOS when the model uses it, and apply the token budget."""
+    """Tokenise sentences one by one, prepend BOS when the model uses it, and apply the token budget.
+
+    With ``config.reference_compat`` each row is ``REFERENCE_PREFIX + sentence`` tokenised as one string, without
+    BOS, and its first ``REFERENCE_SKIP`` tokens are not counted.
+    """
     tok = bridge.tokenizer
-    bos = _bos_id(bridge)
+    bos = None if config.reference_compat else _bos_id(bridge)
+    prefix = REFERENCE_PREFIX if config.reference_compat else ""
+    skip = _skipped(bridge, config)
     ids: list[list[int]] = []
     counted: list[int] = []
     total = 0
     for text in sentences:
-        piece = tok(text, add_special_tokens=False)["input_ids"]
+        piece = tok(prefix + text, add_special_tokens=False)["input_ids"]
         row = ([bos] if bos is not None else []) + list(piece)
         row = row[: config.max_length]
-        n = len(row) - (1 if bos is not None else 0)
+        n = len(row) - skip
         if n <= 0:
             continue
         if config.max_tokens is not None and total + n > config.max_tokens:
@@ -119,6 +143,13 @@ def _bos_id(bridge: Any) -> int | None:
     return getattr(bridge.tokenizer, "bos_token_id", None)
 
 
+def _skipped(bridge: Any, config: RecordConfig) -> int:
+    """Leading tokens of every row that are run but not counted: the reference's 2, else the BOS if any."""
+    if config.reference_compat:
+        return REFERENCE_SKIP
+    return 1 if _bos_id(bridge) is not None else 0
+
+
 def _pad_id(bridge: Any) -> int:
     tok = bridge.tokenizer
     for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, 0):
@@ -127,13 +158,17 @@ def _pad_id(bridge: Any) -> int:
     return 0
 
 
-def make_batch(rows: Sequence[Sequence[int]], pad_id: int, padding_side: str,
-               skip_first: bool) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
-    """Pad rows into ``(input_ids, attention_mask, counted)``; ``counted`` excludes pads and (if ``skip_first``) BOS.
+def make_batch(
+    rows: Sequence[Sequence[int]], pad_id: int, padding_side: str, skip_first: bool | int,
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
+    """Pad rows into ``(input_ids, attention_mask, counted)``; ``counted`` excludes pads and the first
+    ``skip_first`` tokens of each row (``True`` = 1, the BOS; 2 = the reference's two skipped tokens).
 
     >>> ids, attn, counted = make_batch([[5, 6, 7], [5, 8]], pad_id=0, padding_side="left", skip_first=True)
     >>> ids.tolist(), attn.tolist(), counted.tolist()
     ([[5, 6, 7], [0, 5, 8]], [[1, 1, 1], [0, 1, 1]], [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    >>> make_batch([[5, 6, 7]], pad_id=0, padding_side="right", skip_first=2)[2].tolist()
+    [[0.0, 0.0, 1.0]]
     """
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -143,7 +178,7 @@ def make_batch(rows: Sequence[Sequence[int]], pad_id: int, padding_side: str,
         start = width - len(row) if padding_side == "left" else 0
         ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
         attn[i, start : start + len(row)] = 1
-        counted[i, start + (1 if skip_first else 0) : start + len(row)] = 1.0
+        counted[i, start + int(skip_first) : start + len(row)] = 1.0
     return ids, attn, counted
 
 
@@ -290,7 +325,7 @@ def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[in
                      desc: str, progress: bool) -> dict[str, Tensor]:
     acc = _Accumulator(site, len(keep))
     slot_of = {s: i for i, s in enumerate(keep)}
-    pad_id, skip_first = _pad_id(bridge), _bos_id(bridge) is not None
+    pad_id, skip_first = _pad_id(bridge), _skipped(bridge, config)
     device = next(bridge.parameters()).device
     masked_logits_ok(bridge)  # probed (once) before any statistics hook is attached: its forward must not count
     with (tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False) as bar,
@@ -311,7 +346,9 @@ def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[in
         "n_sentences": torch.tensor(len(data.ids), dtype=torch.int64),
         "act_sum": acc.act_sum,
         "act_sqsum": acc.act_sqsum,
-        "sent_means": acc.sent_means,
+        # Rounded to float16 here, as stored on disk (and by the reference): p_max / p_median are then the same
+        # numbers in memory, in stats.safetensors, after a resume and after merging shards.
+        "sent_means": acc.sent_means.to(torch.float16),
     }
 
 
@@ -336,54 +373,18 @@ def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig
     """
     config = config or RecordConfig()
     site = describe_mlp(bridge)
-    if not texts:
-        raise LensSteerError("no languages to record; pass at least one language with --langs")
-    tokenised: dict[str, _Tokenised] = {}
-    for code, sentences in texts.items():
-        data = tokenise(bridge, sentences, config)
-        if not data.ids:
-            raise LensSteerError(f"language {code!r} has no text to record (empty corpus, or --max-tokens smaller than"
-                                 f" its first sentence); give it text or drop it from --langs")
-        tokenised[code] = data
-    # The same N for every language: the p_max of one language must not come from more sentences than another's.
-    eligible = {code: [i for i, n in enumerate(d.n_counted) if n >= config.min_sentence_tokens]
-                for code, d in tokenised.items()}
-    n_keep = min([config.n_sentence_means] + [len(v) for v in eligible.values()])
-    if n_keep == 0 and config.n_sentence_means > 0:
-        short = min(eligible, key=lambda c: len(eligible[c]))
-        warnings.warn(f"no sentence means kept: {short!r} has no sentence with >= {config.min_sentence_tokens} counted"
-                      " tokens, so p_max/p_median are undefined (NaN); give it longer text", stacklevel=2)
-    identity = model_identity(bridge)
-    manifest: dict[str, Any] = {
-        "lens_steer_version": __version__,
-        "languages": list(texts),
-        "model": identity,
-        "corpus": corpus or {"name": "in-memory"},
-        "site": config.site,
-        "site_meaning": ("act_fn(gate), counted where > 0 (= mlp.hook_pre > 0)" if config.site == "act"
-                         else "mlp.hook_post = act_fn(gate) * up"),
-        "mlp": site.as_dict(),
-        "dtype": identity.get("dtype"),
-        "bos": "prepended, excluded from counts" if _bos_id(bridge) is not None else "none",
-        "template": None,
-        "padding_side": config.padding_side,
-        "batch_size": config.batch_size,
-        "max_tokens": config.max_tokens,
-        "max_length": config.max_length,
-        "n_sentence_means_requested": config.n_sentence_means,
-        "n_sentence_means": n_keep,
-        "min_sentence_tokens": config.min_sentence_tokens,
-    }
+    tokenised = _tokenise_all(bridge, texts, config)
+    keep = _kept_sentences(tokenised, config)
+    manifest = _manifest(bridge, site, config, list(texts), corpus, n_keep=len(next(iter(keep.values()))))
     partial_dir = Path(run_dir) / "partial" if run_dir is not None else None
     results: dict[str, dict[str, Tensor]] = {}
     for code, data in tqdm(tokenised.items(), desc="languages", disable=not progress or len(texts) == 1):
-        keep = eligible[code][:n_keep]
-        key = _resume_key(manifest, code, data, keep)
+        key = _resume_key(manifest, code, data, keep[code])
         cached = _load_partial(partial_dir, code, key) if partial_dir else None
         if cached is not None:
             results[code] = cached
             continue
-        results[code] = _run_language(bridge, site, data, keep, config, desc=code, progress=progress)
+        results[code] = _run_language(bridge, site, data, keep[code], config, desc=code, progress=progress)
         if partial_dir is not None:
             _save_partial(partial_dir, code, key, results[code])
     langs = list(texts)
@@ -393,12 +394,74 @@ def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig
         n_sentences=torch.stack([results[c]["n_sentences"] for c in langs]),
         act_sum=torch.stack([results[c]["act_sum"] for c in langs]),
         act_sqsum=torch.stack([results[c]["act_sqsum"] for c in langs]),
-        sent_means=torch.stack([results[c]["sent_means"] for c in langs]),
+        sent_means=torch.stack([results[c]["sent_means"].to(torch.float16) for c in langs]),
         manifest=manifest,
     )
     if run_dir is not None:
         stats.save(run_dir)
     return stats
+
+
+def _tokenise_all(bridge: Any, texts: dict[str, Sequence[str]], config: RecordConfig) -> dict[str, _Tokenised]:
+    if not texts:
+        raise LensSteerError("no languages to record; pass at least one language with --langs")
+    tokenised: dict[str, _Tokenised] = {}
+    for code, sentences in texts.items():
+        data = tokenise(bridge, sentences, config)
+        if not data.ids:
+            raise LensSteerError(f"language {code!r} has no text to record (empty corpus, or --max-tokens smaller than"
+                                 f" its first sentence); give it text or drop it from --langs")
+        tokenised[code] = data
+    return tokenised
+
+
+def _kept_sentences(tokenised: dict[str, _Tokenised], config: RecordConfig) -> dict[str, list[int]]:
+    """Per language, the indices of the sentences whose means are kept: the first N eligible ones."""
+    # The same N for every language: the p_max of one language must not come from more sentences than another's.
+    eligible = {code: [i for i, n in enumerate(d.n_counted) if n >= config.mean_min_tokens]
+                for code, d in tokenised.items()}
+    n_keep = min([config.n_sentence_means] + [len(v) for v in eligible.values()])
+    if n_keep == 0 and config.n_sentence_means > 0:
+        short = min(eligible, key=lambda c: len(eligible[c]))
+        warnings.warn(f"no sentence means kept: {short!r} has no sentence with >= {config.mean_min_tokens} counted"
+                      " tokens, so p_max/p_median are undefined (NaN); give it longer text", stacklevel=3)
+    return {code: v[:n_keep] for code, v in eligible.items()}
+
+
+def _manifest(bridge: Any, site: MLPSite, config: RecordConfig, languages: list[str],
+              corpus: dict[str, Any] | None, n_keep: int) -> dict[str, Any]:
+    """Everything that decides the numbers (it is also the resume key's input) plus provenance."""
+    identity = model_identity(bridge)
+    return {
+        "lens_steer_version": __version__,
+        "languages": languages,
+        "model": identity,
+        "corpus": corpus or {"name": "in-memory"},
+        "site": config.site,
+        "site_meaning": ("act_fn(gate), counted where > 0 (= mlp.hook_pre > 0)" if config.site == "act"
+                         else "mlp.hook_post = act_fn(gate) * up"),
+        "mlp": site.as_dict(),
+        "dtype": identity.get("dtype"),
+        "bos": _bos_description(bridge, config),
+        "template": None,
+        "reference_compat": config.reference_compat,
+        "text_prefix": REFERENCE_PREFIX if config.reference_compat else "",
+        "leading_tokens_skipped": _skipped(bridge, config),
+        "sent_means_dtype": "float16",
+        "padding_side": config.padding_side,
+        "batch_size": config.batch_size,
+        "max_tokens": config.max_tokens,
+        "max_length": config.max_length,
+        "n_sentence_means_requested": config.n_sentence_means,
+        "n_sentence_means": n_keep,
+        "min_sentence_tokens": config.mean_min_tokens,
+    }
+
+
+def _bos_description(bridge: Any, config: RecordConfig) -> str:
+    if config.reference_compat:
+        return "none (reference-compatible recording)"
+    return "prepended, excluded from counts" if _bos_id(bridge) is not None else "none"
 
 
 def _resume_key(manifest: dict[str, Any], code: str, data: _Tokenised, keep: list[int]) -> str:

@@ -109,9 +109,13 @@ def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, st
     from tqdm.auto import tqdm
 
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    # Test-time factors (testmax, p10) take their statistic over the whole row, prompt and answer, in one forward
+    # (as the reference scores prompt + answer): a cached prompt pass would see the prompt alone.
+    whole = interventions is not None and any(iv is not None and iv.parsed_factor().test_time for iv in interventions)
+    run_batch = _score_batch_whole if whole else _score_batch
     for batch in tqdm(batches, desc="scoring", disable=not progress, leave=False):
         rows_iv = [interventions[i] for i in batch] if interventions is not None else None
-        lp, n = _score_batch(model, [encoded[i] for i in batch], pad, device, steerer, rows_iv)
+        lp, n = run_batch(model, [encoded[i] for i in batch], pad, device, steerer, rows_iv)
         logp[batch] = lp
         counts[batch] = n
     return Scores(logp.float(), counts)
@@ -184,3 +188,39 @@ def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_i
         token_lp = torch.where(scored & cmask.bool(), token_lp, torch.zeros_like(token_lp))
         n_scored = (scored & cmask.bool()).sum(dim=1)
     return token_lp.sum(dim=1).double().view(b, n_a), n_scored.view(b, n_a)
+
+
+def _score_batch_whole(model, batch: list[_Encoded], pad: int, device, steerer, rows_iv) -> tuple[Tensor, Tensor]:
+    """Like :func:`_score_batch`, but every (prompt, answer) is one left-padded row of its own, prompt and answer in
+    one forward with no shared KV cache: what a test-time statistic of the whole row needs."""
+    b, n_a = len(batch), len(batch[0].conts)
+    seqs = [e.prefix + c for e in batch for c in e.conts]  # row r * n_a + a
+    width = max(len(q) for q in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    scored = torch.zeros((len(seqs), width), dtype=torch.bool)  # target positions whose token is scored
+    prompt_end = torch.zeros(len(seqs), dtype=torch.long)
+    for r, e in enumerate(batch):
+        for a, (c, f) in enumerate(zip(e.conts, e.first_scored)):
+            i, start = r * n_a + a, width - len(e.prefix) - len(c)
+            ids[i, start:] = torch.tensor(e.prefix + c)
+            mask[i, start:] = 1
+            prompt_end[i] = start + len(e.prefix)
+            scored[i, prompt_end[i] + f :] = True
+    rows = [iv for iv in rows_iv for _ in range(n_a)] if rows_iv is not None else None
+    ctx = steerer.apply(rows, prompt_end=prompt_end) if rows is not None else contextlib.nullcontext()
+    need = scored[:, 1:]  # the token at j + 1 is predicted at position j
+    r, j = need.nonzero(as_tuple=True)  # row-major: the order of the kept logits
+    masked = masked_logits_ok(model)  # probed (once) before the steering hooks exist
+    with torch.inference_mode(), ctx:
+        if masked:  # project only the scored positions (a [d_model x vocab] product each)
+            keep = torch.cat([need, torch.zeros(len(seqs), 1, dtype=torch.bool)], dim=1)
+            picked = model(ids.to(device), attention_mask=mask.to(device), return_type="logits",
+                           logits_to_keep=keep.to(device)).reshape(r.numel(), -1).float()
+        else:
+            logits = model(ids.to(device), attention_mask=mask.to(device), return_type="logits")
+            picked = logits[r.to(logits.device), j.to(logits.device)].float()
+    lp = picked.gather(1, ids[r, j + 1].to(picked.device)[:, None])[:, 0] - picked.logsumexp(dim=-1)
+    token_lp = torch.zeros(need.shape, dtype=torch.float64)
+    token_lp[r, j] = lp.double().cpu()
+    return token_lp.sum(dim=1).view(b, n_a), need.sum(dim=1).view(b, n_a)

@@ -16,6 +16,11 @@ tensor                    dtype        shape / meaning
 ``act_sqsum``             float64      [K, L, D] sum of squares
 ``sent_means`` (own file) float16      [K, N, L, D] the kept per-sentence means themselves
 ========================  ===========  =================================================================
+
+The sentence means are float16 values everywhere, as the reference stores them: :class:`Stats` rounds them on
+construction (and keeps them as float32 holding float16 values), so ``sent_max`` / ``sent_median`` / ``sent_min``
+are exactly the max / median / min of the stored ``sent_means``, whether computed in memory, read from disk, or
+after :func:`merge_stats`.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class Stats:
     act_sqsum: Float[Tensor, "lang layer d_mlp"]
     sent_means: Float[Tensor, "lang n_sent layer d_mlp"]
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One p_max definition: the means are stored as float16, so round them here too; otherwise p_max in memory
+        # (float32 means) and p_max read back from disk (float16 means) would differ in the last bits.
+        self.sent_means = fp16_values(self.sent_means)
 
     # ---- derived quantities (pure functions of the stored tensors) ----
     @property
@@ -158,7 +168,16 @@ class Stats:
             raise LensSteerError(f"{run_dir / SENT_MEANS_FILE} has shape {tuple(means.shape)}, which does not match"
                                  f" stats.safetensors; re-run `lens-steer identify`")
         return cls(tensors["over_zero"], tensors["n_tokens"], tensors["n_sentences"], tensors["act_sum"],
-                   tensors["act_sqsum"], means.float(), manifest)
+                   tensors["act_sqsum"], means, manifest)
+
+
+def fp16_values(x: Tensor) -> Float[Tensor, "..."]:
+    """``x`` rounded to float16 (round to nearest even) and held as float32, which represents it exactly.
+
+    >>> fp16_values(torch.tensor([0.1, 1.0, 2049.0])).tolist()
+    [0.0999755859375, 1.0, 2048.0]
+    """
+    return x.to(torch.float16).to(torch.float32)
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
@@ -205,7 +224,7 @@ def merge_stats(shards: list[Stats]) -> Stats:
     if not shards:
         raise LensSteerError("merge_stats needs at least one shard")
     first = shards[0]
-    keys = ("model", "site", "dtype", "bos", "template")
+    keys = ("model", "site", "dtype", "bos", "template", "reference_compat")
     for shard in shards[1:]:
         for key in keys:
             if shard.manifest.get(key) != first.manifest.get(key):
@@ -230,7 +249,7 @@ def merge_stats(shards: list[Stats]) -> Stats:
             n_sentences[j] += shard.n_sentences[i]
             act_sum[j] += shard.act_sum[i]
             act_sqsum[j] += shard.act_sqsum[i]
-            kept[j].append(shard.sent_means[i].float())
+            kept[j].append(shard.sent_means[i])
     requested = int(first.manifest.get("n_sentence_means_requested", first.sent_means.shape[1]))
     n = min([requested] + [sum(int(t.shape[0]) for t in parts) for parts in kept])
     sent_means = torch.stack([torch.cat(parts)[:n] for parts in kept]) if k else torch.zeros(0, 0, layers, d)

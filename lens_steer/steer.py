@@ -19,7 +19,15 @@ factor              act' =                                     (alpha, beta)
 ``add:b``           act + b                                     (1, b)
 ``set:v``           v                                           (0, v)
 ``zero``            0 (deactivation)                            (0, 0)
+``testmax``         m = the max of the layer's act over all      (0, m)
+                    neurons and real positions of the row
+``testmax+``        act + m                                     (1, m)
+``p10`` (``pQ``)    the Q-th percentile of the same values      (0, q)
 ==================  =========================================  ======================
+
+The last three are the paper's **test-time** factors: their value is computed in the forward itself, per row (the
+reference takes it over the whole padded batch, so its results depend on the batch: pitfall P4). ``testmax*A`` and
+``testmax+*A`` scale m by A, like the reference's ``=A`` / ``+A`` operands.
 
 An :class:`Intervention` picks the target language's neurons, a factor, layers, positions, and optionally a source
 language whose neurons are zeroed at the same time (``deactivate``). :func:`steering` applies one intervention to
@@ -29,6 +37,7 @@ every row of a batch, or a different one per row, and removes its hooks on exit,
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,25 +48,30 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import MLPSite, describe_mlp
+from lens_steer.models import ACT_FNS, MLPSite, describe_mlp
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
 
-FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero,"
-                " control:p_max, control:p_median (matched random neurons)")
+FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero, testmax, testmax+,"
+                " testmax*A, p10 (any pQ, Q in 1..99), control:p_max, control:p_median (matched random neurons)")
+PAPER_FACTORS = ("p_max", "p_median", "testmax", "testmax+", "zero", "p10")
+"""The factors of the paper's factor table, in its order."""
 _STAT_OF = {"p_max": "max", "p_median": "median", "mean": "mean"}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
 @dataclass(frozen=True)
 class Factor:
-    """A parsed factor. ``kind`` is ``stat`` (uses ``stat``: max, median, mean), ``scale``, ``add``, ``set`` or
-    ``zero``; ``value`` is the multiple a, the scale, the addend or the set value.
+    """A parsed factor. ``kind`` is ``stat`` (uses ``stat``: max, median, mean), ``scale``, ``add``, ``set``,
+    ``zero`` or ``test`` (a test-time statistic of the forward itself; ``stat``: max, max+ or quantile); ``value`` is
+    the multiple a, the scale, the addend, the set value, or the quantile (0.10 for ``p10``).
 
     >>> parse_factor("p_max*2")
     Factor(text='p_max*2', kind='stat', value=2.0, stat='max')
     >>> parse_factor("scale:0.5").kind, parse_factor("zero").value
     ('scale', 0.0)
+    >>> parse_factor("testmax+"), parse_factor("p10").value
+    (Factor(text='testmax+', kind='test', value=1.0, stat='max+'), 0.1)
     """
 
     text: str
@@ -70,9 +84,20 @@ class Factor:
     def needs_stats(self) -> bool:
         return self.kind == "stat"
 
+    @property
+    def test_time(self) -> bool:
+        """Its value is computed from the forward itself (testmax, testmax+, pQ)."""
+        return self.kind == "test"
+
+    @property
+    def amplifies(self) -> bool:
+        """Meant to push the target's neurons up: not a control, not zero, not a low percentile (p10 suppresses)."""
+        low = self.kind == "test" and self.stat == "quantile" and self.value < 0.5
+        return not (self.control or self.kind == "zero" or low)
+
 
 def parse_factor(text: str) -> Factor:
-    """Parse a factor string; anything else is a one-line error listing the valid forms."""
+    """Parse a factor string; anything else (a non-finite number included) is a one-line error listing the forms."""
     spec = text.strip()
     if spec.startswith("control:"):
         inner = parse_factor(spec[len("control:"):])
@@ -80,6 +105,16 @@ def parse_factor(text: str) -> Factor:
             raise LensSteerError(f"cannot parse factor {text!r}: a control applies a statistic factor (control:p_max,"
                                  " control:p_median, control:p_max*2) to matched random neurons")
         return Factor(spec, inner.kind, inner.value, inner.stat, control=True)
+    factor = _parse_plain(spec)
+    if factor is None:
+        raise LensSteerError(f"cannot parse factor {text!r}; valid forms: {FACTOR_FORMS} (A, B, V numbers)")
+    if not math.isfinite(factor.value):
+        raise LensSteerError(f"factor {text!r} has a non-finite number ({factor.value}); use a finite one, e.g."
+                             " p_max*2 or scale:4")
+    return factor
+
+
+def _parse_plain(spec: str) -> Factor | None:
     if spec in _STAT_OF:
         return Factor(spec, "stat", 1.0, _STAT_OF[spec])
     if spec == "zero":
@@ -90,7 +125,13 @@ def parse_factor(text: str) -> Factor:
     m = re.fullmatch(rf"(scale|add|set):\s*({_NUMBER})", spec)
     if m:
         return Factor(spec, m.group(1), float(m.group(2)))
-    raise LensSteerError(f"cannot parse factor {text!r}; valid forms: {FACTOR_FORMS} (A, B, V numbers)")
+    m = re.fullmatch(rf"testmax(\+)?(?:\s*\*\s*({_NUMBER}))?", spec)
+    if m:
+        return Factor(spec, "test", float(m.group(2) or 1.0), "max+" if m.group(1) else "max")
+    m = re.fullmatch(r"p([1-9]\d?)", spec)
+    if m:
+        return Factor(spec, "test", int(m.group(1)) / 100, "quantile")
+    return None
 
 
 SWEEPS: dict[str, tuple[str, ...]] = {
@@ -189,13 +230,65 @@ class Intervention:
         raise LensSteerError(f"unknown positions {self.positions!r}; use one of {POSITIONS}")
 
 
+DynKey = tuple  # ("max",) or ("quantile", q): which test-time statistic of the row a coefficient multiplies
+
+
 @dataclass
 class _LayerPlan:
-    """Per-layer tensors for a batch: the union of touched neurons and each row's affine map on them."""
+    """Per-layer tensors for a batch: the union of touched neurons and each row's affine map on them.
+
+    ``act' = alpha * act + beta + sum_k dyn[k] * statistic_k(row)``; ``dyn`` is empty unless a row uses a test-time
+    factor."""
 
     idx: Tensor  # [n] neuron indices
     alpha: Tensor  # [rows, n]
     beta: Tensor  # [rows, n]
+    dyn: dict[DynKey, Tensor] = field(default_factory=dict)  # key -> [rows, n] coefficient
+
+
+def row_statistic(values: Float[Tensor, "batch pos d_mlp"], valid: Tensor | None, key: DynKey) -> Float[Tensor, " batch"]:
+    """A test-time statistic per row: the max (``("max",)``) or a quantile (``("quantile", q)``, as
+    ``torch.quantile``) of one layer's neuron values over all neurons and the row's real positions (``valid``
+    ``[batch, pos]``; None = every position). A row without a real position gets 0.
+
+    Why per row: the reference takes it over the whole padded batch (pads included), so a fact's score depended on
+    the facts batched with it.
+
+    >>> v = torch.tensor([[[1.0, 5.0], [9.0, 2.0]], [[3.0, 4.0], [0.0, 0.0]]])
+    >>> row_statistic(v, torch.tensor([[True, False], [True, True]]), ("max",)).tolist()
+    [5.0, 4.0]
+    >>> row_statistic(v, None, ("quantile", 0.5)).tolist()
+    [3.5, 1.5]
+    """
+    b, t, d = values.shape
+    valid = torch.ones(b, t, dtype=torch.bool, device=values.device) if valid is None else valid.to(values.device).bool()
+    if key[0] == "max":
+        out = values.float().masked_fill(~valid[..., None], float("-inf")).amax(dim=(1, 2))
+        return torch.where(valid.any(dim=1), out, torch.zeros_like(out))
+    return _row_quantiles(values.float().masked_fill(~valid[..., None], float("inf")).reshape(b, t * d),
+                          valid.sum(dim=1) * d, key[1])
+
+
+def _row_quantiles(x: Float[Tensor, "batch n"], n_valid: Tensor, q: float) -> Float[Tensor, " batch"]:
+    """Per row, ``torch.quantile(row[:n_valid], q)`` (linear interpolation, computed as torch does, in the input
+    dtype) where each row's invalid entries are +inf. One batched ``topk`` of the smallest entries: a ``torch.quantile``
+    per row took seconds per layer (it sorts every row, in Python, one at a time), and it fails above 16M elements.
+
+    >>> x = torch.tensor([[3.0, 1.0, 2.0, 4.0], [5.0, 0.0, float("inf"), float("inf")]])
+    >>> _row_quantiles(x, torch.tensor([4, 2]), 0.1).tolist() == [torch.quantile(torch.tensor([3., 1, 2, 4]), .1).item(),
+    ...                                                         torch.quantile(torch.tensor([5., 0]), .1).item()]
+    True
+    """
+    last = (n_valid - 1).clamp(min=0)
+    ranks = torch.tensor(q, dtype=x.dtype, device=x.device) * last.to(x.dtype)
+    below = ranks.long()  # torch.quantile's ranks_below: truncation of a non-negative rank
+    above = torch.minimum(below + 1, last)
+    k = int(above.max()) + 1 if x.shape[0] else 0
+    smallest = x.topk(k, dim=1, largest=False, sorted=True).values  # [batch, k], ascending
+    lo = smallest.gather(1, below[:, None])[:, 0]
+    hi = smallest.gather(1, above[:, None])[:, 0]
+    out = torch.lerp(lo, hi, ranks - below.to(x.dtype))
+    return torch.where(n_valid > 0, out, torch.zeros_like(out))
 
 
 def statistic(stats: Stats, factor: Factor, lang: str) -> Float[Tensor, "layer d_mlp"]:
@@ -259,43 +352,35 @@ class Steerer:
             self._controls[seed] = matched_control(self.neurons, self.stats, seed)
         return self._controls[seed]
 
-    def _maps(self, iv: Intervention) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
-        """layer -> (idx, alpha, beta) of one intervention."""
+    def _maps(self, iv: Intervention) -> dict[int, _LayerPlan]:
+        """layer -> the one-row plan of one intervention."""
         factor = iv.parsed_factor()
         if iv.target not in self.neurons.languages:
             raise LensSteerError(f"language {iv.target!r} has no neuron set here; the run has"
                                  f" {', '.join(self.neurons.languages)}")
-        if factor.needs_stats:
-            if self.stats is None:
-                raise LensSteerError(f"factor {factor.text} needs the run's statistics (stats.safetensors)")
-            key = (iv.target, factor.stat or "max")
-            if key not in self._stat_cache:
-                self._stat_cache[key] = statistic(self.stats, factor, iv.target)
-            values = self._stat_cache[key] * factor.value
-        out: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        values = self._stat_values(iv.target, factor) if factor.needs_stats else None
         source = self.control_set(iv.seed) if factor.control else self.neurons
+        out: dict[int, _LayerPlan] = {}
         for layer in iv.layer_list(self.site.n_layers):
             idx = source.indices(iv.target, layer)
-            n = idx.numel()
-            if factor.kind == "stat":
-                alpha, beta = torch.zeros(n), values[layer, idx].float()
-            elif factor.kind == "scale":
-                alpha, beta = torch.full((n,), factor.value), torch.zeros(n)
-            elif factor.kind == "add":
-                alpha, beta = torch.ones(n), torch.full((n,), factor.value)
-            elif factor.kind == "set":
-                alpha, beta = torch.zeros(n), torch.full((n,), factor.value)
-            else:  # zero
-                alpha, beta = torch.zeros(n), torch.zeros(n)
+            alpha, beta, dyn = _affine(factor, idx.numel(), None if values is None else values[layer, idx].float())
             if iv.deactivate is not None:
                 off = self.neurons.indices(iv.deactivate, layer)
                 off = off[~torch.isin(off, idx)]  # the target's own map wins on shared neurons
-                idx = torch.cat([idx, off])
-                alpha = torch.cat([alpha, torch.zeros(off.numel())])
-                beta = torch.cat([beta, torch.zeros(off.numel())])
+                idx, zeros = torch.cat([idx, off]), torch.zeros(off.numel())
+                alpha, beta = torch.cat([alpha, zeros]), torch.cat([beta, zeros])
+                dyn = {k: torch.cat([c, zeros]) for k, c in dyn.items()}
             if idx.numel():
-                out[layer] = (idx, alpha, beta)
+                out[layer] = _LayerPlan(idx, alpha[None], beta[None], {k: c[None] for k, c in dyn.items()})
         return out
+
+    def _stat_values(self, target: str, factor: Factor) -> Tensor:
+        if self.stats is None:
+            raise LensSteerError(f"factor {factor.text} needs the run's statistics (stats.safetensors)")
+        key = (target, factor.stat or "max")
+        if key not in self._stat_cache:
+            self._stat_cache[key] = statistic(self.stats, factor, target)
+        return self._stat_cache[key] * factor.value
 
     def plan(self, rows: Sequence[Intervention | None]) -> dict[int, _LayerPlan]:
         """Per-layer plans for a batch with one intervention (or None) per row.
@@ -317,16 +402,16 @@ class Steerer:
         maps = [(self._maps(iv), torch.tensor(members)) for iv, members in groups.values()]
         plans: dict[int, _LayerPlan] = {}
         for layer in sorted({layer for m, _ in maps for layer in m}):
-            union = torch.unique(torch.cat([m[layer][0] for m, _ in maps if layer in m]))
-            alpha = torch.ones(len(rows), union.numel())
-            beta = torch.zeros(len(rows), union.numel())
+            union = torch.unique(torch.cat([m[layer].idx for m, _ in maps if layer in m]))
+            merged = _LayerPlan(union, torch.ones(len(rows), union.numel()), torch.zeros(len(rows), union.numel()))
             for m, members in maps:
                 if layer in m:
-                    idx, a, b = m[layer]
-                    pos = torch.searchsorted(union, idx)
-                    alpha[members[:, None], pos] = a
-                    beta[members[:, None], pos] = b
-            plans[layer] = _LayerPlan(union, alpha, beta)
+                    one = m[layer]
+                    cols = (members[:, None], torch.searchsorted(union, one.idx))
+                    merged.alpha[cols], merged.beta[cols] = one.alpha, one.beta
+                    for k, c in one.dyn.items():
+                        merged.dyn.setdefault(k, torch.zeros(len(rows), union.numel()))[cols] = c
+            plans[layer] = merged
         return plans
 
     @contextlib.contextmanager
@@ -339,84 +424,135 @@ class Steerer:
             prompt_end: per row, the position where the prompt ends (generated/continuation tokens start), in the
                 padded coordinates of the first forward. Needed only for ``prompt``/``generated``/``last:K``.
             start_offset: the position of the first forward's first token (a continuation of a cached prefix).
+
+        Test-time factors take their statistic over the real positions of each forward: the ``attention_mask``
+        the model is called with (its last columns, for a forward on a KV cache), every position without one.
         """
         if interventions is None:
             yield
             return
         per_row = not isinstance(interventions, Intervention)
         rows = list(interventions) if per_row else [interventions]  # type: ignore[arg-type]
-        plans = self.plan(rows)
-        rules = [iv.position_rule() if iv is not None else ("all", 0) for iv in rows]
-        need_positions = any(rule != "all" for rule, _ in rules)
-        device = next(self.model.parameters()).device
-        state: dict[str, Any] = {"offset": start_offset, "this_len": 0, "up": {}}
+        hooks = _SteeringHooks(self, rows, per_row, self.plan(rows), prompt_end, start_offset)
+        handle = self.model.register_forward_pre_hook(hooks.see_call, with_kwargs=True)
+        try:
+            with self.model.hooks(fwd_hooks=hooks.hook_list()):
+                yield
+        finally:
+            handle.remove()
 
-        def row_count(batch: int) -> None:
-            if per_row and batch != len(rows):
-                raise LensSteerError(f"{len(rows)} per-row interventions for a batch of {batch} rows")
 
-        def position_gate(batch: int, length: int, dtype: torch.dtype) -> Tensor | None:
-            """[rows or 1, pos, 1] mask of the positions each row's intervention touches; None = all."""
-            if not need_positions:
-                return None
-            key = (state["offset"], length, dtype)
-            if state.get("gate_key") == key:  # every layer of one forward shares the same gate
-                return state["gate"]
-            pos = torch.arange(state["offset"], state["offset"] + length, device=device)[None, :]
-            if prompt_end is None:
-                end = torch.full((len(rows), 1), state.get("first_len", length), device=device)
-            else:
-                end = torch.as_tensor(prompt_end, device=device).reshape(-1, 1).expand(len(rows), 1)
-            gates = []
-            for r, (rule, k) in enumerate(rules):
-                e = end[r if per_row else 0]
-                if rule == "all":
-                    g = torch.ones_like(pos, dtype=torch.bool)
-                elif rule == "prompt":
-                    g = pos < e
-                elif rule == "generated":
-                    g = pos >= e
-                else:
-                    g = (pos < e) & (pos >= e - k)
-                gates.append(g)
-            state["gate_key"], state["gate"] = key, torch.cat(gates).to(dtype)[..., None]
-            return state["gate"]
+def _affine(factor: Factor, n: int, values: Tensor | None) -> tuple[Tensor, Tensor, dict[DynKey, Tensor]]:
+    """(alpha, beta, dyn) of ``act' = alpha * act + beta + dyn * statistic`` for n neurons."""
+    zeros, ones = torch.zeros(n), torch.ones(n)
+    if factor.kind == "stat":
+        return zeros, values if values is not None else zeros, {}
+    if factor.kind == "scale":
+        return torch.full((n,), factor.value), zeros, {}
+    if factor.kind == "add":
+        return ones, torch.full((n,), factor.value), {}
+    if factor.kind == "set":
+        return zeros, torch.full((n,), factor.value), {}
+    if factor.kind == "test":
+        if factor.stat == "quantile":
+            return zeros, zeros, {("quantile", factor.value): ones}
+        return (ones if factor.stat == "max+" else zeros), zeros, {("max",): torch.full((n,), factor.value)}
+    return zeros, zeros, {}  # zero
 
-        def track(x: Tensor, hook: Any) -> None:  # fires once per forward, before any block
-            state["offset"] += state["this_len"]
-            state["this_len"] = x.shape[1]
-            state.setdefault("first_len", x.shape[1])
 
-        def grab_up(up: Tensor, hook: Any) -> None:
-            state["up"][hook.layer()] = up
+class _SteeringHooks:
+    """The per-forward state the steering hooks share: where positions start, each layer's ``up`` / ``hook_pre``,
+    the attention mask of the current call, and the position gate (computed once per forward)."""
 
-        def patch(post: Tensor, hook: Any) -> Tensor:
-            layer = hook.layer()
-            plan = plans[layer]
-            row_count(post.shape[0])
-            idx = plan.idx.to(post.device)
-            alpha = plan.alpha.to(post.device, post.dtype)[:, None, :]  # [rows|1, 1, n]
-            beta = plan.beta.to(post.device, post.dtype)[:, None, :]
-            old = post[..., idx]
-            if self.value_is_post:
-                new = alpha * old + beta
-            else:
-                new = alpha * old + beta * state["up"].pop(layer)[..., idx]
-            gate = position_gate(post.shape[0], post.shape[1], post.dtype)
-            if gate is not None:
-                new = gate * new + (1 - gate) * old
-            post[..., idx] = new
-            return post
+    def __init__(self, steerer: Steerer, rows: list[Intervention | None], per_row: bool, plans: dict[int, _LayerPlan],
+                 prompt_end: Tensor | int | None, start_offset: int):
+        self.site, self.value_is_post = steerer.site, steerer.value_is_post
+        self.act_fn = ACT_FNS[steerer.site.act_fn]
+        self.rows, self.per_row, self.plans, self.prompt_end = rows, per_row, plans, prompt_end
+        self.rules = [iv.position_rule() if iv is not None else ("all", 0) for iv in rows]
+        self.need_positions = any(rule != "all" for rule, _ in self.rules)
+        self.offset, self.this_len, self.first_len = start_offset, 0, None
+        self.up: dict[int, Tensor] = {}
+        self.pre: dict[int, Tensor] = {}
+        self.mask: Tensor | None = None
+        self.gate_key: Any = None
+        self.gate: Tensor | None = None
 
-        hooks: list[tuple[str, Any]] = []
-        if need_positions:
-            hooks.append(("embed.hook_out", track))
-        for layer in plans:
+    def hook_list(self) -> list[tuple[str, Any]]:
+        hooks: list[tuple[str, Any]] = [("embed.hook_out", self.track)] if self.need_positions else []
+        for layer, plan in self.plans.items():
             if not self.value_is_post:
-                hooks.append((self.site.name("hook_pre_linear", layer), grab_up))
-            hooks.append((self.site.name("hook_post", layer), patch))
-        with self.model.hooks(fwd_hooks=hooks):
-            yield
+                hooks.append((self.site.name("hook_pre_linear", layer), self.grab_up))
+                if plan.dyn:
+                    hooks.append((self.site.name("hook_pre", layer), self.grab_pre))
+            hooks.append((self.site.name("hook_post", layer), self.patch))
+        return hooks
+
+    def see_call(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Forward pre-hook on the model: remember this call's attention mask (test-time statistics need it)."""
+        self.mask = kwargs.get("attention_mask")
+
+    def track(self, x: Tensor, hook: Any) -> None:  # fires once per forward, before any block
+        self.offset += self.this_len
+        self.this_len = x.shape[1]
+        if self.first_len is None:
+            self.first_len = x.shape[1]
+
+    def grab_up(self, up: Tensor, hook: Any) -> None:
+        self.up[hook.layer()] = up
+
+    def grab_pre(self, pre: Tensor, hook: Any) -> None:
+        self.pre[hook.layer()] = pre
+
+    def patch(self, post: Tensor, hook: Any) -> Tensor:
+        layer = hook.layer()
+        plan = self.plans[layer]
+        if self.per_row and post.shape[0] != len(self.rows):
+            raise LensSteerError(f"{len(self.rows)} per-row interventions for a batch of {post.shape[0]} rows")
+        idx = plan.idx.to(post.device)
+        alpha = plan.alpha.to(post.device, post.dtype)[:, None, :]  # [rows|1, 1, n]
+        beta = plan.beta.to(post.device, post.dtype)
+        if plan.dyn:  # test-time statistics of this forward's own neuron values, per row
+            values = post if self.value_is_post else self.act_fn(self.pre.pop(layer))
+            valid = None if self.mask is None else self.mask[:, -post.shape[1]:]
+            for key, coef in plan.dyn.items():
+                stat = row_statistic(values, valid, key).to(post.dtype)
+                beta = beta + coef.to(post.device, post.dtype) * stat[:, None]
+        beta = beta[:, None, :]
+        old = post[..., idx]
+        new = alpha * old + (beta if self.value_is_post else beta * self.up.pop(layer)[..., idx])
+        gate = self.position_gate(post.shape[1], post.dtype, post.device)
+        if gate is not None:
+            new = gate * new + (1 - gate) * old
+        post[..., idx] = new
+        return post
+
+    def position_gate(self, length: int, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+        """[rows or 1, pos, 1] mask of the positions each row's intervention touches; None = all."""
+        if not self.need_positions:
+            return None
+        key = (self.offset, length, dtype)
+        if self.gate_key == key:  # every layer of one forward shares the same gate
+            return self.gate
+        pos = torch.arange(self.offset, self.offset + length, device=device)[None, :]
+        n = len(self.rows)
+        if self.prompt_end is None:
+            end = torch.full((n, 1), self.first_len or length, device=device)
+        else:
+            end = torch.as_tensor(self.prompt_end, device=device).reshape(-1, 1).expand(n, 1)
+        gates = []
+        for r, (rule, k) in enumerate(self.rules):
+            e = end[r if self.per_row else 0]
+            if rule == "all":
+                gates.append(torch.ones_like(pos, dtype=torch.bool))
+            elif rule == "prompt":
+                gates.append(pos < e)
+            elif rule == "generated":
+                gates.append(pos >= e)
+            else:
+                gates.append((pos < e) & (pos >= e - k))
+        self.gate_key, self.gate = key, torch.cat(gates).to(dtype)[..., None]
+        return self.gate
 
 
 @contextlib.contextmanager

@@ -41,6 +41,16 @@ def native_model(tiny_dirs: dict[str, Path]):
     return helpers.native_bridge(tiny_dirs["qwen2"])
 
 
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    """A `--corpus files` folder with the invented en/fr/ru/zh sentences of tests/helpers.py."""
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for code in ("en", "fr", "ru", "zh"):
+        (d / f"{code}.txt").write_text("\n".join(helpers.SENTENCES[code]) + "\n", encoding="utf-8")
+    return d
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request) -> None:
     """Tests never write to the user's cache, except the ones marked to use the real embedded material."""

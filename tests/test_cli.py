@@ -10,19 +10,9 @@ import sys
 import pytest
 import torch
 
-from helpers import SENTENCES
 from lens_steer.cli import main
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
-
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    d = tmp_path / "corpus"
-    d.mkdir()
-    for code in ("en", "fr", "ru", "zh"):
-        (d / f"{code}.txt").write_text("\n".join(SENTENCES[code]) + "\n", encoding="utf-8")
-    return d
 
 
 def identify_args(model_dir, corpus_dir, out, *extra):

@@ -40,6 +40,31 @@ def test_lss_bad_inputs(tiny_dirs, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["lss", str(tmp_path), "--factors", "p_maximum"]) == 2
     assert "valid forms" in capsys.readouterr().err
+    assert main(["lss", str(tmp_path), "--factors", "p_max,scale:1e400"]) == 2  # refused before any work
+    err = capsys.readouterr().err
+    assert "non-finite" in err and err.count("\n") == 1
+
+
+def test_lss_paper_factors_in_the_paper_order(tiny_dirs, tmp_path, capsys):
+    """The default factors are the paper's table, in its order, test-time ones included; the summary keeps that
+    order and names the highest-mean-LSS factor as the paper's choice."""
+    run = _identified(tiny_dirs, tmp_path)
+    capsys.readouterr()
+    assert main(["lss", str(run), "--max-facts", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "lss_summary.json").read_text())
+    assert list(summary["factors"]) == ["p_max", "p_median", "testmax", "testmax+", "zero", "p10"]
+    best = max(summary["factors"], key=lambda f: summary["factors"][f]["mean_lss"])
+    assert summary["best_lss_factor"] == best and f"it would be {best}" in out
+    assert summary["join"] == "auto"
+    rows = list(csv.DictReader((run / "lss.csv").open()))
+    test_time = [r for r in rows if r["factor"] in ("testmax", "testmax+", "p10")]
+    assert {r["factor_kind"] for r in test_time} == {"test"}
+    # scored on the source and target answers only (one forward per answer): no wins or specificity, a baseline
+    assert all(r["lss"] != "" and r["target_wins"] == "" and r["specificity"] == "" and r["target_wins_base"] != ""
+               for r in test_time)
+    assert all(r["target_wins"] != "" for r in rows if r["factor"] in ("p_max", "zero"))
+    assert "     -" in out  # the table prints an unmeasured value as "-"
 
 
 def test_lss_control_sweep_and_forcing(tiny_dirs, tmp_path, capsys):

@@ -81,6 +81,47 @@ def test_forcing_success_is_the_share_detected_as_target(tiny_models, run):
     rows, records = run_forcing(model, Steerer(model, neurons, stats), ["fr", "en"], parse_factors("zero"),
                                 AlwaysFrench(), prompts=prompts, max_new_tokens=2)
     by_target = {r["target"]: r for r in rows}
-    assert by_target["fr"]["forcing_strict"] == 1.0 and by_target["fr"]["n"] == 2  # the fr prompt is not used
+    assert by_target["fr"]["n"] == 2  # the fr prompt is not used
+    # Every non-empty output is "fr" to this detector; an output of only whitespace is a miss.
+    assert by_target["fr"]["forcing_strict"] == 1.0 - by_target["fr"]["empty"] / 2
     assert by_target["en"]["forcing_strict"] == 0.0 and by_target["en"]["baseline_strict"] == 0.0
     assert len(records) == 3 + 4  # baselines + steered
+
+
+def test_forcing_counts_empty_outputs_as_misses(tiny_dirs):
+    """A steered output that is only newlines is counted in ``empty`` and is never a success, whatever the detector
+    says about an empty string."""
+    from scripted_model import NoSteerer, ScriptedModel
+    from transformers import AutoTokenizer
+
+    model = ScriptedModel(AutoTokenizer.from_pretrained(tiny_dirs["gemma2"]),
+                          {"cat": ["\n", "\n\n", " \n"], "": ["Bonjour", " le", " monde"]})
+    prompts = {"en": ("The cat",), "ru": ("Кот",), "fr": ("Le chat",)}
+    rows, records = run_forcing(model, NoSteerer(), ["fr", "en"], parse_factors("zero"), AlwaysFrench(),
+                                prompts=prompts, max_new_tokens=4)
+    by_target = {r["target"]: r for r in rows}
+    assert by_target["fr"]["empty"] == 1 and by_target["fr"]["n"] == 2  # the en prompt's output is empty
+    assert by_target["fr"]["forcing_strict"] == 0.5  # only the ru prompt's "Bonjour le monde" counts
+    assert by_target["en"]["empty"] == 0
+    empty = [r for r in records if r["prompt"] == "The cat"]
+    assert empty and all(r["empty"] and r["detected"] is None for r in empty)
+    assert not any(r["empty"] for r in records if r["prompt"] != "The cat")
+
+
+def test_forcing_csv_has_the_empty_column(run):
+    assert main(["forcing", str(run), "--targets", "fr", "--factors", "set:5", "--max-new-tokens", "2"]) == 0
+    rows = list(csv.DictReader((run / "forcing.csv").open()))
+    assert "empty" in rows[0] and 0 <= int(rows[0]["empty"]) <= int(rows[0]["n"])
+
+
+def test_steer_marks_empty_outputs(run, capsys, monkeypatch):
+    import lens_steer.generation
+
+    monkeypatch.setattr(lens_steer.generation, "greedy_generate",
+                        lambda model, prompts, **kw: ["\n\n", " Bonjour le chat", " \n "][: len(prompts)])
+    assert main(["steer", str(run), "--to", "fr,en", "--max-new-tokens", "3", "--factor", "set:5", "The cat"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marked = [line for line in lines if "[empty]" in line]
+    assert len(marked) == 2 and "baseline" in marked[0] and "en set:5" in marked[1]
+    records = [json.loads(x) for x in (run / "generations.jsonl").read_text().splitlines()][-3:]
+    assert [r["empty"] for r in records] == [True, False, True]

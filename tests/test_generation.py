@@ -43,3 +43,57 @@ def test_bad_arguments(tiny_models, steerer):
         greedy_generate(tiny_models["gemma2"], ["x"], max_new_tokens=0)
     with pytest.raises(LensSteerError, match="one entry per prompt"):
         greedy_generate(tiny_models["gemma2"], ["x", "y"], steerer=steerer, interventions=[None])
+
+
+# ---- the cut: leading whitespace is skipped, an empty output is said to be empty --------------------------------
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dirs):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_dirs["gemma2"])
+
+
+def test_a_leading_newline_does_not_end_the_row(tokenizer):
+    """The first greedy token is a newline: the row goes on, and the cut keeps the text after it (it was '')."""
+    from scripted_model import ScriptedModel
+
+    model = ScriptedModel(tokenizer, {"cat": ["\n", "Le chat", "\n", "English"], "": ["\n", " \n", "\n"]})
+    out = greedy_generate(model, ["The small cat", "The river"], max_new_tokens=12, stop_text="\n")
+    assert out[0].startswith("\n") and "Le chat" in out[0]  # before: stopped at the first token, out[0] == "\n"
+    assert "English" not in out[0]  # the newline after the text still stops the row
+    from lens_steer.generation import cut_generation
+
+    assert [cut_generation(t) for t in out] == ["Le chat", ""]
+    assert out[1].strip() == ""  # only whitespace until EOS: nothing to keep, and nothing invented
+
+
+def test_stopping_never_changes_the_cut_output(tokenizer, tiny_models):
+    """With or without the stop, the cut output is the same (the stop only saves steps), newline first or not."""
+    from scripted_model import ScriptedModel
+
+    from lens_steer.generation import cut_generation
+
+    scripted = ScriptedModel(tokenizer, {"cat": ["\n\n", "Le", " chat", "\n", "dort"], "": ["Oui", "\n", "non"]})
+    for model, prompts in ((scripted, ["The cat", "The river"]), (tiny_models["gemma2"], PROMPTS)):
+        full = greedy_generate(model, prompts, max_new_tokens=10)
+        stopped = greedy_generate(model, prompts, max_new_tokens=10, stop_text="\n")
+        assert [cut_generation(t) for t in stopped] == [cut_generation(t) for t in full]
+        assert all(f.startswith(s) for f, s in zip(full, stopped))
+
+
+@pytest.mark.parametrize("text, stop, cut", [
+    ("\n\n Bonjour.\nEnglish: next", "\n", "Bonjour."),
+    ("  \n\t", "\n", ""),
+    ("", "\n", ""),
+    (" Oui \n", "\n", "Oui"),
+    ("\nline one\nline two ", None, "line one\nline two"),
+])
+def test_cut_generation(text, stop, cut):
+    from lens_steer.generation import cut_generation, is_empty_generation, reached_stop
+
+    assert cut_generation(text, stop) == cut
+    assert is_empty_generation(text, stop) == (cut == "")
+    if stop and reached_stop(text, stop):  # stopping here is safe: nothing generated later survives the cut
+        assert cut_generation(text + "more\n", stop) == cut
+    assert not reached_stop("\n \n", "\n")  # whitespace so far: keep generating

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from lens_steer.lss import ClozeItem, pair_stats, run_lss, summarise, write_lss
+from lens_steer.cloze import Fact
+from lens_steer.lss import pair_stats, run_lss, summarise, write_lss
 from lens_steer.neurons import NeuronSet
 from lens_steer.steer import parse_factor, parse_factors
 
@@ -22,8 +23,8 @@ PROMPTS = {"en": "After {} comes", "fr": "Après {} vient", "ru": "После {}
 def facts():
     out = {}
     for s in LANGS:
-        out[s] = [ClozeItem(f"day:{i}", {s: PROMPTS[s].format(WORDS[s][i])},
-                            {u: " " + WORDS[u][i + 1] for u in LANGS}) for i in range(4)]
+        out[s] = [Fact(f"day:{i}", "day", {s: PROMPTS[s].format(WORDS[s][i])},
+                       {u: WORDS[u][i + 1] for u in LANGS}) for i in range(4)]
     return out
 
 
@@ -38,14 +39,61 @@ def test_pair_stats_known_answer():
     assert row["ci_low"] <= 0.5 <= row["ci_high"]
 
 
-def test_summary_rule_prefers_first_listed_within_interval():
+def test_best_lss_factor_is_the_highest_mean_lss():
+    """The paper's choice "by LSS alone" is the highest mean LSS, not the first factor within the top one's CI."""
     rows = [{"factor": f, "layers": "all", "lss": v, "mean_shift": 0.0}
             for f, vals in (("p_median", [0.90, 0.92, 0.94]), ("p_max", [0.91, 0.93, 0.95]), ("zero", [0.4, 0.5]))
             for v in vals]
     summary = summarise(rows, parse_factors("p_median,p_max,zero"))
-    assert summary["best_factor"] == "p_median"  # within p_max's interval, listed first
-    summary = summarise(rows, parse_factors("zero,p_max"))
-    assert summary["best_factor"] == "p_max"
+    assert summary["best_lss_factor"] == "p_max"  # 0.93 > 0.92, although p_median lies within p_max's interval
+    assert summarise(rows, parse_factors("zero,p_max"))["best_lss_factor"] == "p_max"
+
+
+def test_skipped_targets_enter_no_mean(tiny_models):
+    """A target without neurons gets rows with an empty LSS and a note; the factor mean, its interval, n_pairs and
+    the choice use scored pairs only, and the summary names the skipped target."""
+    model = tiny_models["qwen2"]
+    d = model.cfg.d_mlp
+    neurons = NeuronSet(LANGS, {"en": [[1, 2], [3]], "fr": [[4], [5, 6]], "ru": [[], []]}, 2, d)
+    factors = [parse_factor("set:3")]
+    with pytest.warns(UserWarning, match="no neurons for ru"):
+        rows = run_lss(model, neurons, None, facts(), LANGS, factors, progress=False)
+    scored = [r for r in rows if r["target"] != "ru"]
+    skipped = [r for r in rows if r["target"] == "ru"]
+    assert len(skipped) == 2 and all(r["lss"] != r["lss"] for r in skipped)  # NaN, not 0
+    summary = summarise(rows, factors)
+    entry = summary["factors"]["set:3"]
+    assert entry["n_pairs"] == len(scored) == 4
+    assert entry["mean_lss"] == pytest.approx(sum(r["lss"] for r in scored) / len(scored))
+    assert summary["skipped_targets"] == ["ru"]
+
+
+@pytest.mark.parametrize("join, spaced", [("auto", {"en": True, "ja": False}), ("reference", {"en": True, "ja": True})])
+def test_the_separator_is_a_property_of_the_prompt(tiny_models, monkeypatch, join, spaced):
+    """Every answer of one prompt gets the prompt language's separator, whatever the answer's language: an en prompt
+    with a ja answer is "...is 火曜日" (not "...is火曜日"), a ja prompt with an en answer "...明日はTuesday"."""
+    import lens_steer.lss as lss_module
+    from lens_steer.cloze import load_cloze
+
+    seen: list[tuple[str, list[str]]] = []
+    real = lss_module.score
+
+    def spy(model, prompts, answers, **kwargs):
+        seen.extend(zip(prompts, answers))
+        return real(model, prompts, answers, **kwargs)
+
+    monkeypatch.setattr(lss_module, "score", spy)
+    langs = ["en", "ja"]
+    cloze = load_cloze("cldr", langs, max_facts=2)
+    model = tiny_models["qwen2"]
+    d = model.cfg.d_mlp
+    neurons = NeuronSet(langs, {"en": [[1], [2]], "ja": [[3], [4]]}, 2, d)
+    facts_by = {s: cloze.for_source(s) for s in langs}
+    run_lss(model, neurons, None, facts_by, langs, [parse_factor("zero")], join=join, progress=False)
+    for s in langs:
+        answers = [a for p, ans in seen if p in {f.prompt[s] for f in facts_by[s]} for a in ans]
+        assert answers and all(a.startswith(" ") == spaced[s] for a in answers), (s, answers[:4])
+        assert all(not a[1:].startswith(" ") for a in answers)
 
 
 def test_lss_batch_1_equals_batch_32_and_files(tiny_models, tmp_path):
@@ -61,12 +109,16 @@ def test_lss_batch_1_equals_batch_32_and_files(tiny_models, tmp_path):
     with pytest.warns(UserWarning):
         many = run_lss(model, neurons, None, facts(), LANGS, factors, batch_size=32, progress=False, per_layer=True)
     all_layer = [r for r in many if r["layers"] == "all"]
-    assert [(r["source"], r["target"], r["lss"]) for r in one] == [(r["source"], r["target"], r["lss"]) for r in all_layer]
+    def key(rows):
+        return [(r["source"], r["target"], r["lss"] if r["lss"] == r["lss"] else "nan") for r in rows]
+
+    assert key(one) == key(all_layer)
     assert len(one) == 2 * 3 * 2  # factors x sources x targets != source
     assert {r["note"] for r in one if r["target"] == "ru"} == {"skipped: target has no neurons"}
     assert {r["layers"] for r in many} == {"all", 0, 1}
     summary = summarise(one, factors)
     write_lss(tmp_path, one, summary)
     table = list(csv.DictReader((tmp_path / "lss.csv").open()))
-    assert table[0]["factor"] == "set:3" and all(r["lss"] != "" for r in table)
+    assert table[0]["factor"] == "set:3"
+    assert all((r["lss"] == "") == (r["target"] == "ru") for r in table)  # skipped targets: empty, not 0
     assert json.loads((tmp_path / "lss_summary.json").read_text())["best_factor"] in ("set:3", "zero")

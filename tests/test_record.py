@@ -279,3 +279,87 @@ def test_nan_activations_are_a_clear_error(native_model):
     with native_model.hooks(fwd_hooks=[("blocks.0.mlp.hook_pre", poison)]):
         with pytest.raises(LensSteerError, match="NaN/inf MLP activations"):
             _record(native_model)
+
+
+def test_resume_gives_byte_identical_files(native_model, tmp_path):
+    """A resumed run (some languages from RUN_DIR/partial, one recomputed) writes the very same bytes."""
+    _record(native_model, run_dir=tmp_path)
+    names = ("stats.safetensors", "sent_means.safetensors")
+    first = {name: (tmp_path / name).read_bytes() for name in names}
+    (tmp_path / "partial" / "fr.safetensors").unlink()
+    _record(native_model, run_dir=tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in names} == first
+
+
+def _direct_reference_counts(model, sentences):
+    """The authors' recording, written out independently: HF forward on tokens of "\\n" + 12 spaces + sentence
+    (no special tokens), one sentence at a time, counting act_fn(gate) > 0 from token 2 on."""
+    from helpers import hf_mlp
+
+    tok = model.tokenizer
+    layers, d = model.cfg.n_layers, model.cfg.d_mlp
+    counts = torch.zeros(layers, d, dtype=torch.long)
+    means = torch.zeros(len(sentences), layers, d)
+    n_tokens = 0
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+    for layer in range(layers):
+        hf = hf_mlp(model, layer).original_component
+        module = getattr(hf, "act_fn", None) or getattr(hf, "act")
+        handles.append(module.register_forward_hook(lambda _m, _i, out, layer=layer: seen.__setitem__(layer, out[0])))
+    try:
+        with torch.inference_mode():
+            for i, text in enumerate(sentences):
+                ids = tok("\n            " + text, add_special_tokens=False)["input_ids"]
+                model.original_model(torch.tensor([ids]))
+                n_tokens += len(ids) - 2
+                for layer, out in seen.items():
+                    counts[layer] += (out[2:] > 0).sum(0)
+                    means[i, layer] = out[2:].float().mean(0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts, means, n_tokens
+
+
+def test_reference_compat_records_as_the_authors_code(tiny_model):
+    from lens_steer.record import REFERENCE_PREFIX, tokenise
+
+    assert REFERENCE_PREFIX == "\n" + " " * 12  # data_sets.py Flores: f"""\n            {sentence}"""
+    cfg = RecordConfig(reference_compat=True)
+    data = tokenise(tiny_model, TEXTS["fr"], cfg)
+    tok = tiny_model.tokenizer
+    for text, ids, n in zip(TEXTS["fr"], data.ids, data.n_counted):
+        assert ids == tok(REFERENCE_PREFIX + text, add_special_tokens=False)["input_ids"]
+        assert tok.bos_token_id not in ids and n == len(ids) - 2
+    stats = record(tiny_model, {"fr": TEXTS["fr"]}, config=cfg, progress=False)
+    counts, means, n_tokens = _direct_reference_counts(tiny_model, TEXTS["fr"])
+    assert int(stats.n_tokens[0]) == n_tokens == sum(data.n_counted)
+    assert torch.equal(stats.over_zero[..., 0], counts)
+    torch.testing.assert_close(stats.sent_means[0], means, rtol=2e-3, atol=1e-4)  # float16-rounded
+    m = stats.manifest
+    assert m["reference_compat"] is True and m["bos"].startswith("none") and m["leading_tokens_skipped"] == 2
+    assert m["text_prefix"] == REFERENCE_PREFIX
+
+
+def test_reference_compat_keeps_the_first_n_sentence_means_and_default_is_unchanged(native_model):
+    compat = record(native_model, TEXTS, config=RecordConfig(reference_compat=True, min_sentence_tokens=500),
+                    progress=False)
+    assert compat.sent_means.shape[1] == 5 and compat.manifest["min_sentence_tokens"] == 1
+    default = _record(native_model)
+    assert default.manifest["reference_compat"] is False and default.manifest["text_prefix"] == ""
+    assert default.manifest["leading_tokens_skipped"] == 1  # the BOS of this model
+    assert default.manifest["bos"] == "prepended, excluded from counts"
+    assert not torch.equal(default.over_zero, compat.over_zero)
+
+
+def test_switching_reference_compat_recomputes(native_model, tmp_path, monkeypatch):
+    _record(native_model, run_dir=tmp_path)
+    import lens_steer.record as rec
+
+    calls = []
+    real = rec._run_language
+    monkeypatch.setattr(rec, "_run_language", lambda *a, **k: calls.append(k["desc"]) or real(*a, **k))
+    _record(native_model, run_dir=tmp_path, reference_compat=True)
+    assert calls == list(TEXTS)
+    assert Stats.load(tmp_path).manifest["reference_compat"] is True

@@ -120,3 +120,32 @@ def test_masked_logits_are_used_on_hf_heads(tiny_models):
     masks = [k for k in seen if isinstance(k, torch.Tensor) and k.dtype == torch.bool and k.shape == (2, k.shape[1])]
     assert masks, f"no boolean logits_to_keep in the continuation pass: {seen}"
     assert None not in seen[-2:], f"a scoring pass asked for full logits: {seen}"
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2"])
+def test_test_time_factors_score_prompt_and_answer_in_one_forward(tiny_models, arch):
+    """testmax/p10 rows bypass the shared prompt cache: each (prompt, answer) is scored in one forward whose statistic
+    covers the whole row, so the result equals steering one unpadded forward of prompt + answer by hand."""
+    from lens_steer.neurons import NeuronSet
+    from lens_steer.scoring import _encode
+    from lens_steer.steer import Intervention, Steerer, steering
+
+    model = tiny_models[arch]
+    layers, d = model.cfg.n_layers, model.cfg.d_mlp
+    neurons = NeuronSet(["fr"], {"fr": [list(range(0, d, 5))] * layers}, layers, d)
+    prompts, answers = ["The small cat", "Une rivière passe"], [[" sleeps", " mill today"], [" près", " du vieux"]]
+    iv = Intervention("fr", "p10")
+    got = score(model, prompts, answers, steerer=Steerer(model, neurons), interventions=[iv, iv], batch_size=2)
+    bos = model.tokenizer.bos_token_id if model.cfg.default_prepend_bos else None
+    for p, (prompt, ans) in enumerate(zip(prompts, answers)):
+        enc = _encode(model.tokenizer, bos, prompt, ans)
+        for a, (cont, first) in enumerate(zip(enc.conts, enc.first_scored)):
+            seq = torch.tensor([enc.prefix + cont])
+            with torch.inference_mode(), steering(model, iv, neurons):
+                lp = torch.log_softmax(model(seq)[0].float(), dim=-1)
+            start = len(enc.prefix) + first
+            want = sum(float(lp[j - 1, seq[0, j]]) for j in range(start, seq.shape[1]))
+            assert got.logp[p, a].item() == pytest.approx(want, abs=1e-4)
+    cached = score(model, prompts, answers, steerer=Steerer(model, neurons),
+                   interventions=[Intervention("fr", "set:0.3")] * 2, batch_size=2)
+    assert got.n_tokens.tolist() == cached.n_tokens.tolist()

@@ -77,3 +77,35 @@ def test_stats_from_another_model_are_refused(full):
     check_compatible(full.manifest, 2, 64)
     with pytest.raises(LensSteerError, match="record them again"):
         check_compatible(full.manifest, 18, 2048)
+
+
+def test_one_p_max_definition_in_memory_on_disk_and_after_merge(native_model, tmp_path):
+    """p_max / p_median / p_min are the statistics of the float16 sentence means that are stored: equal bit for bit
+    in memory, in stats.safetensors, after loading, and after merging shards."""
+    from safetensors.torch import load_file
+
+    stats = record(native_model, {c: SENTENCES[c] for c in ("en", "fr")}, config=CFG, run_dir=tmp_path,
+                   progress=False)
+    raw = load_file(str(tmp_path / "stats.safetensors"))
+    stored = load_file(str(tmp_path / "sent_means.safetensors"))["sent_means"]
+    assert stored.dtype == torch.float16
+    means = stored.float()
+    assert torch.equal(raw["sent_max"], means.amax(dim=1))
+    assert torch.equal(raw["sent_median"], means.median(dim=1).values)
+    assert torch.equal(raw["sent_min"], means.amin(dim=1))
+    loaded = Stats.load(tmp_path)
+    assert torch.equal(stats.sent_means, means)  # the in-memory means are the stored float16 values
+    for kind in ("max", "median", "min"):
+        assert torch.equal(stats.sentence_stat(kind), loaded.sentence_stat(kind))
+        assert torch.equal(stats.sentence_stat(kind), raw[f"sent_{kind}"])
+    merged = merge_stats([stats.subset(["en"]), loaded.subset(["fr"])])
+    assert torch.equal(merged.sentence_stat("max"), stats.sentence_stat("max"))
+
+
+def test_stats_hold_float16_sentence_means():
+    means = torch.tensor([0.1, 1.0, 2049.0]).view(1, 3, 1, 1)
+    stats = Stats(torch.zeros(1, 1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long),
+                  torch.ones(1, dtype=torch.long), torch.zeros(1, 1, 1, dtype=torch.float64),
+                  torch.zeros(1, 1, 1, dtype=torch.float64), means, {"languages": ["en"]})
+    assert stats.sent_means.dtype == torch.float32
+    assert stats.sent_means.flatten().tolist() == [0.0999755859375, 1.0, 2048.0]  # float16 values, held as float32

@@ -30,8 +30,9 @@ def neuron_set(model, seed=0) -> NeuronSet:
 TOKENS = torch.tensor([[1, 40, 41, 42, 43, 44, 45], [1, 50, 51, 52, 53, 54, 55]])
 
 
-def hf_patched_logits(model, neurons, target, fn):
-    """Logits of the plain HF model with a forward hook on its act_fn output (the reference codes' way)."""
+def hf_patched_logits(model, neurons, target, fn, tokens=TOKENS, mask=None):
+    """Logits of the plain HF model with a forward hook on its act_fn output (the reference codes' way);
+    ``fn(selected, layer, idx, full_output)`` returns the new values of the target's neurons."""
     handles = []
     for layer in range(model.cfg.n_layers):
         hf = hf_mlp(model, layer).original_component
@@ -40,13 +41,13 @@ def hf_patched_logits(model, neurons, target, fn):
 
         def hook(_m, _i, out, layer=layer, idx=idx):
             out = out.clone()
-            out[..., idx] = fn(out[..., idx], layer, idx)
+            out[..., idx] = fn(out[..., idx], layer, idx, out)
             return out
 
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            return model.original_model(TOKENS).logits
+            return model.original_model(tokens, attention_mask=mask).logits
     finally:
         for h in handles:
             h.remove()
@@ -61,7 +62,7 @@ def test_intervention_equals_direct_hf_patching(tiny_model, stats_by_arch, facto
     k = stats.languages.index("fr")
     table = {"max": stats.sentence_stat("max"), "median": stats.sentence_stat("median"), "mean": stats.mean()}
 
-    def direct(act, layer, idx):
+    def direct(act, layer, idx, _full):
         if f.kind == "stat":
             return torch.zeros_like(act) + f.value * table[f.stat][k, layer, idx]
         if f.kind == "scale":
@@ -181,3 +182,84 @@ def test_bad_interventions(tiny_models, stats_by_arch):
         Steerer(tiny_models["gpt2"], NeuronSet(["fr"], {}, 2, 128), stats_by_arch["qwen2"])
     with pytest.raises(LensSteerError, match="needs the run's statistics"):
         Steerer(model, neurons, None).plan([Intervention("fr", "p_max")])
+
+
+# ---- the paper's test-time factors: testmax, testmax+, p10 --------------------------------------------------------
+PADDED = torch.tensor([[0, 0, 1, 40, 41, 42], [1, 50, 51, 52, 53, 54]])  # row 0 left-padded (pad id 0), BOS 1
+PADDED_MASK = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+
+
+def hand_test_time(factor: str):
+    """The test-time factor computed by hand on the act_fn output of one forward: per row, over every real
+    position (BOS included, pads excluded) and all d_mlp neurons."""
+    f = parse_factor(factor)
+    valid = PADDED_MASK.bool()
+
+    def fn(act, layer, idx, full):
+        out = act.clone()
+        for r in range(full.shape[0]):
+            values = full[r][valid[r]].flatten()
+            m = values.max() if f.stat in ("max", "max+") else torch.quantile(values, f.value)
+            out[r] = (act[r] + f.value * m) if f.stat == "max+" else (
+                f.value * m if f.stat == "max" else m).expand_as(act[r])
+        return out
+    return fn
+
+
+@pytest.mark.parametrize("factor", ["testmax", "testmax+", "p10", "testmax*0.5"])
+def test_test_time_factors_equal_a_hand_computation(tiny_models, stats_by_arch, factor):
+    """Per row, over real positions only: equal to patching HF's act_fn output with the max / quantile computed by
+    hand from that forward's own values; pads of another row never enter a row's statistic."""
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    neurons = neuron_set(model)
+    expected = hf_patched_logits(model, neurons, "fr", hand_test_time(factor), PADDED, PADDED_MASK)
+    with torch.inference_mode():
+        with steering(model, Intervention("fr", factor), neurons, stats):
+            got = model(PADDED, attention_mask=PADDED_MASK)
+        base = model(PADDED, attention_mask=PADDED_MASK)
+        with steering(model, Intervention("fr", factor), neurons, stats):
+            alone = model(PADDED[:1, 2:], attention_mask=PADDED_MASK[:1, 2:])
+    real = PADDED_MASK.bool()
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[0, 2:], alone[0], rtol=1e-4, atol=1e-4)  # the batch does not leak into a row
+    assert not torch.allclose(got[real], base[real], atol=1e-4)
+
+
+def test_test_time_factor_on_gpt2_reads_the_post_value(tiny_models, stats_by_arch):
+    """Non-gated MLPs: the neuron value is hook_post itself; the statistic is taken on it."""
+    model, stats = tiny_models["gpt2"], stats_by_arch["gpt2"]
+    neurons = neuron_set(model)
+    tokens, mask = PADDED[1:], PADDED_MASK[1:]
+    expected = hf_patched_logits(model, neurons, "fr", hand_test_time("testmax"), tokens, mask)
+    with torch.inference_mode(), steering(model, Intervention("fr", "testmax"), neurons, stats):
+        got = model(tokens, attention_mask=mask)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", ["scale:1e400", "add:-1e999", "p_max*1e400", "testmax*1e400"])
+def test_non_finite_factors_are_refused(bad):
+    with pytest.raises(LensSteerError, match="non-finite"):
+        parse_factor(bad)
+
+
+@pytest.mark.parametrize("q", [0.1, 0.5, 0.9, 0.01])
+def test_row_quantiles_equal_torch_quantile_per_row(q):
+    """The batched per-row quantile equals torch.quantile of each row's real values exactly (ties included)."""
+    from lens_steer.steer import row_statistic
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(5, 7, 33, generator=g).half().float()  # float16-rounded: many ties
+    valid = torch.rand(5, 7, generator=g) > 0.3
+    valid[0] = True
+    valid[4] = False  # a row without a real position gets 0
+    got = row_statistic(values, valid, ("quantile", q))
+    for r in range(4):
+        assert got[r].item() == torch.quantile(values[r][valid[r]].flatten(), q).item()
+    assert got[4].item() == 0.0
+
+
+def test_row_statistic_above_the_torch_quantile_limit():
+    from lens_steer.steer import row_statistic
+
+    x = torch.arange(17_000_001, dtype=torch.float32).flip(0).reshape(1, 17_000_001, 1)
+    assert float(row_statistic(x, None, ("quantile", 0.1))[0]) == pytest.approx(1_700_000.0)

@@ -13,9 +13,12 @@ Clozes:
         (:mod:`lens_steer.cloze.mlama`).
 
 Conventions every cloze follows, so that the scorer can concatenate without guessing:
-    * ``prompt[lang]`` never ends in whitespace, and the answer follows it directly.
-    * ``answer[lang]`` is the string to append, with its leading space when ``lang`` puts one before
-      the word (``" mardi"``) and none for ja, zh and th (``"火曜日"``).
+    * ``prompt[lang]`` never ends in whitespace; ``answer[lang]`` is the bare answer (``"mardi"``,
+      ``"火曜日"``), with no leading or trailing whitespace.
+    * The separator between them is a property of the **prompt**, never of the answer's language
+      (:func:`lens_steer.languages.separator`): :meth:`Fact.continuation` gives what is appended to
+      ``prompt[s]`` for the answer in any language. Default ``auto``: one space iff ``s`` writes spaces
+      between words (not ja, zh, th); ``reference``: always one space, as the authors' code.
     * Fact ids are stable and equal across languages: ``prompt["fr"]`` and ``answer["ja"]`` of one fact
       are about the same thing.
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lens_steer.errors import LensSteerError
-from lens_steer.languages import parse_languages
+from lens_steer.languages import parse_languages, separator
 
 CLOZES: tuple[str, ...] = ("cldr", "mlama-dod")
 
@@ -42,20 +45,24 @@ class Fact:
     Attributes:
         id: Stable id, equal across languages (``"weekday_next:3"``).
         relation: What is asked (``"weekday_next"``).
-        prompt: Language -> prompt text; it never ends in whitespace and the answer follows it directly.
-        answer: Language -> answer as it is appended to the prompt, with a leading space where the
-            language writes one (``" mardi"``; ``"火曜日"`` for ja).
+        prompt: Language -> prompt text; it never ends in whitespace.
+        answer: Language -> the bare answer (``"mardi"``, ``"火曜日"``).
 
-    >>> fact = Fact("weekday_next:0", "weekday_next", {"en": "If today is Monday, tomorrow is"},
-    ...             {"en": " Tuesday", "fr": " mardi"})
-    >>> fact.prompt["en"] + fact.answer["en"]
-    'If today is Monday, tomorrow is Tuesday'
+    >>> fact = Fact("weekday_next:0", "weekday_next", {"en": "If today is Monday, tomorrow is",
+    ...             "ja": "今日が月曜日なら、明日は"}, {"en": "Tuesday", "ja": "火曜日"})
+    >>> fact.prompt["en"] + fact.continuation("en", "ja"), fact.prompt["ja"] + fact.continuation("ja", "en")
+    ('If today is Monday, tomorrow is 火曜日', '今日が月曜日なら、明日はTuesday')
     """
 
     id: str
     relation: str
     prompt: dict[str, str]
     answer: dict[str, str]
+
+    def continuation(self, source: str, lang: str, join: str = "auto") -> str:
+        """What is appended to ``prompt[source]`` to score the answer in ``lang``: the prompt's separator
+        (:func:`~lens_steer.languages.separator`, the same for every answer of the prompt) + the answer."""
+        return separator(source, join) + self.answer[lang]
 
 
 def _same_answer(a: str, b: str) -> bool:

@@ -246,9 +246,6 @@ _TEMPLATES: dict[str, dict[str, str]] = {
     },
 }
 
-NO_SPACE: frozenset[str] = frozenset({"ja", "zh", "th"})
-"""Languages written without a space before a word: their answers get no leading space."""
-
 # How a *_list prompt joins its three names and what follows the last one. Thai lists are separated by
 # spaces and have no comma, so the prompt ends in "ถัดไปคือ" ("next is") instead.
 _LIST_STYLE: dict[str, tuple[str, str]] = {"ja": ("、", "、"), "zh": ("、", "、"), "th": (" ", " ถัดไปคือ")}
@@ -360,8 +357,7 @@ def _all_facts() -> tuple[tuple[str, str, tuple[tuple[str, str, str], ...]], ...
             for lang in SUPPORTED:
                 found = per_lang[lang][relation].get(key)
                 if found is not None:
-                    prompt, bare = found
-                    entries.append((lang, prompt, bare if lang in NO_SPACE else " " + bare))
+                    entries.append((lang, *found))
             ordered.append((f"{relation}:{key}", relation, tuple(entries)))
     return tuple(ordered)
 
@@ -378,8 +374,8 @@ def load(langs: Sequence[str], path: str | None) -> ClozeSet:
 
     >>> cloze = load(["en", "ja"], None)
     >>> fact = cloze.for_source("ja")[0]
-    >>> fact.prompt["ja"] + fact.answer["ja"], fact.answer["en"]
-    ('今日が月曜日なら、明日は火曜日', ' Tuesday')
+    >>> fact.prompt["ja"] + fact.continuation("ja", "ja"), fact.answer["en"]
+    ('今日が月曜日なら、明日は火曜日', 'Tuesday')
     """
     if path is not None:
         raise LensSteerError("the cldr cloze takes no --cloze-path (its data ship with babel); omit it")

@@ -23,8 +23,8 @@ the ``obj_<t>`` column of another config's row.
 Prompts (pitfall P13 of the notes): the authors build ``template.replace("[X]", sub).replace(" [Y]", "")``,
 which leaves a literal ``[Y]`` in templates without a space before it (ja, zh, th) and garbles templates
 whose ``[Y]`` is not at the end. We instead cut the template at ``[Y]``: the prompt is everything before
-it, right-stripped, with ``[X]`` filled in, and the answer is the object, with a leading space iff the
-template has whitespace right before ``[Y]``. Text after ``[Y]`` (usually " ." or "。") is dropped, so a
+it, right-stripped, with ``[X]`` filled in, and the answer is the bare object; the separator between them
+is the prompt language's (:func:`lens_steer.languages.separator`), like every cloze. Text after ``[Y]`` (usually " ." or "。") is dropped, so a
 template with ``[Y]`` in the middle becomes a shorter cloze that ends at the blank. Rows that cannot make
 a cloze (no ``[Y]``, no ``[X]`` before it, or an empty subject or object) are skipped and counted in
 ``meta["skipped"]``.
@@ -198,7 +198,7 @@ def load(langs: Sequence[str], path: str | None) -> ClozeSet:
 
     >>> cloze = load(["en", "ja"], "mlama-copy")  # doctest: +SKIP
     >>> fact = cloze.for_source("ja")[0]  # doctest: +SKIP
-    >>> fact.prompt["ja"] + fact.answer["ja"]  # doctest: +SKIP
+    >>> fact.prompt["ja"] + fact.continuation("ja", "ja")  # doctest: +SKIP
     'ダンテはフィレンツェ'
     """
     check_supported("mlama-dod", langs, MLAMA_LANGUAGES, {lang: _NOT_IN_MLAMA for lang in langs})
@@ -206,8 +206,6 @@ def load(langs: Sequence[str], path: str | None) -> ClozeSet:
     order: dict[str, str] = {}  # key -> relation, in first-seen order
     prompts: dict[str, dict[str, str]] = {}
     answers: dict[str, dict[str, str]] = {}
-    # For answers taken from another config's row: whether t's templates put a space before [Y].
-    spacing: dict[tuple[str, str], bool] = {}
     borrowed: dict[str, dict[str, str]] = {}
     skipped: dict[str, int] = {}
     for lang in langs:
@@ -226,18 +224,14 @@ def load(langs: Sequence[str], path: str | None) -> ClozeSet:
             if built is None or not obj or key in prompts.get(lang, {}):
                 skipped[lang] += 1
                 continue
-            prompt, space = built
             order.setdefault(key, relation)
-            prompts.setdefault(lang, {})[key] = prompt
-            answers.setdefault(key, {})[lang] = (" " if space else "") + obj
-            spacing.setdefault((lang, relation), space)
+            prompts.setdefault(lang, {})[key] = built[0]
+            answers.setdefault(key, {})[lang] = obj
     facts: list[Fact] = []
     for key, relation in order.items():
         answer = dict(answers.get(key, {}))
         for other, value in borrowed.get(key, {}).items():
-            if other not in answer:
-                space = spacing.get((other, relation), other not in ("ja", "zh", "th"))
-                answer[other] = (" " if space else "") + value
+            answer.setdefault(other, value)
         prompt = {lang: prompts[lang][key] for lang in langs if key in prompts.get(lang, {})}
         kept = {lang: answer[lang] for lang in langs if lang in answer}
         facts.append(Fact(id=key, relation=relation, prompt=prompt, answer=kept))

@@ -2,15 +2,17 @@
 intervened language t amplified (e = t: self-language; e != t: cross-language), against no intervention.
 
 Tasks (:data:`TASKS`): ``xcopa``, ``xwinograd``, ``include`` (multiple choice, accuracy), ``flores-mt`` (en->x
-translation, chrF++ and spBLEU), ``ppl`` (FLORES+ perplexity), and two offline analogs on the embedded UDHR:
-``udhr-ppl`` (held-out articles 25-30) and ``udhr-mt`` (en->x translation of those articles, chrF++). The analogs
-only show that the machinery moves: the model has probably memorised the UDHR.
+translation: chrF++, BLEU, spBLEU and the share of empty outputs), ``ppl`` (FLORES+ perplexity), and two offline
+analogs on the embedded UDHR: ``udhr-ppl`` (held-out articles 25-30) and ``udhr-mt`` (en->x translation of those
+articles: chrF++, BLEU, empty share). The analogs only show that the machinery moves: the model has probably
+memorised the UDHR.
 
 Every (item, setting) pair is one batch row with its own intervention, so the baseline and all intervened languages
 are scored in the same batched forwards; results do not depend on the batch size (tested).
 
 Output rows (long format, ``eval_<task>.csv``): ``task, factor, intervened ("none" or t), eval_lang, metric,
-value, n``.
+value, n``. A non-default variant is part of the task name (:func:`task_label`: ``flores-mt-untargeted``,
+``xcopa-refjoin``), so it gets its own file and never overwrites the default's.
 """
 
 from __future__ import annotations
@@ -26,21 +28,46 @@ import torch
 
 from lens_steer.errors import LensSteerError
 from lens_steer.evals.tasks import (
+    MT_PROMPTS,
     Choice,
-    cut_translation,
     include_choice,
     max_new_tokens_for,
     mt_prompt,
     xcopa_choice,
     xwinograd_choice,
 )
+from lens_steer.languages import JOINS
 from lens_steer.paths import atomic_path
 from lens_steer.steer import Factor, Intervention
 
 TASKS = ("xcopa", "xwinograd", "include", "flores-mt", "ppl", "udhr-ppl", "udhr-mt")
+CHOICE_TASKS = ("xcopa", "xwinograd", "include")
+MT_TASKS = ("flores-mt", "udhr-mt")
 EVAL_COLUMNS = ("task", "factor", "intervened", "eval_lang", "metric", "value", "n")
-# Which direction is better, for the printed summary (perplexity and NLL: lower).
-LOWER_IS_BETTER = ("ppl_macro", "ppl_micro", "nll_macro", "nll_micro")
+# Which direction is better, for the printed summary (perplexity, NLL and empty outputs: lower).
+LOWER_IS_BETTER = ("ppl_macro", "ppl_micro", "nll_macro", "nll_micro", "empty_share")
+
+
+def task_label(task: str, prompt: str = "targeted", join: str = "auto") -> str:
+    """The task name written to ``eval_<label>.csv``: the task, plus the variant when it is not the default.
+
+    Raises:
+        LensSteerError: an unknown task, prompt or join, or a prompt or join given to a task it does not apply to.
+
+    >>> task_label("xcopa"), task_label("udhr-mt", prompt="untargeted"), task_label("include", join="reference")
+    ('xcopa', 'udhr-mt-untargeted', 'include-refjoin')
+    """
+    if task not in TASKS:
+        raise LensSteerError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    if prompt not in MT_PROMPTS:
+        raise LensSteerError(f"unknown --prompt {prompt!r}; use {' or '.join(MT_PROMPTS)}")
+    if join not in JOINS:
+        raise LensSteerError(f"unknown --join {join!r}; use {' or '.join(JOINS)}")
+    if prompt != "targeted" and task not in MT_TASKS:
+        raise LensSteerError(f"--prompt applies to {' and '.join(MT_TASKS)} only; drop it for {task}")
+    if join != "auto" and task not in CHOICE_TASKS:
+        raise LensSteerError(f"--join applies to {', '.join(CHOICE_TASKS)} only; drop it for {task}")
+    return task + ("-untargeted" if prompt == "untargeted" else "") + ("-refjoin" if join == "reference" else "")
 
 
 def settings(factor: Factor | None, targets: Sequence[str], layers: str | int = "all",
@@ -154,20 +181,27 @@ def eval_ppl(task: str, model: Any, steerer: Any, texts: dict[str, list[str]],
 # Translation
 # ---------------------------------------------------------------------------------------------------------------
 def mt_scores(hypotheses: Sequence[str], references: Sequence[str], spbleu: bool = True) -> dict[str, float]:
-    """Corpus chrF++ (sacreBLEU ``CHRF(word_order=2)``) and spBLEU (``BLEU(tokenize="flores200")``).
+    """Corpus chrF++ (sacreBLEU ``CHRF(word_order=2)``), BLEU (``BLEU()``: the default ``13a`` tokenizer, as the
+    reference) and spBLEU (``BLEU(tokenize="flores200")``) of one cell, over the hypotheses as given.
 
-    spBLEU needs sacreBLEU's FLORES-200 SentencePiece model, which sacreBLEU downloads once into ``~/.sacrebleu``;
-    offline and not cached, it is left out (NaN) with a warning rather than failing the run.
+    One corpus score per cell: the reference averages per-batch ``corpus_bleu`` scores, which depends on the batch
+    size. ``13a`` splits on spaces and punctuation, so BLEU is near meaningless for ja, zh and th (a sentence is one
+    "word"); spBLEU is the comparable one. spBLEU needs sacreBLEU's FLORES-200 SentencePiece model, which sacreBLEU
+    downloads once into ``~/.sacrebleu``; offline and not cached, it is left out (NaN) with a warning rather than
+    failing the run.
 
-    >>> round(mt_scores(["le chat est noir"], ["le chat est noir"], spbleu=False)["chrf++"], 1)
-    100.0
+    >>> got = mt_scores(["le chat est noir"], ["le chat est noir"], spbleu=False)
+    >>> round(got["chrf++"], 1), round(got["bleu"], 1), "spbleu" in got
+    (100.0, 100.0, False)
     """
     from sacrebleu.metrics import BLEU, CHRF
 
-    out = {"chrf++": float(CHRF(word_order=2).corpus_score(list(hypotheses), [list(references)]).score)}
+    hyps, refs = list(hypotheses), [list(references)]
+    out = {"chrf++": float(CHRF(word_order=2).corpus_score(hyps, refs).score),
+           "bleu": float(BLEU().corpus_score(hyps, refs).score)}
     if spbleu:
         try:
-            out["spbleu"] = float(BLEU(tokenize="flores200").corpus_score(list(hypotheses), [list(references)]).score)
+            out["spbleu"] = float(BLEU(tokenize="flores200").corpus_score(hyps, refs).score)
         except Exception as exc:  # sacrebleu raises URLError/OSError/RuntimeError when it cannot fetch the model
             import warnings
 
@@ -177,21 +211,37 @@ def mt_scores(hypotheses: Sequence[str], references: Sequence[str], spbleu: bool
     return out
 
 
+def _mt_cell(task: str, factor_text: str, name: str, lang: str, items: list[tuple[str, str]], hyps: list[str],
+             spbleu: bool) -> list[dict[str, Any]]:
+    """One (setting, language) cell: the quality metrics, then ``empty_share``, the share of outputs that
+    :func:`lens_steer.generation.cut_generation` left empty (scored as empty strings, so say how many)."""
+    rows = [_row(task, factor_text, name, lang, metric, value, len(items))
+            for metric, value in mt_scores(hyps, [ref for _, ref in items], spbleu=spbleu).items()]
+    empty = sum(not h for h in hyps)
+    if empty:  # never silently: an empty hypothesis is scored as an empty string
+        import warnings
+
+        warnings.warn(f"{task} {lang} (intervened: {name}): {empty} of {len(hyps)} outputs are empty after the cut;"
+                      " they are scored as empty strings (metric empty_share)", stacklevel=3)
+    return rows + [_row(task, factor_text, name, lang, "empty_share", empty / len(hyps), len(hyps))]
+
+
 def eval_mt(task: str, model: Any, steerer: Any, pairs: dict[str, list[tuple[str, str]]],
             setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
-            max_new_tokens: int | None = None, spbleu: bool = True,
-            progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """en->x greedy translation under every setting; rows of chrF++/spBLEU and the outputs themselves."""
+            max_new_tokens: int | None = None, spbleu: bool = True, progress: bool = False,
+            prompt: str = "targeted") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """en->x greedy translation under every setting with the ``prompt`` of :data:`MT_PROMPTS`; rows of chrF++,
+    BLEU, spBLEU and empty share, and the outputs themselves (the hypotheses exactly as scored)."""
     from tqdm.auto import tqdm
 
-    from lens_steer.generation import greedy_generate
+    from lens_steer.generation import cut_generation, greedy_generate
 
     rows, outputs = [], []
     for lang in tqdm(list(pairs), desc=task, disable=not progress):
         items = pairs[lang]
         if not items:
             raise LensSteerError(f"no sentence pairs for {lang}; check the data")
-        prompts = [mt_prompt(lang, src) for src, _ in items]
+        prompts = [mt_prompt(lang, src, prompt) for src, _ in items]
         n_src = max(len(model.tokenizer(src, add_special_tokens=False)["input_ids"]) for src, _ in items)
         new = max_new_tokens or max_new_tokens_for(lang, n_src)
         ivs = [iv for _, iv in setups for _ in items]
@@ -199,13 +249,12 @@ def eval_mt(task: str, model: Any, steerer: Any, pairs: dict[str, list[tuple[str
                                 steerer=steerer if steerer is not None else None,
                                 interventions=ivs if steerer is not None else None, batch_size=batch_size,
                                 stop_text="\n")
-        refs = [ref for _, ref in items]
         for k, (name, _) in enumerate(setups):
-            hyps = [cut_translation(t) for t in texts[k * len(items) : (k + 1) * len(items)]]
-            for metric, value in mt_scores(hyps, refs, spbleu=spbleu).items():
-                rows.append(_row(task, factor_text, name, lang, metric, value, len(items)))
+            hyps = [cut_generation(t, "\n") for t in texts[k * len(items) : (k + 1) * len(items)]]
+            rows += _mt_cell(task, factor_text, name, lang, items, hyps, spbleu)
             outputs += [{"task": task, "intervened": name, "factor": factor_text if name != "none" else None,
-                         "eval_lang": lang, "source": src, "reference": ref, "hypothesis": hyp}
+                         "eval_lang": lang, "prompt_style": prompt, "source": src, "reference": ref,
+                         "hypothesis": hyp, "empty": not hyp}
                         for (src, ref), hyp in zip(items, hyps)]
     return rows, outputs
 
@@ -257,16 +306,17 @@ def self_cross(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build_items(task: str, raw: dict[str, list[Any]]) -> dict[str, list[Choice]]:
-    """Turn loaded dataset items into scored choices."""
+def build_items(task: str, raw: dict[str, list[Any]], join: str = "auto") -> dict[str, list[Choice]]:
+    """Turn loaded dataset items into scored choices, context and continuation joined by ``join``
+    (:func:`lens_steer.languages.separator`)."""
     if task == "xcopa":
-        return {lang: [xcopa_choice(lang, it.premise, it.choice1, it.choice2, it.question, it.label) for it in items]
-                for lang, items in raw.items()}
+        return {lang: [xcopa_choice(lang, it.premise, it.choice1, it.choice2, it.question, it.label, join)
+                       for it in items] for lang, items in raw.items()}
     if task == "xwinograd":
-        return {lang: [xwinograd_choice(it.sentence, it.option1, it.option2, it.answer) for it in items]
+        return {lang: [xwinograd_choice(lang, it.sentence, it.option1, it.option2, it.answer, join) for it in items]
                 for lang, items in raw.items()}
     if task == "include":
-        return {lang: [include_choice(it.question, tuple(it.options), it.answer) for it in items]
+        return {lang: [include_choice(it.question, tuple(it.options), it.answer, join) for it in items]
                 for lang, items in raw.items()}
     raise LensSteerError(f"{task} is not a multiple-choice task")
 
@@ -278,18 +328,21 @@ def task_languages(task: str) -> tuple[str, ...] | None:
     return {"xcopa": data.XCOPA_LANGS, "xwinograd": data.XWINOGRAD_LANGS, "include": data.INCLUDE_LANGS}.get(task)
 
 
-def load_task_data(task: str, langs: Sequence[str], path: str | None = None, limit: int | None = None) -> Any:
-    """The items of ``task`` for ``langs``: choices (MC tasks), texts (ppl) or (en, x) pairs (translation)."""
+def load_task_data(task: str, langs: Sequence[str], path: str | None = None, limit: int | None = None,
+                   join: str = "auto") -> Any:
+    """The items of ``task`` for ``langs``: choices (MC tasks, joined by ``join``), texts (ppl) or (en, x) pairs
+    (translation)."""
     from lens_steer.evals import data
 
     if task not in TASKS:
         raise LensSteerError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    task_label(task, join=join)  # a join the task cannot use fails before any loading
     if task == "xcopa":
-        return build_items(task, data.load_xcopa(langs, path=path, limit=limit))
+        return build_items(task, data.load_xcopa(langs, path=path, limit=limit), join)
     if task == "xwinograd":
-        return build_items(task, data.load_xwinograd(langs, path=path, limit=limit))
+        return build_items(task, data.load_xwinograd(langs, path=path, limit=limit), join)
     if task == "include":
-        return build_items(task, data.load_include(langs, path=path, limit=limit))
+        return build_items(task, data.load_include(langs, path=path, limit=limit), join)
     if task == "flores-mt":
         return data.load_flores_pairs([c for c in langs if c != "en"], path=path, limit=limit)
     if task == "ppl":
@@ -301,11 +354,14 @@ def load_task_data(task: str, langs: Sequence[str], path: str | None = None, lim
 
 def run_eval(task: str, model: Any, steerer: Any, loaded: Any, setups: list[tuple[str, Intervention | None]],
              factor_text: str, *, batch_size: int = 16, max_new_tokens: int | None = None, spbleu: bool = True,
-             progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Run one task on loaded data; returns (rows, generated outputs)."""
-    if task in ("xcopa", "xwinograd", "include"):
-        return eval_choice(task, model, steerer, loaded, setups, factor_text, batch_size, progress), []
+             progress: bool = False, prompt: str = "targeted",
+             join: str = "auto") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run one task on loaded data (``join``: the one :func:`load_task_data` used); returns (rows, generated
+    outputs), the rows named by :func:`task_label`."""
+    label = task_label(task, prompt, join)
+    if task in CHOICE_TASKS:
+        return eval_choice(label, model, steerer, loaded, setups, factor_text, batch_size, progress), []
     if task in ("ppl", "udhr-ppl"):
-        return eval_ppl(task, model, steerer, loaded, setups, factor_text, batch_size, progress), []
-    return eval_mt(task, model, steerer, loaded, setups, factor_text, batch_size, max_new_tokens,
-                   spbleu=spbleu and task == "flores-mt", progress=progress)
+        return eval_ppl(label, model, steerer, loaded, setups, factor_text, batch_size, progress), []
+    return eval_mt(label, model, steerer, loaded, setups, factor_text, batch_size, max_new_tokens,
+                   spbleu=spbleu and task == "flores-mt", progress=progress, prompt=prompt)

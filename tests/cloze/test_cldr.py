@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lens_steer.cloze import CLOZES, ClozeSet, Fact, load_cloze
-from lens_steer.cloze.cldr import CLDR_EXCLUDED, NO_SPACE, RELATIONS, SUPPORTED
+from lens_steer.cloze.cldr import CLDR_EXCLUDED, RELATIONS, SUPPORTED
 from lens_steer.errors import LensSteerError
-from lens_steer.languages import LANGUAGES, PAPER_LANGUAGES
+from lens_steer.languages import LANGUAGES, PAPER_LANGUAGES, writes_spaces
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,14 @@ def test_each_language_has_50_well_formed_facts(cloze: ClozeSet, lang: str) -> N
     for fact in facts:
         prompt, answer = fact.prompt[lang], fact.answer[lang]
         assert prompt and prompt == prompt.rstrip(), fact.id
-        assert answer.strip(), fact.id
-        # The leading-space rule: one space for spaced scripts, none for ja/zh/th.
-        if lang in NO_SPACE:
-            assert not answer[0].isspace(), fact.id
-        else:
-            assert answer[0] == " " and not answer[1].isspace(), fact.id
+        assert answer.strip() and answer == answer.strip(), fact.id  # bare: the prompt decides the separator
+        # The separator rule: one space after a spaced-script prompt, none after ja/zh/th, for every answer.
+        for other in fact.answer:
+            joined = fact.continuation(lang, other)
+            if writes_spaces(lang):
+                assert joined[0] == " " and not joined[1].isspace(), fact.id
+            else:
+                assert not joined[0].isspace(), fact.id
         last_word = prompt.split()[-1].rstrip(",:")
         assert answer.strip() != last_word, fact.id
         assert "{" not in prompt and "}" not in prompt, fact.id
@@ -50,16 +52,19 @@ def test_all_relations_are_present_and_the_order_is_round_robin(cloze: ClozeSet)
 def test_fact_ids_are_aligned_across_languages(cloze: ClozeSet) -> None:
     by_id = {fact.id: fact for fact in cloze.facts}
     fact = by_id["weekday_next:0"]  # Monday -> Tuesday
-    assert fact.prompt["en"] + fact.answer["en"] == "If today is Monday, tomorrow is Tuesday"
-    assert fact.answer["fr"] == " mardi"
+    assert fact.prompt["en"] + fact.continuation("en", "en") == "If today is Monday, tomorrow is Tuesday"
+    assert fact.answer["fr"] == "mardi"
+    assert fact.prompt["en"] + fact.continuation("en", "ja") == "If today is Monday, tomorrow is 火曜日"
+    assert fact.prompt["ja"] + fact.continuation("ja", "en") == "今日が月曜日なら、明日はTuesday"
+    assert fact.continuation("ja", "en", join="reference") == " Tuesday"
     assert fact.answer["ja"] == "火曜日"
     assert fact.answer["zh"] == "星期二"
     assert fact.answer["th"] == "วันอังคาร"
     month = by_id["month_next:1"]  # January -> February; ru needs the nominative (stand-alone) form
-    assert month.answer["ru"] == " февраль"
-    assert month.answer["vi"] == " tháng 2"
+    assert month.answer["ru"] == "февраль"
+    assert month.answer["vi"] == "tháng 2"
     country = by_id["country_language:JP"]
-    assert (country.answer["en"], country.answer["ja"], country.answer["fr"]) == (" Japanese", "日本語", " japonais")
+    assert (country.answer["en"], country.answer["ja"], country.answer["fr"]) == ("Japanese", "日本語", "japonais")
     # Every language that has a fact has both its prompt and its answer.
     for fact in cloze.facts:
         assert set(fact.prompt) == set(fact.answer), fact.id
@@ -68,7 +73,7 @@ def test_fact_ids_are_aligned_across_languages(cloze: ClozeSet) -> None:
 def test_list_prompts_end_with_the_three_previous_names(cloze: ClozeSet) -> None:
     fact = next(f for f in cloze.facts if f.id == "weekday_list:3")  # Thursday
     assert fact.prompt["en"] == "Days of the week: Monday, Tuesday, Wednesday,"
-    assert fact.answer["en"] == " Thursday"
+    assert fact.answer["en"] == "Thursday"
     assert fact.prompt["ja"].endswith("月曜日、火曜日、水曜日、")
 
 

@@ -105,9 +105,11 @@ def test_local_copy_builds_aligned_facts(copy: Path) -> None:
         "th": "พิม แวนเดลเกิดที่",
         "fr": "Pim Vandel est né à",
     }
-    assert born.answer == {"en": " Lorwick", "ja": "ロルウィック", "zh": "洛尔威克", "th": "ลอร์วิก", "fr": " Lorwick"}
+    assert born.answer == {"en": "Lorwick", "ja": "ロルウィック", "zh": "洛尔威克", "th": "ลอร์วิก", "fr": "Lorwick"}
+    assert born.prompt["ja"] + born.continuation("ja", "en") == "ピム・ヴァンデルはLorwick"
+    assert born.prompt["en"] + born.continuation("en", "ja") == "Pim Vandel was born in ロルウィック"
     assert crosses.prompt["ja"] == "オッサ橋は"  # the text after [Y] ("を渡る。") is dropped
-    assert crosses.answer["en"] == " the Tessel"
+    assert crosses.answer["en"] == "the Tessel"
     for lang in cloze.languages:
         assert len(cloze.for_source(lang)) == 2
     assert cloze.meta["source"] == f"local:{copy.resolve()}"
@@ -132,7 +134,7 @@ def test_max_facts_and_unusable_rows(tmp_path: Path) -> None:
 
 
 def test_a_missing_config_borrows_the_object_column(copy: Path) -> None:
-    """If config t lacks a fact, its answer comes from another config's obj_t, spaced like t's templates."""
+    """If config t lacks a fact, its answer comes from another config's obj_t (bare, like every answer)."""
     _write_parquet(copy / "zh.parquet", _rows("zh")[:1])
     cloze = load_cloze("mlama-dod", ["en", "zh"], path=str(copy))
     crosses = cloze.facts[1]
@@ -200,5 +202,5 @@ def test_hub_rows_are_used_and_jp_is_tried_after_ja(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(datasets, "load_dataset", fake)
     cloze = load_cloze("mlama-dod", ["en", "ja"])
     assert tried == ["en", "ja", "jp"]
-    assert cloze.facts[0].answer == {"en": " Lorwick", "ja": "ロルウィック"}
+    assert cloze.facts[0].answer == {"en": "Lorwick", "ja": "ロルウィック"}
     assert cloze.meta["source"] == f"hf:{HUB_DATASET}"

@@ -91,9 +91,52 @@ def test_udhr_mt_outputs(run, monkeypatch):
     assert main(["eval", str(run), "--task", "udhr-mt", "--factor", "p_max", "--targets", "fr",
                  "--max-new-tokens", "5", "--quiet"]) == 0
     rows = _rows(run / "eval_udhr-mt.csv")
-    assert {r["eval_lang"] for r in rows} == {"fr", "ru", "zh"} and {r["metric"] for r in rows} == {"chrf++"}
+    assert {r["eval_lang"] for r in rows} == {"fr", "ru", "zh"}
+    assert {r["metric"] for r in rows} == {"chrf++", "bleu", "empty_share"}
     outputs = [json.loads(line) for line in (run / "eval_udhr-mt_outputs.jsonl").read_text().splitlines()]
-    assert len(outputs) == 3 * 2 * 2 and {"source", "reference", "hypothesis"} <= set(outputs[0])
+    assert len(outputs) == 3 * 2 * 2 and {"source", "reference", "hypothesis", "empty"} <= set(outputs[0])
+    assert {o["prompt_style"] for o in outputs} == {"targeted"}
+    for r in rows:  # empty_share says how many of the cell's hypotheses are empty, as written to the outputs
+        if r["metric"] == "empty_share":
+            cell = [o for o in outputs if (o["intervened"], o["eval_lang"]) == (r["intervened"], r["eval_lang"])]
+            assert float(r["value"]) == pytest.approx(sum(o["hypothesis"] == "" for o in cell) / len(cell))
+
+
+def test_udhr_mt_untargeted_prompt_gets_its_own_file(run, monkeypatch, capsys):
+    from lens_steer.evals import data
+
+    monkeypatch.setattr(data, "load_udhr_pairs",
+                        lambda langs, limit=None: {c: list(zip(SENTENCES["en"][:1], SENTENCES[c][:1])) for c in langs})
+    default = run / "eval_udhr-mt.csv"
+    before = default.read_bytes() if default.exists() else None
+    assert main(["eval", str(run), "--task", "udhr-mt", "--factor", "p_max", "--targets", "fr", "--eval-langs", "fr",
+                 "--max-new-tokens", "3", "--prompt", "untargeted", "--quiet"]) == 0
+    rows = _rows(run / "eval_udhr-mt-untargeted.csv")
+    assert {r["task"] for r in rows} == {"udhr-mt-untargeted"}
+    outputs = [json.loads(x) for x in (run / "eval_udhr-mt-untargeted_outputs.jsonl").read_text().splitlines()]
+    assert {o["prompt_style"] for o in outputs} == {"untargeted"}
+    assert (default.read_bytes() if default.exists() else None) == before  # the targeted results are untouched
+    assert "udhr-mt-untargeted" in capsys.readouterr().out
+
+
+def test_join_is_threaded_from_the_cli_to_the_items(run, monkeypatch):
+    from lens_steer import evals
+
+    seen = []
+    real = evals.include_choice
+
+    def spy(*args):
+        seen.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(evals, "include_choice", spy)
+    base = ["eval", str(run), "--task", "include", "--data", str(FIXTURES / "include"), "--eval-langs", "tr",
+            "--targets", "fr", "--factor", "p_max", "--limit", "2", "--quiet"]
+    assert main([*base, "--join", "reference"]) == 0
+    assert main(base) == 0
+    assert seen == ["reference"] * 2 + ["auto"] * 2
+    assert {r["task"] for r in _rows(run / "eval_include-refjoin.csv")} == {"include-refjoin"}
+    assert {r["task"] for r in _rows(run / "eval_include.csv")} == {"include"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -106,6 +149,10 @@ def test_udhr_mt_outputs(run, monkeypatch):
     (["--task", "xcopa", "--eval-langs", "it"], "lens-steer lss"),
     (["--task", "xcopa", "--eval-langs", "it", "--factor", "p_max", "--targets", "en", "--positions", "middle"],
      "position"),
+    (["--task", "xcopa", "--eval-langs", "it", "--factor", "p_max", "--prompt", "untargeted"], "--prompt applies"),
+    (["--task", "udhr-mt", "--eval-langs", "fr", "--factor", "p_max", "--join", "reference"], "--join applies"),
+    (["--task", "xcopa", "--eval-langs", "it", "--factor", "p_max", "--join", "spaced"], "unknown --join"),
+    (["--task", "udhr-mt", "--eval-langs", "fr", "--factor", "p_max", "--prompt", "polite"], "unknown --prompt"),
 ])
 def test_bad_inputs(run, capsys, argv, message):
     capsys.readouterr()

@@ -33,7 +33,8 @@ def _items():
     return {
         "fr": [xcopa_choice("it", s, "Una cosa.", "Un'altra cosa.", q, i % 2)
                for i, (s, q) in enumerate(zip(SENTENCES["fr"], ["cause", "effect"] * 5))],
-        "ru": [xwinograd_choice(s.replace(" ", " _ ", 1), "кот", "река", 1 + i % 2) for i, s in enumerate(SENTENCES["ru"])],
+        "ru": [xwinograd_choice("ru", s.replace(" ", " _ ", 1), "кот", "река", 1 + i % 2)
+               for i, s in enumerate(SENTENCES["ru"])],
         "en": [include_choice(s, ("one", "two", "three", "four"), i % 4) for i, s in enumerate(SENTENCES["en"])],
     }
 
@@ -107,7 +108,7 @@ def test_eval_mt_batch_invariance_and_outputs(run):
                           spbleu=False)
     assert [o["hypothesis"] for o in out16] == [o["hypothesis"] for o in out1]
     assert rows16 == rows1
-    assert {r["metric"] for r in rows16} == {"chrf++"} and len(out16) == 6
+    assert [r["metric"] for r in rows16[:3]] == ["chrf++", "bleu", "empty_share"] and len(out16) == 6
     assert all("\n" not in o["hypothesis"] for o in out16)
 
 
@@ -130,3 +131,51 @@ def test_stop_text_is_a_prefix_cut(run):
         if stop in f:
             assert c.index(stop) == f.index(stop)
     assert greedy_generate(model, prompts, max_new_tokens=12, stop_text=None) == full
+
+
+# ---- translation: empty outputs, BLEU, the untargeted prompt (a scripted model: its first token is a newline) -----
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_dirs):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_dirs["llama"])
+
+
+def _scripted_mt(tokenizer, prompt="targeted"):
+    from scripted_model import ScriptedModel
+
+    model = ScriptedModel(tokenizer, {"cat": ["\n", "Le chat dort.", "\n", "English: more"],
+                                      "river": ["\n", " ", "\n\n"]})
+    pairs = {"fr": [("The cat sleeps.", "Le chat dort."), ("The river runs.", "La rivière coule.")]}
+    with pytest.warns(UserWarning, match="1 of 2 outputs are empty"):  # never silently
+        rows, outputs = eval_mt("udhr-mt", model, None, pairs, settings(None, []), "-", max_new_tokens=12,
+                                spbleu=False, prompt=prompt)
+    return model, rows, outputs
+
+
+def test_eval_mt_leading_newline_is_skipped_and_empty_outputs_are_counted(tokenizer):
+    _, rows, outputs = _scripted_mt(tokenizer)
+    assert [o["hypothesis"] for o in outputs] == ["Le chat dort.", ""]  # were ["", ""]
+    assert [o["empty"] for o in outputs] == [False, True]
+    got = {r["metric"]: r for r in rows}
+    assert got["empty_share"]["value"] == 0.5 and got["empty_share"]["n"] == 2
+    assert list(got) == ["chrf++", "bleu", "empty_share"]  # the quality metric first: the one tables and plots use
+
+
+def test_eval_mt_bleu_is_one_corpus_bleu_over_the_written_hypotheses(tokenizer):
+    import sacrebleu
+
+    _, rows, outputs = _scripted_mt(tokenizer)
+    hyps, refs = [o["hypothesis"] for o in outputs], [o["reference"] for o in outputs]
+    bleu = next(r["value"] for r in rows if r["metric"] == "bleu")
+    assert bleu == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)  # default tokenize="13a"
+    assert 0 < bleu < 100
+
+
+def test_eval_mt_untargeted_prompt_is_used_and_recorded(tokenizer):
+    model, _, outputs = _scripted_mt(tokenizer, prompt="untargeted")
+    assert model.prompts and all(p.endswith("\nTarget language: ") and "French" not in p for p in model.prompts)
+    assert {o["prompt_style"] for o in outputs} == {"untargeted"}
+    targeted, _, out_t = _scripted_mt(tokenizer)
+    assert all(p.endswith("\nFrench:") for p in targeted.prompts) and out_t[0]["prompt_style"] == "targeted"
