@@ -3,9 +3,13 @@
 The pipeline flows one way: corpus -> statistics -> neuron set -> intervention -> metric -> figure.
 
 >>> import lens_steer as ls
->>> # bridge = ls.load_model()                                  # embedded Gemma-3-270M, offline
->>> # stats = ls.record(bridge, ls.load_corpus("udhr", ["en", "fr"]), run_dir="runs/demo")
->>> # neurons = ls.lape(stats)                                  # NeuronSet, neurons.json
+>>> from lens_steer.record import record  # not ls.record: importing lens_steer.record rebinds that name to the module
+>>> bridge = ls.load_model()                              # doctest: +SKIP
+>>> texts = ls.load_corpus("udhr", ["en", "fr"])          # doctest: +SKIP
+>>> stats = record(bridge, texts, progress=False)         # Stats; record(..., run_dir="runs/demo") saves them
+>>> neurons = ls.lape(stats)                              # NeuronSet, neurons.json
+>>> neurons.languages
+['en', 'fr']
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from lens_steer.stats import Stats, merge_stats  # noqa: E402
 
 _LAZY = {
     # Model I/O and corpora import torch/transformers/datasets; keep `import lens_steer` light.
+    "Run": "lens_steer.run",
     "load_model": "lens_steer.models",
     "describe_mlp": "lens_steer.models",
     "MLPSite": "lens_steer.models",

@@ -21,7 +21,9 @@ from lens_steer.stats import Stats
 def matched_control(neurons: NeuronSet, stats: Stats, seed: int = 0) -> NeuronSet:
     """A control neuron set with the same per-language, per-layer counts as ``neurons``.
 
-    >>> # ctrl = matched_control(neurons, stats, seed=1); ctrl.counts().equal(neurons.counts()) -> True
+    >>> ctrl = matched_control(neurons, stats, seed=1)
+    >>> ctrl.counts().equal(neurons.counts())
+    True
     """
     if neurons.n_layers != stats.n_layers or neurons.d_mlp != stats.d_mlp:
         raise LensSteerError("the neuron set and the statistics come from different models")

@@ -10,15 +10,13 @@ and is counted apart (``empty``) so that "wrote nothing" is not read as "wrote a
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, matches
-from lens_steer.paths import atomic_path
+from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run
 from lens_steer.steer import Factor, Intervention, Steerer
 
 NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
@@ -66,9 +64,6 @@ def degeneration(text: str) -> dict[str, float]:
         seen.add(g)
     return {"distinct2": len(set(bigrams)) / len(bigrams) if bigrams else 1.0,
             "repetition": repeats / len(trigrams) if trigrams else 0.0}
-GENERATIONS_FILE = "generations.jsonl"
-
-
 def generation_record(kind: str, prompt: str, text: str, detector: Detector, *, target: str | None,
                       factor: str | None, source: str | None = None, **extra: Any) -> dict[str, Any]:
     """One line of ``generations.jsonl``; ``text`` is kept as generated, ``empty`` says it holds only whitespace.
@@ -88,11 +83,8 @@ def generation_record(kind: str, prompt: str, text: str, detector: Detector, *, 
 
 
 def append_generations(run_dir: str | Path, records: Sequence[dict[str, Any]]) -> Path:
-    """Append records to ``RUN_DIR/generations.jsonl`` in one write."""
-    path = Path(run_dir) / GENERATIONS_FILE
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    return path
+    """Append records to the run's generations file in one write."""
+    return Run(run_dir).append_jsonl(GENERATIONS_FILE, records)
 
 
 def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
@@ -138,11 +130,5 @@ def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: S
 
 
 def write_forcing(run_dir: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    path = Path(run_dir) / "forcing.csv"
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FORCING_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return path
+    """Write the run's forcing table atomically (the one CSV writer: 6 significant digits)."""
+    return Run(run_dir).write_csv(FORCING_CSV, rows, FORCING_COLUMNS)

@@ -63,7 +63,12 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
     (``positions="all"``: prompt and generated tokens; the prompt ends where generation starts, so
     ``prompt``/``generated``/``last:K`` work too).
 
-    >>> # greedy_generate(model, ["Once upon a time"], max_new_tokens=10)  ->  [" there was a ..."]
+    >>> from lens_steer.steer import Intervention, Steerer
+    >>> prompts = ["Once upon a time"] * 2  # the second row with fr's neurons set to their p_max
+    >>> out = greedy_generate(bridge, prompts, max_new_tokens=5, steerer=Steerer(bridge, neurons, stats),
+    ...                       interventions=[None, Intervention("fr", "p_max")])
+    >>> len(out), type(out[0])  # the continuations without the prompt, e.g. " there was a ..."
+    (2, <class 'str'>)
     """
     if max_new_tokens < 1:
         raise LensSteerError(f"--max-new-tokens must be >= 1, not {max_new_tokens}")

@@ -22,7 +22,8 @@ from torch import Tensor
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_json
-from lens_steer.stats import MANIFEST_FILE, Stats, read_manifest
+from lens_steer.run import MANIFEST_FILE
+from lens_steer.stats import Stats, read_manifest
 
 METHODS = ("lape", "activated", "ap", "ap-lape")
 # Elements of one neuron chunk of the AP computation (samples x neurons): about 16 MiB per float64 work tensor.

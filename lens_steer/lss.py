@@ -11,7 +11,6 @@ forwards with its own per-row intervention, all answers of a prompt sharing the 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import Tensor
 from lens_steer.cloze import Fact
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
-from lens_steer.paths import atomic_path, write_json
+from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run
 from lens_steer.scoring import score
 from lens_steer.steer import Factor, Intervention, Steerer
 from lens_steer.stats import Stats
@@ -243,7 +242,8 @@ def _row(factor: Factor, layers: str | int, s: str, t: str, values: dict[str, An
     return row
 
 
-RULE = ("among amplifying factors (not controls, not zero, not a low percentile such as p10) whose mean LSS beats the null (the control's mean LSS, or"
+RULE = ("among amplifying factors (not controls, not zero, not a low percentile such as p10) whose mean LSS beats"
+        " the null (the control's mean LSS, or"
         " 0.5 without a control) and whose mean source damage stays within {bound:g} nats, the highest language-forcing"
         " success (strict) when forcing was measured, else the highest target-wins rate; within 0.01 the factor with"
         " less source damage wins")
@@ -329,17 +329,110 @@ def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
 
 def write_lss(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
     """Write ``lss.csv`` and ``lss_summary.json`` atomically."""
-    run_dir = Path(run_dir)
-    with atomic_path(run_dir / "lss.csv") as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LSS_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _fmt(row.get(k, "")) for k in LSS_COLUMNS})
-    write_json(run_dir / "lss_summary.json", summary)
+    run = Run(run_dir)
+    run.write_csv(LSS_CSV, rows, LSS_COLUMNS)
+    run.write_json(LSS_SUMMARY, summary)
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if value != value else f"{value:.6g}"
-    return value
+# ---------------------------------------------------------------------------------------------------------------
+# LSS of a run directory: what `lens-steer lss` does, as a config + function pair
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LSSConfig:
+    """Everything ``lens-steer lss`` takes besides the run (the CLI's flags, one field each).
+
+    ``factors`` and ``per_layer`` are factor lists as typed (written back verbatim); ``langs`` a language list
+    (None: the run's languages the cloze covers); ``forcing`` adds language forcing of the amplifying factors and
+    the controls, written to ``forcing.csv`` and used by the factor choice.
+    """
+
+    cloze: str = "cldr"
+    cloze_path: str | None = None
+    langs: str | None = None
+    factors: str = "p_max,p_median,testmax,testmax+,zero,p10"
+    sweep: str | None = None
+    seeds: int = CONTROL_SEEDS
+    join: str = "auto"
+    per_layer: str | None = None  # "all", or the factors to run one layer at a time
+    max_facts: int | None = None
+    batch_size: int = 32
+    damage_bound: float = DAMAGE_BOUND
+    forcing: bool = False
+    forcing_tokens: int = 30
+    forcing_batch_size: int = 16
+    detector: str = "cld2"
+    progress: bool = True
+
+    def parsed_factors(self) -> list[Factor]:
+        """The factors, then the sweep's (without repeats); a bad one fails here, before any work."""
+        from lens_steer.steer import parse_factors, sweep_factors
+
+        factors = parse_factors(self.factors)
+        if self.sweep:
+            known = {f.text for f in factors}
+            factors += [f for f in sweep_factors(self.sweep) if f.text not in known]
+        return factors
+
+    def layered(self, factors: Sequence[Factor]) -> bool | list[str]:
+        """``per_layer`` for :func:`run_lss`: True (every factor), the factor texts listed, or False."""
+        from lens_steer.steer import parse_factors
+
+        if self.per_layer in (None, ""):
+            return False
+        if self.per_layer == "all":
+            return True
+        listed = [f.text for f in parse_factors(self.per_layer)]
+        unknown = [f for f in listed if f not in {g.text for g in factors}]
+        if unknown:
+            raise LensSteerError(f"--per-layer {', '.join(unknown)}: not among --factors ({self.factors})")
+        return listed
+
+
+def lss_languages(neurons: NeuronSet, spec: str | None, cloze: str) -> list[str]:
+    """The LSS languages: those asked for (each must be in the run), else the run's languages the cloze covers."""
+    from lens_steer.cloze import supported_languages
+    from lens_steer.languages import parse_languages
+
+    if not spec:
+        covered = supported_languages(cloze)
+        return [c for c in neurons.languages if c in covered]
+    langs = parse_languages(spec)
+    missing = [c for c in langs if c not in neurons.languages]
+    if missing:
+        raise LensSteerError(f"{', '.join(missing)} not in the run (it has {', '.join(neurons.languages)});"
+                             " identify neurons for them first")
+    return langs
+
+
+def lss_for_run(run: Run, config: LSSConfig, device: str = "cpu") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """LSS (and, with ``config.forcing``, language forcing) of a run directory; writes ``lss.csv``,
+    ``lss_summary.json`` (and ``forcing.csv``, appending ``generations.jsonl``) and returns (rows, summary)."""
+    from lens_steer.cloze import load_cloze
+    from lens_steer.forcing import append_generations, run_forcing, write_forcing
+    from lens_steer.lid import get_detector
+
+    factors = config.parsed_factors()
+    detector = get_detector(config.detector) if config.forcing else None  # a bad detector fails before any work
+    per_layer = config.layered(factors)
+    neurons, stats = run.neurons(), run.stats()
+    langs = lss_languages(neurons, config.langs, config.cloze)
+    cloze = load_cloze(config.cloze, langs, path=config.cloze_path, max_facts=config.max_facts)
+    facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
+    model = run.model(device)
+    rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=per_layer, batch_size=config.batch_size,
+                   n_seeds=config.seeds, join=config.join, progress=config.progress)
+    forcing_rows = None
+    if detector is not None:
+        # Deactivating factors (zero, p10) cannot make the model write t: forcing is measured for the amplifying
+        # factors and the controls (the null line) only.
+        targets = [t for t in langs if neurons.totals().get(t, 0)]
+        forcing_rows, records = run_forcing(
+            model, Steerer(model, neurons, stats), targets, [f for f in factors if f.amplifies or f.control],
+            detector, max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size,
+            progress=config.progress)
+        write_forcing(run.path, forcing_rows)
+        append_generations(run.path, records)
+    summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)
+    summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=config.join)
+    write_lss(run.path, rows, summary)
+    return rows, summary

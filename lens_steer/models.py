@@ -174,7 +174,9 @@ def no_logits(model: Any, ids: torch.Tensor) -> dict[str, Any]:
     CPU). Models that cannot take the mask get ``logits_to_keep=1``. Call :func:`masked_logits_ok` once before
     attaching hooks: its one-time probe is a forward of its own.
 
-    >>> # bridge(ids, attention_mask=attn, return_type=None, **no_logits(bridge, ids))
+    >>> ids = torch.tensor([[1, 40, 41, 42]])
+    >>> ok = masked_logits_ok(bridge)  # the probe, before any hook is attached
+    >>> bridge(ids, attention_mask=torch.ones_like(ids), return_type=None, **no_logits(bridge, ids))
     """
     if masked_logits_ok(model):
         return {"logits_to_keep": torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)}

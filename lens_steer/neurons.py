@@ -23,8 +23,8 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
+from lens_steer.run import NEURONS_FILE
 
-NEURONS_FILE = "neurons.json"
 
 
 @dataclass

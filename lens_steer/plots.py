@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import atomic_path
 from lens_steer.stats import Stats
+from lens_steer.steer import factor_or_none, is_control
 
 # Languages grouped by family, then script, so that related languages sit next to each other in matrices
 # (Indonesian beside Malay, the Romance languages together, the CJK block at the end).
@@ -321,18 +321,16 @@ def _lss_title(metric: str, factor: str, control: str | None) -> str:
 
 def factor_multiple(text: str) -> tuple[str, float] | None:
     """The family and multiple of a factor on a dose axis: ``p_max*2`` -> ``("p_max", 2.0)``, ``p_max`` ->
-    ``("p_max", 1.0)``, ``scale:0.5`` -> ``("scale", 0.5)``, ``add:3`` -> ``("add", 3.0)``; other factors: None.
+    ``("p_max", 1.0)``, ``scale:0.5`` -> ``("scale", 0.5)``, ``add:3`` -> ``("add", 3.0)``; other factors, and
+    texts that are no factor: None. The factor's own :attr:`~lens_steer.steer.Factor.family` and ``multiple``.
 
     >>> factor_multiple("p_median*0.25"), factor_multiple("zero")
     (('p_median', 0.25), None)
     """
-    m = re.fullmatch(r"(p_max|p_median|mean)(?:\s*\*\s*([-+0-9.eE]+))?", text.strip())
-    if m:
-        return m.group(1), float(m.group(2)) if m.group(2) else 1.0
-    m = re.fullmatch(r"(scale|add|control:p_max|control:p_median)(?::\s*|\*)?([-+0-9.eE]+)?", text.strip())
-    if m and m.group(2):
-        return m.group(1), float(m.group(2))
-    return None
+    factor = factor_or_none(text)
+    if factor is None or factor.family is None or factor.multiple is None:
+        return None
+    return factor.family, factor.multiple
 
 
 def _curves(frame: pd.DataFrame, x: str, metric: str, hover_x: str, mode: str) -> tuple[go.Figure, list[float]]:
@@ -442,7 +440,7 @@ def gain_damage(lss: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figure:
     agg = frame.groupby("factor", sort=False)[["target_gain", "source_damage"]].mean()
     fig = go.Figure(go.Scatter(
         x=agg["source_damage"], y=agg["target_gain"], mode="markers+text", text=agg.index,
-        textposition="top center", marker=dict(size=12, color=[CONTROL_COLOUR if f.startswith("control") else
+        textposition="top center", marker=dict(size=12, color=[CONTROL_COLOUR if is_control(f) else
                                                                  "#1f77b4" for f in agg.index]),
         hovertemplate="%{text}<br>source damage %{x:.2f} nats<br>target gain %{y:.2f} nats<extra></extra>"))
     fig.add_hline(y=0, line_color="#bbb")

@@ -52,6 +52,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.models import (ACT_FNS, MLPSite, act_fn_modules, describe_mlp, masked_logits_ok, model_identity,
                                no_logits)
 from lens_steer.paths import atomic_path
+from lens_steer.run import PARTIAL_DIR
 from lens_steer.stats import Stats
 
 SITES = ("act", "post")
@@ -368,15 +369,17 @@ def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig
     Returns:
         The :class:`~lens_steer.stats.Stats` (tensors as in the contract, manifest included).
 
-    >>> # stats = record(load_model(), load_corpus("udhr", ["en", "fr"]), config=RecordConfig(max_tokens=2000))
-    >>> # stats.over_zero.shape -> torch.Size([18, 2048, 2])
+    >>> texts = load_corpus("udhr", ["en", "fr"])  # doctest: +SKIP
+    >>> stats = record(bridge, texts, config=RecordConfig(max_tokens=2000), progress=False)
+    >>> stats.over_zero.shape  # [layer, d_mlp, language]; Gemma-3-270M: torch.Size([18, 2048, 2])
+    torch.Size([2, 64, 2])
     """
     config = config or RecordConfig()
     site = describe_mlp(bridge)
     tokenised = _tokenise_all(bridge, texts, config)
     keep = _kept_sentences(tokenised, config)
     manifest = _manifest(bridge, site, config, list(texts), corpus, n_keep=len(next(iter(keep.values()))))
-    partial_dir = Path(run_dir) / "partial" if run_dir is not None else None
+    partial_dir = Path(run_dir) / PARTIAL_DIR if run_dir is not None else None
     results: dict[str, dict[str, Tensor]] = {}
     for code, data in tqdm(tokenised.items(), desc="languages", disable=not progress or len(texts) == 1):
         key = _resume_key(manifest, code, data, keep[code])

@@ -22,19 +22,19 @@ from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_text
+from lens_steer.run import (EVAL_GLOB, FORCING_CSV, GENERATIONS_FILE, LSS_CSV, LSS_SUMMARY, REPORT_FILE, STATS_FILE,
+                             Run)
 from lens_steer import plots
 from lens_steer.stats import Stats
+from lens_steer.steer import is_control
 
 MAX_GENERATIONS = 80  # the newest records shown; the full file stays in the run directory
 MAX_TABLE_ROWS = 400
 
 
 def _load(run_dir: Path) -> tuple[NeuronSet, Stats | None]:
-    if not (run_dir / "neurons.json").exists():
-        raise LensSteerError(f"{run_dir} has no neurons.json; run `lens-steer identify --out {run_dir}` first")
-    neurons = NeuronSet.load(run_dir)
-    stats = Stats.load(run_dir) if (run_dir / "stats.safetensors").exists() else None
-    return neurons, stats
+    run = Run(run_dir)
+    return run.neurons(), run.stats() if run.has(STATS_FILE) else None
 
 
 def eval_deltas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -89,22 +89,19 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
         if not families.empty and families.iloc[0] >= 2:
             figs["lss_vs_factor"] = plots.lss_curve(lss, null=_control_mean(lss))
         if len(families) and families.iloc[0] >= 2 and "target_wins" in lss.columns:
-            ctrl = lss[(lss["layers"] == "all") & lss["factor"].str.startswith("control")]
-            figs["target_wins_vs_factor"] = plots.lss_curve(
-                lss, metric="target_wins", null=float(ctrl["target_wins"].mean()) if not ctrl.empty else None)
-        forcing_path = run_dir / "forcing.csv"
+            figs["target_wins_vs_factor"] = plots.lss_curve(lss, metric="target_wins",
+                                                            null=_control_mean(lss, "target_wins"))
+        forcing_path = run_dir / FORCING_CSV
         if forcing_path.exists() and len(families) and families.iloc[0] >= 2:
             forcing = plots.read_table(forcing_path).assign(layers="all", source="-")
-            ctrl = forcing[forcing["factor"].str.startswith("control")]
             if forcing["factor"].map(plots.factor_multiple).notna().sum() >= 2:
-                figs["forcing_vs_factor"] = plots.lss_curve(
-                    forcing, metric="forcing_strict", null=float(ctrl["forcing_strict"].mean()) if not ctrl.empty
-                    else None)
+                figs["forcing_vs_factor"] = plots.lss_curve(forcing, metric="forcing_strict",
+                                                            null=_control_mean(forcing, "forcing_strict"))
         if (lss["layers"] != "all").any():
             figs["lss_per_layer"] = plots.layer_lss_curve(lss)
         if {"target_gain", "source_damage"} <= set(lss.columns):
             figs["gain_vs_damage"] = plots.gain_damage(lss)
-    for path in sorted(run_dir.glob("eval_*.csv")):
+    for path in sorted(run_dir.glob(EVAL_GLOB)):
         frame = plots.read_table(path)
         deltas = eval_deltas(frame)
         if deltas.empty:
@@ -118,7 +115,7 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
 
 
 def _lss_table(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / "lss.csv"
+    path = run_dir / LSS_CSV
     if not path.exists():
         return None
     frame = plots.read_table(path)
@@ -126,15 +123,14 @@ def _lss_table(run_dir: Path) -> pd.DataFrame | None:
 
 
 def _best_factor(run_dir: Path) -> str | None:
-    path = run_dir / "lss_summary.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("best_factor")
+    run = Run(run_dir)
+    return run.summary().get("best_factor") if run.has(LSS_SUMMARY) else None
 
 
-def _control_mean(lss: pd.DataFrame) -> float | None:
-    ctrl = lss[(lss["layers"] == "all") & lss["factor"].str.startswith("control")]
-    return float(ctrl["lss"].mean()) if not ctrl.empty else None
+def _control_mean(frame: pd.DataFrame, metric: str = "lss") -> float | None:
+    """The mean ``metric`` of the matched random-neuron controls' all-layer rows: a dose curve's null line."""
+    ctrl = frame[(frame["layers"] == "all") & frame["factor"].map(is_control).astype(bool)]
+    return float(ctrl[metric].mean()) if not ctrl.empty else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,17 +179,7 @@ def _counts_table(neurons: NeuronSet, stats: Stats | None) -> pd.DataFrame:
 
 
 def _generations(run_dir: Path) -> str:
-    path = run_dir / "generations.jsonl"
-    if not path.exists():
-        return ""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of an interrupted append is skipped, not fatal
+    records = Run(run_dir).read_jsonl(GENERATIONS_FILE)  # a torn last line of an interrupted append is skipped
     if not records:
         return ""
     shown = records[-MAX_GENERATIONS:]
@@ -254,10 +240,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     lss = _lss_table(run_dir)
     if lss is not None:
-        summary_path = run_dir / "lss_summary.json"
         part = ""
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if Run(run_dir).has(LSS_SUMMARY):
+            summary = Run(run_dir).summary()
             rows = [{"factor": f, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
                     for f, vals in summary.get("factors", {}).items()]
             part += (f"<p>Chosen factor: <b>{html.escape(str(summary.get('best_factor')))}</b>"
@@ -273,7 +258,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         part += "<details><summary>lss.csv</summary>" + _table(lss) + "</details>"
         sections.append(("lss", "Language Steering Shift", part))
 
-    forcing_path = run_dir / "forcing.csv"
+    forcing_path = run_dir / FORCING_CSV
     if forcing_path.exists():
         sections.append(("forcing", "Language forcing on neutral prompts", _table(plots.read_table(forcing_path))))
     gens = _generations(run_dir)
@@ -283,7 +268,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     evals = [k for k in figs if k.startswith("downstream_")]
     if evals:
         part = "".join(_figure_html(figs[k], f"fig-{k}") for k in evals)
-        for path in sorted(run_dir.glob("eval_*.csv")):
+        for path in sorted(run_dir.glob(EVAL_GLOB)):
             part += f"<details><summary>{html.escape(path.name)}</summary>{_table(plots.read_table(path))}</details>"
         sections.append(("downstream", "Downstream evaluation under amplification", part))
 
@@ -304,6 +289,6 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         *[f"<h2 id='{a}'>{html.escape(t)}</h2>{h}" for a, t, h in sections],
         "</body></html>",
     ])
-    target = Path(out) if out else run_dir / "report.html"
+    target = Path(out) if out else run_dir / REPORT_FILE
     write_text(target, page)
     return target

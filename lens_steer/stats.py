@@ -38,10 +38,8 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
+from lens_steer.run import MANIFEST_FILE, SENT_MEANS_FILE, STATS_FILE
 
-STATS_FILE = "stats.safetensors"
-SENT_MEANS_FILE = "sent_means.safetensors"
-MANIFEST_FILE = "manifest.json"
 
 _CONTRACT: dict[str, tuple[torch.dtype, str]] = {
     "over_zero": (torch.int64, "L D K"),
@@ -219,7 +217,11 @@ def merge_stats(shards: list[Stats]) -> Stats:
     Counts and sums add; kept sentence means are concatenated per language (shard order) and cut to the run's
     requested N; max/median/min are then recomputed from them. Shards may hold different or overlapping languages.
 
-    >>> # merged = merge_stats([Stats.load("run/shard0"), Stats.load("run/shard1")])
+    >>> shards = [Stats.load("run/shard0"), Stats.load("run/shard1")]  # doctest: +SKIP
+    >>> shards = [stats, stats]  # here one shard twice: its counts add up
+    >>> merged = merge_stats(shards)
+    >>> merged.languages, bool((merged.n_tokens == 2 * stats.n_tokens).all())
+    (['en', 'fr'], True)
     """
     if not shards:
         raise LensSteerError("merge_stats needs at least one shard")

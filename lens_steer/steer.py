@@ -37,7 +37,9 @@ every row of a batch, or a different one per row, and removes its hooks on exit,
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import numbers
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, ad
 PAPER_FACTORS = ("p_max", "p_median", "testmax", "testmax+", "zero", "p10")
 """The factors of the paper's factor table, in its order."""
 _STAT_OF = {"p_max": "max", "p_median": "median", "mean": "mean"}
+_FAMILY_OF = {stat: name for name, stat in _STAT_OF.items()}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -72,6 +75,8 @@ class Factor:
     ('scale', 0.0)
     >>> parse_factor("testmax+"), parse_factor("p10").value
     (Factor(text='testmax+', kind='test', value=1.0, stat='max+'), 0.1)
+    >>> parse_factor("p_median*0.5").family, parse_factor("add:3").multiple, parse_factor("control:p_max").control
+    ('p_median', 3.0, True)
     """
 
     text: str
@@ -94,6 +99,37 @@ class Factor:
         """Meant to push the target's neurons up: not a control, not zero, not a low percentile (p10 suppresses)."""
         low = self.kind == "test" and self.stat == "quantile" and self.value < 0.5
         return not (self.control or self.kind == "zero" or low)
+
+    @property
+    def family(self) -> str | None:
+        """The dose family: ``p_max``, ``p_median``, ``mean``, ``scale``, ``add``, or ``control:`` and a statistic
+        (``control:p_max``). Factors of one family differ only in :attr:`multiple`. None for zero, set and the
+        test-time factors.
+
+        >>> [parse_factor(t).family for t in ("p_max*2", "scale:3", "control:p_median*2", "zero", "testmax")]
+        ['p_max', 'scale', 'control:p_median', None, None]
+        """
+        if self.kind in ("scale", "add"):
+            return self.kind
+        if self.kind != "stat":
+            return None
+        name = _FAMILY_OF[self.stat or "max"]
+        return f"control:{name}" if self.control else name
+
+    @property
+    def multiple(self) -> float | None:
+        """The dose on the family's axis: a of ``p_max*a`` (1 for ``p_max``), the scale, the addend; None without a
+        family. A bare control (``control:p_max``) has none either: it is the null the doses are compared with, not a
+        point of the curve, while ``control:p_max*2`` is one.
+
+        >>> parse_factor("p_max").multiple, parse_factor("control:p_max").multiple, parse_factor("set:2").multiple
+        (1.0, None, None)
+        """
+        if self.family is None:
+            return None
+        if self.control and self.text.removeprefix("control:").strip() in _STAT_OF:
+            return None
+        return self.value
 
 
 def parse_factor(text: str) -> Factor:
@@ -132,6 +168,32 @@ def _parse_plain(spec: str) -> Factor | None:
     if m:
         return Factor(spec, "test", int(m.group(1)) / 100, "quantile")
     return None
+
+
+@functools.lru_cache(maxsize=1024)  # tables ask it of every row (tens of thousands); one parse takes ~10 us
+def factor_or_none(text: object) -> Factor | None:
+    """The parsed factor of a table cell, or None where the cell is no factor (written by hand, empty, NaN): a table
+    read back is tolerated where a command line is refused.
+
+    >>> factor_or_none("p_max*2").multiple, factor_or_none("p_maximum"), factor_or_none(float("nan"))
+    (2.0, None, None)
+    """
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_factor(text)
+    except LensSteerError:
+        return None
+
+
+def is_control(text: object) -> bool:
+    """Whether a factor text is a matched random-neuron control (``control:p_max``); a text that is no factor is not.
+
+    >>> is_control("control:p_max*2"), is_control("p_max"), is_control("control")
+    (True, False, False)
+    """
+    factor = factor_or_none(text)
+    return factor is not None and factor.control
 
 
 SWEEPS: dict[str, tuple[str, ...]] = {
@@ -200,6 +262,13 @@ class Intervention:
             :func:`steering`; by default the first forward's input is the prompt.
         deactivate: optional language whose neurons are set to 0 at the same positions and layers
             (amplify the target while silencing the source). A neuron in both sets follows ``factor``.
+
+    It checks itself when built, so a bad factor, layer or position fails before any model work:
+
+    >>> Intervention("fr", "p_max", positions="middle")
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: unknown positions 'middle'; use one of all, prompt, generated, last:K
     """
 
     target: str
@@ -209,13 +278,23 @@ class Intervention:
     deactivate: str | None = None
     seed: int = 0  # which matched random draw a control:... factor uses
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.factor, (Factor, str)):
+            raise LensSteerError(f"factor {self.factor!r} is neither a Factor nor a factor string ({FACTOR_FORMS})")
+        self.parsed_factor()
+        self.position_rule()
+        if not _valid_layers(self.layers):
+            raise LensSteerError(f"cannot use layers {self.layers!r}; use \"all\", a layer (5) or a sequence of"
+                                 " layers ([1, 4, 9])")
+
     def parsed_factor(self) -> Factor:
         return self.factor if isinstance(self.factor, Factor) else parse_factor(self.factor)
 
     def layer_list(self, n_layers: int) -> list[int]:
         if self.layers == "all":
             return list(range(n_layers))
-        layers = [self.layers] if isinstance(self.layers, int) else list(self.layers)  # type: ignore[arg-type]
+        one = isinstance(self.layers, numbers.Integral)
+        layers = [self.layers] if one else list(self.layers)  # type: ignore[arg-type]
         bad = [layer for layer in layers if not 0 <= int(layer) < n_layers]
         if bad:
             raise LensSteerError(f"layers {bad} out of range: this model has layers 0..{n_layers - 1}")
@@ -224,10 +303,21 @@ class Intervention:
     def position_rule(self) -> tuple[str, int]:
         if self.positions in ("all", "prompt", "generated"):
             return self.positions, 0
-        m = re.fullmatch(r"last:(\d+)", self.positions)
+        m = re.fullmatch(r"last:(\d+)", self.positions) if isinstance(self.positions, str) else None
         if m and int(m.group(1)) > 0:
             return "last", int(m.group(1))
         raise LensSteerError(f"unknown positions {self.positions!r}; use one of {POSITIONS}")
+
+
+def _valid_layers(layers: object) -> bool:
+    """``"all"``, one layer or a sequence of layers, each an int (a bool is no layer); their range is checked
+    against the model later (:meth:`Intervention.layer_list`)."""
+    def is_layer(x: object) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+    if isinstance(layers, str):
+        return layers == "all"
+    return is_layer(layers) or (isinstance(layers, Sequence) and all(is_layer(x) for x in layers))
 
 
 DynKey = tuple  # ("max",) or ("quantile", q): which test-time statistic of the row a coefficient multiplies
@@ -324,9 +414,12 @@ def check_stats_for_model(stats: Stats, site: MLPSite, model: Any = None) -> Non
 class Steerer:
     """Compiles interventions against a neuron set and statistics, and installs them as hooks.
 
-    >>> # steerer = Steerer(model, neurons, stats)
-    >>> # with steerer.apply(Intervention("fr", "p_max")):
-    >>> #     logits = model(tokens)
+    >>> steerer = Steerer(bridge, neurons, stats)
+    >>> tokens = bridge.to_tokens("Le petit chat dort.")
+    >>> with steerer.apply(Intervention("fr", "p_max")):
+    ...     logits = bridge(tokens)
+    >>> bool((logits != bridge(tokens)).any())  # steered inside the block, plain after it (the hooks are gone)
+    True
     """
 
     def __init__(self, model: Any, neurons: NeuronSet, stats: Stats | None = None):
@@ -387,7 +480,9 @@ class Steerer:
 
         Rows that share an intervention (LSS repeats one per answer and per fact) are compiled once.
 
-        >>> # steerer.plan([Intervention("fr", "p_max"), None])[0].alpha.shape -> torch.Size([2, n_union])
+        >>> plan = Steerer(bridge, neurons, stats).plan([Intervention("fr", "p_max"), None])
+        >>> plan[0].alpha.tolist()  # layer 0, fr's 4 neurons: row 0 sets them (alpha 0), row 1 keeps them
+        [[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
         """
         groups: dict[Any, tuple[Intervention, list[int]]] = {}
         for r, iv in enumerate(rows):

@@ -38,8 +38,10 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
                           progress: bool = False) -> dict[str, list[TokenHit]]:
     """The ``top_k`` highest-value tokens of neuron (``layer``, ``neuron``) per language, highest first.
 
-    >>> # hits = top_activating_tokens(load_model(), load_corpus("udhr", ["fr"]), layer=17, neuron=1932)
-    >>> # hits["fr"][0].token, hits["fr"][0].value
+    >>> hits = top_activating_tokens(bridge, {"fr": texts["fr"]}, layer=1, neuron=5, top_k=3)
+    >>> best = hits["fr"][0]  # Gemma-3-270M on the UDHR: e.g. layer=17, neuron=1932
+    >>> len(hits["fr"]), best.value >= hits["fr"][1].value, best.token in best.left + best.token + best.right
+    (3, True, True)
     """
     mlp = describe_mlp(bridge)
     if not 0 <= layer < mlp.n_layers:

@@ -38,10 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from lens_steer.cloze import ClozeSet, Fact, check_supported
 from lens_steer.errors import LensSteerError
+from lens_steer.reader import Pattern, Row, find_files, load_hub, needs, read_files
 
 HUB_DATASET = "inayarhmns/MLAMA-dod-185"
 SPLIT = "test"
@@ -57,7 +57,14 @@ CONFIG_NAMES: dict[str, tuple[str, ...]] = {"ja": ("ja", "jp")}
 _NOT_IN_MLAMA = "not in mLAMA; use the cldr cloze for it"
 _LOCAL_HINT = "pass --cloze-path to a local copy laid out as <dir>/<lang>.parquet or <dir>/<lang>.jsonl"
 
-Row = dict[str, Any]
+_MISSING = needs("template")
+_LAYOUTS: tuple[Pattern, ...] = (
+    "{name}.parquet",
+    "{name}.jsonl",
+    (f"{{name}}/**/*{SPLIT}*", f"{{name}}/**/*{SPLIT}*/**/*"),  # the hub's layout: files whose path mentions the split
+    "{name}/**/*",  # ... else every file under <path>/<lang>/
+)
+"""The local layouts, most preferred first (see :func:`lens_steer.reader.find_files`)."""
 
 
 def build_prompt(template: str, subject: str) -> tuple[str, bool] | None:
@@ -109,81 +116,17 @@ def _fact_key(row: Row, index: int) -> str:
     return f"row:{index}"
 
 
-def _read_jsonl_rows(file: Path) -> list[Row]:
-    from lens_steer.corpora.files import read_jsonl_objects
-
-    return [record for _, record in read_jsonl_objects(file)]
-
-
-def _read_parquet_rows(file: Path) -> list[Row]:
-    import pyarrow.parquet as pq  # a dependency of datasets; imported late to keep start-up fast
-
-    try:
-        return pq.read_table(file).to_pylist()
-    except OSError as exc:
-        reason = " ".join(str(exc).split())
-        raise LensSteerError(
-            f"cannot read {file} as parquet ({reason}); replace it with an MLAMA-dod parquet file"
-        ) from None
-
-
-def _read_file(file: Path) -> list[Row]:
-    return _read_jsonl_rows(file) if file.suffix == ".jsonl" else _read_parquet_rows(file)
-
-
-def _local_files(folder: Path, lang: str) -> list[Path]:
-    for name in CONFIG_NAMES.get(lang, (lang,)):
-        for suffix in (".parquet", ".jsonl"):
-            if (folder / f"{name}{suffix}").is_file():
-                return [folder / f"{name}{suffix}"]
-        sub = folder / name
-        if sub.is_dir():
-            files = sorted(p for p in sub.rglob("*") if p.suffix in (".parquet", ".jsonl") and p.is_file())
-            tests = [p for p in files if SPLIT in p.relative_to(sub).as_posix()]
-            if tests or files:
-                return tests or files
-    return []
-
-
-def _load_local(folder: Path, lang: str) -> list[Row]:
-    if not folder.is_dir():
-        raise LensSteerError(f"--cloze-path {folder} is not a folder; {_LOCAL_HINT}")
-    files = _local_files(folder, lang)
-    if not files:
-        listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise LensSteerError(f"no {lang}.parquet or {lang}.jsonl in {folder} (found: {listing}); {_LOCAL_HINT}")
-    return [row for file in files for row in _read_file(file)]
-
-
-def _load_hub(lang: str) -> list[Row]:
-    try:
-        import datasets
-    except ImportError:
-        raise LensSteerError("the mlama-dod cloze needs the `datasets` package; pip install datasets") from None
+def _rows(lang: str, path: str | None, where: str) -> list[Row]:
+    """The rows of the language's config, from the hub or the local copy (one reader: :mod:`lens_steer.reader`)."""
     names = CONFIG_NAMES.get(lang, (lang,))
-    for name in names:
-        try:
-            data = datasets.load_dataset(HUB_DATASET, name, split=SPLIT)
-        except ValueError:  # datasets' "BuilderConfig 'jp' not found": try the next name
-            continue
-        # Why so broad: the hub stack raises many types when offline (ConnectionError, OfflineModeIsEnabled,
-        # LocalEntryNotFoundError, DatasetNotFoundError...); all mean the same thing to the user.
-        except Exception as exc:  # noqa: BLE001
-            raise LensSteerError(
-                f"cannot load {HUB_DATASET} from the Hugging Face hub ({type(exc).__name__}); {_LOCAL_HINT}"
-            ) from None
-        return list(data.to_list()) if hasattr(data, "to_list") else [dict(row) for row in data]
-    raise LensSteerError(f"{HUB_DATASET} has no config {' or '.join(names)} with a {SPLIT} split; {_LOCAL_HINT}")
-
-
-def _check_rows(rows: list[Row], lang: str, where: str) -> None:
+    if path is None:
+        rows = load_hub(HUB_DATASET, names, SPLIT, missing=_MISSING, user="the mlama-dod cloze", hint=_LOCAL_HINT).rows
+    else:
+        files = find_files(Path(path), names, _LAYOUTS, wanted=f"{lang}.parquet or {lang}.jsonl", hint=_LOCAL_HINT)
+        rows = read_files(files, _MISSING, "MLAMA-dod")
     if not rows:
         raise LensSteerError(f"{where} has no rows for {lang}; check the copy, or {_LOCAL_HINT}")
-    if "template" not in rows[0]:
-        columns = ", ".join(sorted(rows[0]))
-        raise LensSteerError(
-            f"{where} has no 'template' column for {lang} (columns: {columns}); use the MLAMA-dod schema"
-        )
+    return rows
 
 
 def load(langs: Sequence[str], path: str | None) -> ClozeSet:
@@ -209,8 +152,7 @@ def load(langs: Sequence[str], path: str | None) -> ClozeSet:
     borrowed: dict[str, dict[str, str]] = {}
     skipped: dict[str, int] = {}
     for lang in langs:
-        rows = _load_local(Path(path), lang) if path is not None else _load_hub(lang)
-        _check_rows(rows, lang, where)
+        rows = _rows(lang, path, where)
         skipped[lang] = 0
         for index, row in enumerate(rows):
             key = _fact_key(row, index)

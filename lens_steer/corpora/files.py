@@ -9,12 +9,12 @@ folder can hold e.g. ``identify/`` and ``eval/``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lens_steer.errors import LensSteerError
+from lens_steer.reader import read_jsonl_objects, read_text  # the one reader of local files; re-exported here
 
 SUFFIXES = (".txt", ".jsonl")
 
@@ -25,31 +25,7 @@ def read_lines(path: Path) -> list[str]:
     >>> read_lines(Path("fr.txt"))  # doctest: +SKIP
     ['Bonjour.', 'Merci.']
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LensSteerError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
-    return [line for line in text.splitlines() if line.strip()]
-
-
-def read_jsonl_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSON-lines file; a bad line is a one-line error."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise LensSteerError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
-    records: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LensSteerError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove that line") from None
-        if not isinstance(record, dict):
-            raise LensSteerError(f"{path}:{number}: expected one JSON object per line; fix that line")
-        records.append((number, record))
-    return records
+    return [line for line in read_text(path).splitlines() if line.strip()]
 
 
 def read_jsonl(path: Path, field: str = "text") -> list[Any]:

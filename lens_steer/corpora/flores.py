@@ -20,16 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from lens_steer.corpora.files import read_jsonl
 from lens_steer.errors import LensSteerError
 from lens_steer.languages import FLORES_PLUS_RENAMES, get_language
+from lens_steer.reader import SUFFIXES, Table, find_files, load_hub, needs, read_file
 
 HUB_DATASET = "openlanguagedata/flores_plus"
 SPLITS = ("dev", "devtest")
 TEXT_COLUMN = "text"
 ID_COLUMN = "id"
+
+_HINT = "pass --corpus-path to a local copy laid out as <dir>/<split>/<code>.parquet"
 
 
 def flores_plus_code(lang: str) -> str:
@@ -53,62 +54,29 @@ def check_split(split: str) -> str:
     return split
 
 
-def _in_id_order(texts: list[Any], ids: list[Any] | None) -> list[Any]:
-    if ids is None:
+def _texts(table: Table) -> list[str]:
+    """The texts in sentence-id order when the schema has ids (parquet, hub), else in file order (JSON lines).
+
+    >>> _texts(Table([{"id": 2, "text": "b"}, {"id": 1, "text": "a"}], ("id", "text"), "x"))
+    ['a', 'b']
+    """
+    texts = [row[TEXT_COLUMN] for row in table.rows]
+    if table.columns is None or ID_COLUMN not in table.columns:
         return texts
+    ids = [row[ID_COLUMN] for row in table.rows]
     return [text for _, text in sorted(zip(ids, texts, strict=True), key=lambda pair: pair[0])]
 
 
-def _load_local(folder: Path, lang: str) -> list[str]:
-    import pyarrow.parquet as pq  # a dependency of datasets; imported late to keep start-up fast
-
-    codes = dict.fromkeys((flores_plus_code(lang), get_language(lang).flores))
-    files = [folder / f"{code}{suffix}" for code in codes for suffix in (".parquet", ".jsonl")]
-    found = [file for file in files if file.is_file()]
-    if not found:
-        listing = ", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no such folder"
-        wanted = " or ".join(file.name for file in files)
-        raise LensSteerError(
-            f"no {wanted} in {folder} (found: {listing or 'nothing'}); lay the copy out as <dir>/<split>/<code>.parquet"
-        )
-    file = found[0]
-    if file.suffix == ".jsonl":
-        return read_jsonl(file, TEXT_COLUMN)
-    try:
-        table = pq.read_table(file)
-    except OSError as exc:
-        reason = " ".join(str(exc).split())
-        raise LensSteerError(
-            f"cannot read {file} as parquet ({reason}); replace it with a FLORES+ parquet file"
-        ) from None
-    if TEXT_COLUMN not in table.column_names:
-        raise LensSteerError(
-            f"{file} has no {TEXT_COLUMN!r} column (columns: {', '.join(table.column_names)}); use the FLORES+ schema"
-        )
-    ids = table.column(ID_COLUMN).to_pylist() if ID_COLUMN in table.column_names else None
-    return _in_id_order(table.column(TEXT_COLUMN).to_pylist(), ids)
+def _load_local(folder: Path, lang: str) -> Table:
+    codes = list(dict.fromkeys((flores_plus_code(lang), get_language(lang).flores)))
+    wanted = " or ".join(f"{code}{suffix}" for code in codes for suffix in SUFFIXES)
+    files = find_files(folder, codes, [f"{{name}}{suffix}" for suffix in SUFFIXES], wanted=wanted, hint=_HINT)
+    return read_file(files[0], needs(TEXT_COLUMN), "FLORES+")
 
 
-def _load_hub(lang: str, split: str) -> list[str]:
-    try:
-        import datasets
-    except ImportError:
-        raise LensSteerError("the flores corpus needs the `datasets` package; pip install datasets") from None
+def _load_hub(lang: str, split: str) -> Table:
     config = flores_plus_code(lang)
-    local = "pass --corpus-path to a local copy laid out as <dir>/<split>/<code>.parquet"
-    try:
-        data = datasets.load_dataset(HUB_DATASET, config, split=split)
-    # DatasetNotFoundError is an OSError too, so it must come first: it is what a gated repo gives.
-    except datasets.exceptions.DatasetNotFoundError:
-        raise LensSteerError(
-            f"no access to {HUB_DATASET}: accept its conditions on the hub and run `huggingface-cli login`, or {local}"
-        ) from None
-    except OSError as exc:
-        raise LensSteerError(f"the Hugging Face hub is unreachable ({type(exc).__name__}); {local}") from None
-    except ValueError:
-        raise LensSteerError(f"{HUB_DATASET} has no config {config} with a {split} split; {local}") from None
-    ids = data[ID_COLUMN] if ID_COLUMN in data.column_names else None
-    return _in_id_order(list(data[TEXT_COLUMN]), ids)
+    return load_hub(HUB_DATASET, [config], split, missing=needs(TEXT_COLUMN), user="the flores corpus", hint=_HINT)
 
 
 def load(langs: Sequence[str], split: str, path: str | None) -> dict[str, list[str]]:
@@ -120,12 +88,13 @@ def load(langs: Sequence[str], split: str, path: str | None) -> dict[str, list[s
         path: A local copy (see the module docstring); ``None`` loads from the hub.
 
     Raises:
-        LensSteerError: unknown split, unreachable or gated hub, or a missing local file.
+        LensSteerError: unknown split, unreachable or gated hub, or a missing or unreadable local file (one line,
+            from :mod:`lens_steer.reader`).
 
     >>> len(load(["fr"], "dev", None)["fr"])  # doctest: +SKIP
     997
     """
     check_split(split)
     if path is not None:
-        return {lang: _load_local(Path(path) / split, lang) for lang in langs}
-    return {lang: _load_hub(lang, split) for lang in langs}
+        return {lang: _texts(_load_local(Path(path) / split, lang)) for lang in langs}
+    return {lang: _texts(_load_hub(lang, split)) for lang in langs}

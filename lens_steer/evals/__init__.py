@@ -17,16 +17,16 @@ value, n``. A non-default variant is part of the task name (:func:`task_label`: 
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from lens_steer.errors import LensSteerError
+from lens_steer.evals import data
 from lens_steer.evals.tasks import (
     MT_PROMPTS,
     Choice,
@@ -37,15 +37,62 @@ from lens_steer.evals.tasks import (
     xwinograd_choice,
 )
 from lens_steer.languages import JOINS
-from lens_steer.paths import atomic_path
+from lens_steer.run import Run, eval_csv, eval_outputs
 from lens_steer.steer import Factor, Intervention
 
-TASKS = ("xcopa", "xwinograd", "include", "flores-mt", "ppl", "udhr-ppl", "udhr-mt")
-CHOICE_TASKS = ("xcopa", "xwinograd", "include")
-MT_TASKS = ("flores-mt", "udhr-mt")
+
+@dataclass(frozen=True)
+class Task:
+    """One downstream task: everything that differs between tasks, so that adding one is one entry of :data:`TASKS`.
+
+    ``load`` names a loader of :mod:`lens_steer.evals.data`, looked up when called (so a patched loader is the one
+    used); it takes ``(langs, path=, limit=)``, or ``(langs, limit=)`` when ``reads_path`` is false (the UDHR tasks
+    read the embedded declaration). ``build`` turns one loaded item of a ``choice`` task into a scored
+    :class:`~lens_steer.evals.tasks.Choice`: ``build(lang, item, join)``.
+    """
+
+    name: str
+    kind: Literal["choice", "ppl", "mt"]  # how it is scored: eval_choice, eval_ppl or eval_mt
+    load: str
+    reads_path: bool = True
+    languages: tuple[str, ...] | None = None  # the languages it covers; None: any language with data
+    build: Callable[[str, Any, str], Choice] | None = None
+    spbleu: bool = False  # mt: score spBLEU too (FLORES+ only: the UDHR analogs stay offline)
+
+
+def _xcopa(lang: str, it: data.CopaItem, join: str) -> Choice:
+    return xcopa_choice(lang, it.premise, it.choice1, it.choice2, it.question, it.label, join)
+
+
+def _xwinograd(lang: str, it: data.WinogradItem, join: str) -> Choice:
+    return xwinograd_choice(lang, it.sentence, it.option1, it.option2, it.answer, join)
+
+
+def _include(lang: str, it: data.IncludeItem, join: str) -> Choice:
+    return include_choice(it.question, tuple(it.options), it.answer, join)
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (
+    Task("xcopa", "choice", "load_xcopa", languages=data.XCOPA_LANGS, build=_xcopa),
+    Task("xwinograd", "choice", "load_xwinograd", languages=data.XWINOGRAD_LANGS, build=_xwinograd),
+    Task("include", "choice", "load_include", languages=data.INCLUDE_LANGS, build=_include),
+    Task("flores-mt", "mt", "load_flores_pairs", spbleu=True),
+    Task("ppl", "ppl", "load_flores_mono"),
+    Task("udhr-ppl", "ppl", "load_udhr_eval", reads_path=False),
+    Task("udhr-mt", "mt", "load_udhr_pairs", reads_path=False),
+)}  # fmt: skip
+"""The tasks by name, in the CLI's order; iterating or ``in`` gives the names."""
+CHOICE_TASKS = tuple(name for name, task in TASKS.items() if task.kind == "choice")
+MT_TASKS = tuple(name for name, task in TASKS.items() if task.kind == "mt")
 EVAL_COLUMNS = ("task", "factor", "intervened", "eval_lang", "metric", "value", "n")
 # Which direction is better, for the printed summary (perplexity, NLL and empty outputs: lower).
 LOWER_IS_BETTER = ("ppl_macro", "ppl_micro", "nll_macro", "nll_micro", "empty_share")
+
+
+def _task(name: str) -> Task:
+    if name not in TASKS:
+        raise LensSteerError(f"unknown task {name!r}; use one of {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 def task_label(task: str, prompt: str = "targeted", join: str = "auto") -> str:
@@ -57,8 +104,7 @@ def task_label(task: str, prompt: str = "targeted", join: str = "auto") -> str:
     >>> task_label("xcopa"), task_label("udhr-mt", prompt="untargeted"), task_label("include", join="reference")
     ('xcopa', 'udhr-mt-untargeted', 'include-refjoin')
     """
-    if task not in TASKS:
-        raise LensSteerError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    _task(task)
     if prompt not in MT_PROMPTS:
         raise LensSteerError(f"unknown --prompt {prompt!r}; use {' or '.join(MT_PROMPTS)}")
     if join not in JOINS:
@@ -265,18 +311,10 @@ def eval_mt(task: str, model: Any, steerer: Any, pairs: dict[str, list[tuple[str
 def write_eval(run_dir: str | Path, task: str, rows: Sequence[dict[str, Any]],
                outputs: Sequence[dict[str, Any]] = ()) -> Path:
     """``RUN_DIR/eval_<task>.csv`` (and ``eval_<task>_outputs.jsonl`` for translation), atomically."""
-    run_dir = Path(run_dir)
-    path = run_dir / f"eval_{task}.csv"
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=EVAL_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                v = row["value"]
-                writer.writerow({**row, "value": "" if isinstance(v, float) and v != v else f"{v:.6g}"})
+    run = Run(run_dir)
+    path = run.write_csv(eval_csv(task), rows, EVAL_COLUMNS)
     if outputs:
-        with atomic_path(run_dir / f"eval_{task}_outputs.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs), encoding="utf-8")
+        run.write_jsonl(eval_outputs(task), outputs)
     return path
 
 
@@ -308,48 +346,38 @@ def self_cross(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def build_items(task: str, raw: dict[str, list[Any]], join: str = "auto") -> dict[str, list[Choice]]:
     """Turn loaded dataset items into scored choices, context and continuation joined by ``join``
-    (:func:`lens_steer.languages.separator`)."""
-    if task == "xcopa":
-        return {lang: [xcopa_choice(lang, it.premise, it.choice1, it.choice2, it.question, it.label, join)
-                       for it in items] for lang, items in raw.items()}
-    if task == "xwinograd":
-        return {lang: [xwinograd_choice(lang, it.sentence, it.option1, it.option2, it.answer, join) for it in items]
-                for lang, items in raw.items()}
-    if task == "include":
-        return {lang: [include_choice(it.question, tuple(it.options), it.answer, join) for it in items]
-                for lang, items in raw.items()}
-    raise LensSteerError(f"{task} is not a multiple-choice task")
+    (:func:`lens_steer.languages.separator`).
+
+    >>> item = data.IncludeItem("2 + 2?", ("3", "4", "5", "6"), 1, "Maths")
+    >>> build_items("include", {"tr": [item]})["tr"][0].gold
+    1
+    """
+    build = TASKS[task].build if task in TASKS else None
+    if build is None:
+        raise LensSteerError(f"{task} is not a multiple-choice task")
+    return {lang: [build(lang, it, join) for it in items] for lang, items in raw.items()}
 
 
 def task_languages(task: str) -> tuple[str, ...] | None:
-    """The languages a task covers (None: any language with data)."""
-    from lens_steer.evals import data
+    """The languages a task covers (None: any language with data).
 
-    return {"xcopa": data.XCOPA_LANGS, "xwinograd": data.XWINOGRAD_LANGS, "include": data.INCLUDE_LANGS}.get(task)
+    >>> task_languages("xwinograd"), task_languages("ppl")
+    (('en', 'ja', 'zh', 'fr', 'pt', 'ru'), None)
+    """
+    return TASKS[task].languages if task in TASKS else None
 
 
 def load_task_data(task: str, langs: Sequence[str], path: str | None = None, limit: int | None = None,
                    join: str = "auto") -> Any:
     """The items of ``task`` for ``langs``: choices (MC tasks, joined by ``join``), texts (ppl) or (en, x) pairs
-    (translation)."""
-    from lens_steer.evals import data
-
-    if task not in TASKS:
-        raise LensSteerError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    (translation: English, the source, is never an evaluation language)."""
+    spec = _task(task)
     task_label(task, join=join)  # a join the task cannot use fails before any loading
-    if task == "xcopa":
-        return build_items(task, data.load_xcopa(langs, path=path, limit=limit), join)
-    if task == "xwinograd":
-        return build_items(task, data.load_xwinograd(langs, path=path, limit=limit), join)
-    if task == "include":
-        return build_items(task, data.load_include(langs, path=path, limit=limit), join)
-    if task == "flores-mt":
-        return data.load_flores_pairs([c for c in langs if c != "en"], path=path, limit=limit)
-    if task == "ppl":
-        return data.load_flores_mono(langs, path=path, limit=limit)
-    if task == "udhr-ppl":
-        return data.load_udhr_eval(langs, limit=limit)
-    return data.load_udhr_pairs([c for c in langs if c != "en"], limit=limit)
+    loader = getattr(data, spec.load)
+    if spec.kind == "mt":
+        langs = [c for c in langs if c != "en"]
+    raw = loader(langs, path=path, limit=limit) if spec.reads_path else loader(langs, limit=limit)
+    return build_items(task, raw, join) if spec.kind == "choice" else raw
 
 
 def run_eval(task: str, model: Any, steerer: Any, loaded: Any, setups: list[tuple[str, Intervention | None]],
@@ -359,9 +387,10 @@ def run_eval(task: str, model: Any, steerer: Any, loaded: Any, setups: list[tupl
     """Run one task on loaded data (``join``: the one :func:`load_task_data` used); returns (rows, generated
     outputs), the rows named by :func:`task_label`."""
     label = task_label(task, prompt, join)
-    if task in CHOICE_TASKS:
+    spec = TASKS[task]
+    if spec.kind == "choice":
         return eval_choice(label, model, steerer, loaded, setups, factor_text, batch_size, progress), []
-    if task in ("ppl", "udhr-ppl"):
+    if spec.kind == "ppl":
         return eval_ppl(label, model, steerer, loaded, setups, factor_text, batch_size, progress), []
     return eval_mt(label, model, steerer, loaded, setups, factor_text, batch_size, max_new_tokens,
-                   spbleu=spbleu and task == "flores-mt", progress=progress, prompt=prompt)
+                   spbleu=spbleu and spec.spbleu, progress=progress, prompt=prompt)

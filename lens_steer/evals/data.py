@@ -51,16 +51,14 @@ from typing import TYPE_CHECKING, Any
 
 from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES, parse_languages
+from lens_steer.reader import Missing, Row, find_files, load_hub, needs, read_files
 
 if TYPE_CHECKING:
     from lens_steer.corpora.udhr import Paragraph
 
-Row = dict[str, Any]
-
 XCOPA_HUB = "cambridgeltl/xcopa"
 XWINOGRAD_HUB = "Muennighoff/xwinograd"
 INCLUDE_HUB = "CohereLabs/include-lite-44"
-PARQUET_EXPORT = "refs/convert/parquet"
 
 XCOPA_CONFIGS: dict[str, str] = {
     code: code for code in ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
@@ -131,17 +129,13 @@ class _Spec:
     configs: dict[str, str]
     splits: tuple[str, ...]
     parquet_export: bool  # main holds a loading script: read refs/convert/parquet instead
-    missing: Callable[[Sequence[str]], list[str]]  # required columns absent from a column list
+    missing: Missing  # required columns absent from a column list
     convert: Callable[[Row], Any]  # a row to an item, or None when the row cannot make one
     skip_reason: str
 
 
-def _needs(*required: str) -> Callable[[Sequence[str]], list[str]]:
-    return lambda columns: [column for column in required if column not in columns]
-
-
 def _include_missing(columns: Sequence[str]) -> list[str]:
-    missing = _needs("question", "answer")(columns)
+    missing = needs("question", "answer")(columns)
     if "choices" not in columns and not all(column in columns for column in _OPTION_COLUMNS):
         missing.append("choices (or option_a..option_d)")
     return missing
@@ -194,12 +188,12 @@ def _include_item(row: Row) -> IncludeItem | None:
 
 XCOPA = _Spec(
     "xcopa", XCOPA_HUB, XCOPA_CONFIGS, ("validation", "test"), False,
-    _needs("premise", "choice1", "choice2", "question", "label", "idx"), _copa_item,
+    needs("premise", "choice1", "choice2", "question", "label", "idx"), _copa_item,
     "lack a text, a 0/1 label, an integer idx, or a cause/effect question",
 )  # fmt: skip
 XWINOGRAD = _Spec(
     "xwinograd", XWINOGRAD_HUB, XWINOGRAD_CONFIGS, ("test",), True,
-    _needs("sentence", "option1", "option2", "answer"), _winograd_item,
+    needs("sentence", "option1", "option2", "answer"), _winograd_item,
     "do not have exactly one '_' in the sentence, two options and an answer of 1 or 2",
 )  # fmt: skip
 INCLUDE = _Spec(
@@ -236,132 +230,44 @@ def _check_split(spec: _Spec, split: str) -> None:
 _LOCAL_HINT = f"pass --data PATH, a local copy laid out as <dir>/<config>/<split>.parquet (see {__name__})"
 
 
-# --- local copies --------------------------------------------------------------------------------------------------
+# --- local copies and the hub (both through lens_steer.reader) ------------------------------------------------------
 
 
-def _candidate_patterns(config: str, split: str, single_split: bool) -> list[str]:
+def _layouts(split: str, single_split: bool) -> list[str]:
+    """The local layouts of one split (module docstring), most preferred first; ``{name}`` is a config or our code.
+
+    >>> _layouts("test", True)[:2], _layouts("test", True)[-1]
+    (['{name}/test.parquet', '{name}/test.jsonl'], '{name}.jsonl')
+    """
     patterns = []
     for s in _SPLIT_ALIASES.get(split, (split,)):
-        patterns += [f"{config}/{s}.parquet", f"{config}/{s}.jsonl"]
-        patterns += [f"{config}/{s}-*.parquet", f"{config}/{s}-*.jsonl", f"{config}/{s}.*.jsonl"]
-        patterns += [f"{config}/{s}/*.parquet", f"{config}/{s}/*.jsonl"]
-        patterns += [f"{s}/{config}.parquet", f"{s}/{config}.jsonl"]
+        patterns += [f"{{name}}/{s}.parquet", f"{{name}}/{s}.jsonl"]
+        patterns += [f"{{name}}/{s}-*.parquet", f"{{name}}/{s}-*.jsonl", f"{{name}}/{s}.*.jsonl"]
+        patterns += [f"{{name}}/{s}/*.parquet", f"{{name}}/{s}/*.jsonl"]
+        patterns += [f"{s}/{{name}}.parquet", f"{s}/{{name}}.jsonl"]
     if single_split:
-        patterns += [f"{config}.parquet", f"{config}.jsonl"]
+        patterns += ["{name}.parquet", "{name}.jsonl"]
     return patterns
 
 
-def _local_files(folder: Path, names: Sequence[str], split: str, single_split: bool) -> list[Path]:
-    """The files of one language and split in a local copy: the first layout (module docstring) that matches.
-
-    Args:
-        folder: The copy's root.
-        names: Folder or file names to try for the language, in order (hub config first, then our code).
-        split: The split.
-        single_split: Whether ``<folder>/<name>.parquet`` may stand for the split.
-
-    Returns:
-        The matching files, sorted (several for sharded parquet), or ``[]``.
-    """
-    for name in dict.fromkeys(names):
-        for pattern in _candidate_patterns(name, split, single_split):
-            found = sorted(p for p in folder.glob(pattern) if p.is_file())
-            if found:
-                return found
-    return []
-
-
-def _read_file(file: Path, spec: _Spec) -> list[Row]:
-    """The rows of one file; raises if the file lacks a required column."""
-    if file.suffix == ".jsonl":
-        from lens_steer.corpora.files import read_jsonl_objects
-
-        rows = []
-        for number, record in read_jsonl_objects(file):
-            missing = spec.missing(list(record))
-            if missing:
-                raise LensSteerError(
-                    f"{file}:{number}: no {', '.join(missing)} field; each line needs the {spec.name} hub columns"
-                )
-            rows.append(record)
-        return rows
-    import pyarrow.parquet as pq  # a dependency of datasets; imported late to keep start-up fast
-
-    try:
-        table = pq.read_table(file)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        reason = " ".join(str(exc).split())
-        raise LensSteerError(f"cannot read {file} as parquet ({reason}); replace it with a {spec.name} file") from None
-    missing = spec.missing(table.column_names)
-    if missing:
-        raise LensSteerError(
-            f"{file} lacks the column(s) {', '.join(missing)} (columns: {', '.join(table.column_names)}); "
-            f"use the {spec.name} hub schema"
-        )
-    return table.to_pylist()
-
-
 def _load_local(spec: _Spec, folder: Path, lang: str, split: str) -> tuple[list[Row], str]:
-    if not folder.is_dir():
-        raise LensSteerError(f"--data {folder} is not a folder; {_LOCAL_HINT}")
     config = spec.configs[lang]
-    files = _local_files(folder, (config, lang), split, len(spec.splits) == 1)
-    if not files:
-        listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise LensSteerError(
-            f"no {spec.name} {split} data for {lang} in {folder}: expected {config}/{split}.parquet or .jsonl "
-            f"(or the hub's {config}/{split}-*.parquet); found: {listing}"
-        )
-    rows = [row for file in files for row in _read_file(file, spec)]
-    where = str(files[0]) if len(files) == 1 else f"{files[0].parent}/{split}*"
-    return rows, where
-
-
-# --- the hub -------------------------------------------------------------------------------------------------------
+    wanted = (
+        f"{spec.name} {split} data for {lang} ({config}/{split}.parquet or .jsonl, "
+        f"or the hub's {config}/{split}-*.parquet)"
+    )
+    layouts = _layouts(split, len(spec.splits) == 1)
+    files = find_files(folder, (config, lang), layouts, wanted=wanted, hint=_LOCAL_HINT)
+    rows = read_files(files, spec.missing, f"{spec.name} hub")
+    return rows, str(files[0]) if len(files) == 1 else f"{files[0].parent}/{split}*"
 
 
 def _load_hub(spec: _Spec, lang: str, split: str) -> tuple[list[Row], str]:
-    try:
-        import datasets
-    except ImportError:
-        raise LensSteerError(
-            f"the {spec.name} task needs the `datasets` package (pip install datasets), or {_LOCAL_HINT}"
-        ) from None
-    config = spec.configs[lang]
-    try:
-        if spec.parquet_export:
-            url = f"hf://datasets/{spec.hub}@{PARQUET_EXPORT}/{config}/{split}/*.parquet"
-            data = datasets.load_dataset("parquet", data_files={split: url}, split=split)
-        else:
-            data = datasets.load_dataset(spec.hub, config, split=split)
-    # DatasetNotFoundError is a FileNotFoundError (an OSError) too, so it must come first: a gated or missing repo.
-    except datasets.exceptions.DatasetNotFoundError:
-        raise LensSteerError(
-            f"no access to {spec.hub} on the Hugging Face hub: run `huggingface-cli login` (and accept its "
-            f"conditions if it is gated), or {_LOCAL_HINT}"
-        ) from None
-    except FileNotFoundError as exc:  # DataFilesNotFoundError: the parquet export lacks these files
-        raise LensSteerError(
-            f"found no {spec.hub} {config}/{split} data on the Hugging Face hub ({type(exc).__name__}); check the "
-            f"network, or {_LOCAL_HINT}"
-        ) from None
-    except ValueError:  # datasets: "BuilderConfig 'xx' not found" or "Unknown split"
-        raise LensSteerError(f"{spec.hub} has no config {config} with a {split} split; {_LOCAL_HINT}") from None
-    # Why so broad: offline, the hub stack raises many types (ConnectionError, OfflineModeIsEnabled, httpx's
-    # ConnectError, which is not an OSError, LocalEntryNotFoundError...); all mean the same to the user.
-    except Exception as exc:  # noqa: BLE001
-        raise LensSteerError(
-            f"cannot load {spec.hub} from the Hugging Face hub ({type(exc).__name__}); get network access "
-            f"(and `huggingface-cli login` if asked), or {_LOCAL_HINT}"
-        ) from None
-    missing = spec.missing(list(data.column_names))
-    where = f"hf:{spec.hub}/{config}/{split}"
-    if missing:
-        raise LensSteerError(
-            f"{where} lacks the column(s) {', '.join(missing)} (columns: {', '.join(data.column_names)}); "
-            f"the hub schema changed: {_LOCAL_HINT}"
-        )
-    return list(data.to_list()), where
+    table = load_hub(
+        spec.hub, [spec.configs[lang]], split, missing=spec.missing, user=f"the {spec.name} task", hint=_LOCAL_HINT,
+        export=spec.parquet_export,
+    )  # fmt: skip
+    return table.rows, table.where
 
 
 def _load(

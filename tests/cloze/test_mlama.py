@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bad_files import BAD_FILES, refused_in_one_line
 from lens_steer.cloze import load_cloze
 from lens_steer.cloze.mlama import HUB_DATASET, MLAMA_LANGUAGES, build_prompt
 from lens_steer.errors import LensSteerError
@@ -162,11 +163,24 @@ def test_bad_local_copies_say_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(LensSteerError, match="is not a folder"):
         load_cloze("mlama-dod", ["nl"], path=str(tmp_path / "missing"))
     _write_parquet(tmp_path / "nl.parquet", [{"text": "no template"}])
-    with pytest.raises(LensSteerError, match="no 'template' column"):
+    # The message names the missing column, as before, in the one wording of lens_steer.reader.
+    with pytest.raises(LensSteerError, match=r"lacks the column\(s\) template \(columns: text\); use the MLAMA-dod"):
         load_cloze("mlama-dod", ["nl"], path=str(tmp_path))
     (tmp_path / "et.jsonl").write_text("{not json\n", encoding="utf-8")
     with pytest.raises(LensSteerError, match=r"et.jsonl:1: invalid JSON"):
         load_cloze("mlama-dod", ["et"], path=str(tmp_path))
+
+
+@pytest.mark.parametrize(("suffix", "content", "message"), BAD_FILES)
+def test_every_bad_local_file_is_one_line(tmp_path: Path, suffix: str, content: bytes, message: str) -> None:
+    (tmp_path / f"nl{suffix}").write_bytes(content)
+    refused_in_one_line(lambda: load_cloze("mlama-dod", ["nl"], path=str(tmp_path)), message)
+
+
+def test_malformed_parquet_in_the_hub_layout_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "nl" / "test").mkdir(parents=True)
+    (tmp_path / "nl" / "test" / "0000.parquet").write_bytes(b"not parquet at all")
+    refused_in_one_line(lambda: load_cloze("mlama-dod", ["nl"], path=str(tmp_path)), r"0000.parquet as parquet")
 
 
 def test_offline_hub_gives_one_line_advice(monkeypatch: pytest.MonkeyPatch) -> None:

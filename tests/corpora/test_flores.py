@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bad_files import BAD_FILES, refused_in_one_line
 from lens_steer.corpora import corpus_description, load_corpus
 from lens_steer.corpora.flores import HUB_DATASET, flores_plus_code
 from lens_steer.errors import LensSteerError
@@ -82,8 +83,21 @@ def test_missing_local_file_lists_what_is_there(tmp_path: Path) -> None:
 def test_parquet_without_text_column_is_refused(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     pq.write_table(pa.table({"id": [1], "sentence": ["x"]}), tmp_path / "dev" / "fra_Latn.parquet")
-    with pytest.raises(LensSteerError, match="no 'text' column"):
+    # The message names the missing column, as before, in the one wording of lens_steer.reader.
+    with pytest.raises(LensSteerError, match=r"lacks the column\(s\) text \(columns: id, sentence\); use the FLORES\+"):
         load_corpus("flores", ["fr"], path=str(tmp_path))
+
+
+@pytest.mark.parametrize(("suffix", "content", "message"), BAD_FILES)
+def test_every_bad_local_file_is_one_line(tmp_path: Path, suffix: str, content: bytes, message: str) -> None:
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / f"fra_Latn{suffix}").write_bytes(content)
+    refused_in_one_line(lambda: load_corpus("flores", ["fr"], path=str(tmp_path)), message)
+
+
+def test_missing_split_folder_is_one_line(tmp_path: Path) -> None:
+    message = r"dev is not a folder; pass --corpus-path"
+    refused_in_one_line(lambda: load_corpus("flores", ["fr"], path=str(tmp_path)), message)
 
 
 def test_all_blank_language_is_named(tmp_path: Path) -> None:

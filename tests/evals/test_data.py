@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bad_files import BAD_FILES, refused_in_one_line
 from lens_steer.corpora import load_corpus
 from lens_steer.corpora.udhr import SPLITS, Paragraph
 from lens_steer.errors import LensSteerError
@@ -161,6 +162,19 @@ def test_unreadable_parquet_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(LensSteerError, match="cannot read .* as parquet") as err:
         load_xcopa(["qu"], path=str(tmp_path))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("suffix", "content", "message"), BAD_FILES)
+def test_every_bad_local_file_is_one_line(tmp_path: Path, suffix: str, content: bytes, message: str) -> None:
+    (tmp_path / "qu").mkdir()
+    (tmp_path / "qu" / f"test{suffix}").write_bytes(content)
+    refused_in_one_line(lambda: load_xcopa(["qu"], path=str(tmp_path)), message)
+
+
+def test_malformed_flores_parquet_is_one_line(tmp_path: Path) -> None:
+    _write_flores(tmp_path, "eng_Latn", [1], ["One."])
+    (tmp_path / "devtest" / "fra_Latn.parquet").write_bytes(b"not parquet at all")
+    refused_in_one_line(lambda: load_flores_pairs(["fr"], path=str(tmp_path)), r"fra_Latn.parquet as parquet")
 
 
 def test_unusable_rows_are_skipped_with_a_warning(tmp_path: Path) -> None:

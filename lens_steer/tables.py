@@ -1,0 +1,102 @@
+"""The plain-text tables the command line prints: pure functions of artifacts (a neuron set, an LSS summary, an
+evaluation's rows), so library users and notebooks can print the same thing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def format_counts(neurons, stats=None, per_layer: bool = False) -> str:
+    """A plain-text table: language, name, tokens, neurons, and the three layers holding most of them."""
+    from lens_steer.languages import LANGUAGES
+
+    counts = neurons.counts()
+    header = f"{'lang':<5} {'name':<16} {'tokens':>7} {'neurons':>7}  top layers (count)"
+    lines = [header, "-" * len(header)]
+    for i, code in enumerate(neurons.languages):
+        name = LANGUAGES[code].name if code in LANGUAGES else ""
+        tokens = f"{int(stats.n_tokens[i]):>7}" if stats is not None else f"{'':>7}"
+        row = counts[i]
+        top = [f"{int(layer)}({int(row[layer])})" for layer in row.argsort(descending=True, stable=True)[:3]
+               if int(row[layer]) > 0]
+        lines.append(f"{code:<5} {name[:16]:<16} {tokens} {int(row.sum()):>7}  {' '.join(top) or '-'}")
+        if per_layer:
+            lines.append("      " + " ".join(f"{int(c):>3}" for c in row))
+    return "\n".join(lines)
+
+
+def format_factor_table(summary: dict) -> str:
+    """One line per factor: LSS with its interval, target wins (baseline, chance), gain, damage, specificity and,
+    when measured, forcing success and repetition of the steered text."""
+    per = summary["factors"]
+    has_forcing = any("forcing" in v for v in per.values())
+    head = (f"{'factor':<16} {'LSS':>6} {'95% CI':>13} {'wins':>5} {'base':>5} {'gain':>6} {'damage':>7}"
+            f" {'spec':>5}" + (f" {'forcing':>7} {'repeat':>6}" if has_forcing else ""))
+    lines = [head, "-" * len(head)]
+    chance = next((v["chance"] for v in per.values() if v.get("chance") == v.get("chance")), float("nan"))
+    for text, v in per.items():
+        cells = [_cell(v.get(key), spec) for key, spec in (("target_wins", ">5.2f"), ("target_wins_base", ">5.2f"),
+                                                           ("target_gain", ">+6.1f"), ("source_damage", ">+7.1f"),
+                                                           ("specificity", ">5.2f"))]
+        line = f"{text:<16} {v['mean_lss']:>6.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] " + " ".join(cells)
+        if has_forcing:
+            line += (f" {v['forcing']:>7.2f} {v['repetition']:>6.2f}" if "forcing" in v else f" {'-':>7} {'-':>6}")
+        if "seed_min" in v:
+            line += f"  (seeds {v['seed_min']:.2f}..{v['seed_max']:.2f})"
+        lines.append(line)
+    lines.append(f"LSS: share of facts whose D = logp(o_t) - logp(o_s) rose; wins: target answer ranked first"
+                 f" (base: without steering; chance {chance:.2f}); gain/damage: mean change of logp(o_t)/logp(o_s)"
+                 " in nats; spec: share of other languages' answers that rose too (lower = more specific)"
+                 + ("; forcing: greedy outputs detected as the target; repeat: repeated trigrams" if has_forcing else ""))
+    return "\n".join(lines)
+
+
+def _cell(value: float | None, spec: str) -> str:
+    """A table number, or "-" in its width when it was not measured (a test-time factor's target wins).
+
+    >>> _cell(0.5, ">5.2f"), _cell(float("nan"), ">+6.1f")
+    (' 0.50', '     -')
+    """
+    if value is None or value != value:
+        return format("-", ">" + spec.split(".")[0].lstrip(">+"))
+    return format(value, spec)
+
+
+def format_eval(label: str, factor: str, rows: Sequence[dict[str, Any]], self_cross: Sequence[dict[str, Any]]) -> str:
+    """The e x t table of an evaluation's first metric and the mean self- and cross-language changes.
+
+    >>> rows = [dict(intervened="none", eval_lang="fr", metric="acc", value=0.5),
+    ...         dict(intervened="fr", eval_lang="fr", metric="acc", value=0.75)]
+    >>> print(format_eval("xcopa", "p_max", rows, []).splitlines()[2])
+    fr           0.5      0.75
+    """
+    metric = rows[0]["metric"]
+    lines = [f"{label}, factor {factor}: {metric} per evaluation language (rows) and intervened language"]
+    intervened = list(dict.fromkeys(r["intervened"] for r in rows))
+    lines.append(f"{'eval':<6}" + "".join(f"{t:>10}" for t in intervened))
+    for lang in dict.fromkeys(r["eval_lang"] for r in rows):
+        vals = {r["intervened"]: r["value"] for r in rows if r["eval_lang"] == lang and r["metric"] == metric}
+        lines.append(f"{lang:<6}" + "".join(f"{vals.get(t, float('nan')):>10.4g}" for t in intervened))
+    lines.append("\nmean change against no intervention (self: eval = intervened language; cross: eval != intervened)")
+    for s in self_cross:
+        better = "lower is better" if s["lower_is_better"] else "higher is better"
+        lines.append(f"  {s['metric']:<10} self {s['self']:+.4g} (n={s['n_self']})  cross {s['cross']:+.4g}"
+                     f" (n={s['n_cross']})  [{better}]")
+    return "\n".join(lines)
+
+
+def format_lss_result(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """The factor table, skipped targets, the chosen factor with its reason, the paper's choice and the hardest
+    pairs of the chosen factor: what ``lens-steer lss`` prints."""
+    best = summary["best_factor"]
+    hardest = sorted((r for r in rows if r["factor"] == best and r["layers"] == "all" and r["n_facts"]),
+                     key=lambda r: r["lss"])[:3]
+    lines = [format_factor_table(summary)]
+    if summary["skipped_targets"]:
+        lines.append(f"skipped targets (no neurons; in no mean): {', '.join(summary['skipped_targets'])}")
+    lines.append(f"\nchosen factor: {summary['reason']}")
+    lines.append(f"(by LSS alone, the paper's choice (highest mean LSS), it would be {summary['best_lss_factor']});"
+                 f" hardest pairs for {best}: " + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}"
+                                                          for r in hardest))
+    return "\n".join(lines)
