@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lens_steer.errors import LensSteerError
+from lens_steer.models import bos_id, pad_id, pad_rows
 
 
 def cut_generation(text: str, stop: str | None = "\n") -> str:
@@ -75,8 +76,7 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
     if interventions is not None and (steerer is None or len(interventions) != len(prompts)):
         raise LensSteerError("interventions need a steerer and one entry per prompt")
     tok = model.tokenizer
-    bos = tok.bos_token_id if getattr(model.cfg, "default_prepend_bos", False) else None
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    bos, pad = bos_id(model), pad_id(model)
     eos = tok.eos_token_id
     device = next(model.parameters()).device
     encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -99,12 +99,8 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
 def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None, device, max_new: int, steerer,
                     rows_iv, stop=None) -> list[list[int]]:
     b = len(rows_ids)
-    width = max(len(r) for r in rows_ids)
-    ids = torch.full((b, width), pad, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for r, row in enumerate(rows_ids):
-        ids[r, width - len(row) :] = torch.tensor(row)
-        mask[r, width - len(row) :] = 1
+    ids, mask, _ = pad_rows(rows_ids, pad, "left")
+    width = ids.shape[1]
     ctx = (steerer.apply(rows_iv, prompt_end=width) if steerer is not None and rows_iv is not None
            else contextlib.nullcontext())
     generated = torch.zeros((b, 0), dtype=torch.long)

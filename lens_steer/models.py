@@ -20,13 +20,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import cache_dir
@@ -143,6 +145,50 @@ def _hf_act(bridge: TransformerBridge) -> str | None:
     return None
 
 
+def bos_id(bridge: Any) -> int | None:
+    """The BOS id lens_steer prepends to every text, or None when the model does not use one (Qwen2: no BOS).
+
+    The one place that decides it: the recorder, scoring, generation, the evaluations and the probes ask here.
+    """
+    if not getattr(bridge.cfg, "default_prepend_bos", False):
+        return None
+    return getattr(bridge.tokenizer, "bos_token_id", None)
+
+
+def pad_id(bridge: Any) -> int:
+    """The id that fills padded positions: pad, else eos, else bos, else 0 (never read: every pad is masked out).
+
+    An id of 0 is a real id, not "missing" (``eos or 0`` would skip it)."""
+    tok = bridge.tokenizer
+    for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad: int, padding_side: str = "left", skip_first: bool | int = 0,
+             ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
+    """Pad token rows into ``(input_ids, attention_mask, counted)``; ``counted`` excludes pads and the first
+    ``skip_first`` tokens of each row (``True`` = 1, the BOS). The one padding helper of lens_steer.
+
+    >>> ids, attn, counted = pad_rows([[5, 6, 7], [5, 8]], pad=0, padding_side="left", skip_first=True)
+    >>> ids.tolist(), attn.tolist(), counted.tolist()
+    ([[5, 6, 7], [0, 5, 8]], [[1, 1, 1], [0, 1, 1]], [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    >>> pad_rows([[5, 6, 7]], pad=0, padding_side="right", skip_first=2)[2].tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    counted = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        start = width - len(row) if padding_side == "left" else 0
+        ids[i, start : start + len(row)] = torch.tensor(list(row), dtype=torch.long)
+        attn[i, start : start + len(row)] = 1
+        counted[i, start + int(skip_first) : start + len(row)] = 1.0
+    return ids, attn, counted
+
+
 def masked_logits_ok(model: Any) -> bool:
     """Can ``model`` project only chosen positions (``logits_to_keep`` as a boolean ``[batch, pos]`` mask, flattened
     logits out, as in transformers >= 5.x)? Checked once per model against its full logits, so a head that hides a
@@ -222,7 +268,7 @@ def _probe_act_modules(bridge: TransformerBridge, site: MLPSite, mods: list[torc
     """One short forward: is every module called once per layer, on exactly hook_pre, returning act_fn(hook_pre)?"""
     tok = bridge.tokenizer
     ids = list(tok("The probe.", add_special_tokens=False)["input_ids"])[:4] or [0]
-    bos = tok.bos_token_id if getattr(bridge.cfg, "default_prepend_bos", False) else None
+    bos = bos_id(bridge)
     ids = ([bos] if bos is not None else []) + ids
     device = next(bridge.parameters()).device
     seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {layer: [] for layer in range(site.n_layers)}

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -49,8 +49,8 @@ from tqdm.auto import tqdm
 
 from lens_steer import __version__
 from lens_steer.errors import LensSteerError
-from lens_steer.models import (ACT_FNS, MLPSite, act_fn_modules, describe_mlp, masked_logits_ok, model_identity,
-                               no_logits)
+from lens_steer.models import (ACT_FNS, MLPSite, act_fn_modules, bos_id, describe_mlp, masked_logits_ok, model_identity,
+                               no_logits, pad_id, pad_rows)
 from lens_steer.paths import atomic_path
 from lens_steer.run import PARTIAL_DIR
 from lens_steer.stats import Stats
@@ -117,7 +117,7 @@ def tokenise(bridge: Any, sentences: Sequence[str], config: RecordConfig) -> _To
     BOS, and its first ``REFERENCE_SKIP`` tokens are not counted.
     """
     tok = bridge.tokenizer
-    bos = None if config.reference_compat else _bos_id(bridge)
+    bos = None if config.reference_compat else bos_id(bridge)
     prefix = REFERENCE_PREFIX if config.reference_compat else ""
     skip = _skipped(bridge, config)
     ids: list[list[int]] = []
@@ -138,49 +138,11 @@ def tokenise(bridge: Any, sentences: Sequence[str], config: RecordConfig) -> _To
     return _Tokenised(ids, counted)
 
 
-def _bos_id(bridge: Any) -> int | None:
-    if not getattr(bridge.cfg, "default_prepend_bos", False):
-        return None
-    return getattr(bridge.tokenizer, "bos_token_id", None)
-
-
 def _skipped(bridge: Any, config: RecordConfig) -> int:
     """Leading tokens of every row that are run but not counted: the reference's 2, else the BOS if any."""
     if config.reference_compat:
         return REFERENCE_SKIP
-    return 1 if _bos_id(bridge) is not None else 0
-
-
-def _pad_id(bridge: Any) -> int:
-    tok = bridge.tokenizer
-    for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def make_batch(
-    rows: Sequence[Sequence[int]], pad_id: int, padding_side: str, skip_first: bool | int,
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
-    """Pad rows into ``(input_ids, attention_mask, counted)``; ``counted`` excludes pads and the first
-    ``skip_first`` tokens of each row (``True`` = 1, the BOS; 2 = the reference's two skipped tokens).
-
-    >>> ids, attn, counted = make_batch([[5, 6, 7], [5, 8]], pad_id=0, padding_side="left", skip_first=True)
-    >>> ids.tolist(), attn.tolist(), counted.tolist()
-    ([[5, 6, 7], [0, 5, 8]], [[1, 1, 1], [0, 1, 1]], [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
-    >>> make_batch([[5, 6, 7]], pad_id=0, padding_side="right", skip_first=2)[2].tolist()
-    [[0.0, 0.0, 1.0]]
-    """
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    counted = torch.zeros((len(rows), width), dtype=torch.float32)
-    for i, row in enumerate(rows):
-        start = width - len(row) if padding_side == "left" else 0
-        ids[i, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
-        attn[i, start : start + len(row)] = 1
-        counted[i, start + int(skip_first) : start + len(row)] = 1.0
-    return ids, attn, counted
+    return 1 if bos_id(bridge) is not None else 0
 
 
 class _Accumulator:
@@ -326,13 +288,13 @@ def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[in
                      desc: str, progress: bool) -> dict[str, Tensor]:
     acc = _Accumulator(site, len(keep))
     slot_of = {s: i for i, s in enumerate(keep)}
-    pad_id, skip_first = _pad_id(bridge), _skipped(bridge, config)
+    pad, skip_first = pad_id(bridge), _skipped(bridge, config)
     device = next(bridge.parameters()).device
     masked_logits_ok(bridge)  # probed (once) before any statistics hook is attached: its forward must not count
     with (tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False) as bar,
           torch.inference_mode(), _recording_hooks(bridge, site, config, acc) as check):
         for batch in plan_batches([len(r) for r in data.ids], config.batch_size):
-            ids, attn, counted = make_batch([data.ids[i] for i in batch], pad_id, config.padding_side, skip_first)
+            ids, attn, counted = pad_rows([data.ids[i] for i in batch], pad, config.padding_side, skip_first)
             acc.counted = counted.to(device)
             rows = [r for r, i in enumerate(batch) if i in slot_of]
             acc.keep_rows = torch.tensor(rows, dtype=torch.long)
@@ -464,7 +426,7 @@ def _manifest(bridge: Any, site: MLPSite, config: RecordConfig, languages: list[
 def _bos_description(bridge: Any, config: RecordConfig) -> str:
     if config.reference_compat:
         return "none (reference-compatible recording)"
-    return "prepended, excluded from counts" if _bos_id(bridge) is not None else "none"
+    return "prepended, excluded from counts" if bos_id(bridge) is not None else "none"
 
 
 def _resume_key(manifest: dict[str, Any], code: str, data: _Tokenised, keep: list[int]) -> str:

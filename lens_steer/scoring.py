@@ -21,7 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import masked_logits_ok
+from lens_steer.models import bos_id, masked_logits_ok, pad_id, pad_rows
 
 
 @dataclass
@@ -98,8 +98,7 @@ def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, st
         raise LensSteerError("every prompt needs the same number of answers")
     n_a = n_ans.pop() if n_ans else 0
     tok = model.tokenizer
-    bos = tok.bos_token_id if getattr(model.cfg, "default_prepend_bos", False) else None
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    bos, pad = bos_id(model), pad_id(model)
     encoded = [_encode(tok, bos, p, a) for p, a in zip(prompts, answers)]
     logp = torch.zeros(len(prompts), n_a, dtype=torch.float64)
     counts = torch.zeros(len(prompts), n_a, dtype=torch.long)
@@ -123,12 +122,8 @@ def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, st
 
 def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_iv) -> tuple[Tensor, Tensor]:
     b, n_a = len(batch), len(batch[0].conts)
-    width = max(len(e.prefix) for e in batch)
-    ids = torch.full((b, width), pad, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for r, e in enumerate(batch):
-        ids[r, width - len(e.prefix) :] = torch.tensor(e.prefix)
-        mask[r, width - len(e.prefix) :] = 1
+    ids, mask, _ = pad_rows([e.prefix for e in batch], pad, "left")
+    width = ids.shape[1]
     cont_len = max(len(c) for e in batch for c in e.conts)
 
     def ctx(rows, start_offset: int):

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from lens_steer.errors import LensSteerError
 from lens_steer.models import ACT_FNS, describe_mlp, masked_logits_ok, no_logits
-from lens_steer.record import RecordConfig, _bos_id, _pad_id, make_batch, tokenise
+from lens_steer.models import bos_id, pad_id, pad_rows
+from lens_steer.record import RecordConfig, tokenise
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
     config = config or RecordConfig(site=site)
     act_fn = ACT_FNS[mlp.act_fn]
     hook_name = mlp.name("hook_pre" if site == "act" else "hook_post", layer)
-    pad_id, skip_first = _pad_id(bridge), _bos_id(bridge) is not None
+    pad, skip_first = pad_id(bridge), bos_id(bridge) is not None
     device = next(bridge.parameters()).device
     tok = bridge.tokenizer
     out: dict[str, list[TokenHit]] = {}
@@ -71,7 +72,7 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
         with torch.inference_mode(), bridge.hooks(fwd_hooks=[(hook_name, grab)]):
             for start in tqdm(range(0, len(order), config.batch_size), desc=code, disable=not progress, leave=False):
                 batch = order[start : start + config.batch_size]
-                ids, attn, counted = make_batch([data.ids[i] for i in batch], pad_id, config.padding_side, skip_first)
+                ids, attn, counted = pad_rows([data.ids[i] for i in batch], pad, config.padding_side, skip_first)
                 ids = ids.to(device)
                 bridge(ids, attention_mask=attn.to(device), return_type=None, **no_logits(bridge, ids))
                 values = captured["v"].cpu()

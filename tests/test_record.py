@@ -36,7 +36,8 @@ def test_batch_size_and_padding_side_do_not_change_statistics(tiny_model):
 def test_over_zero_equals_direct_hf_act_fn(tiny_model):
     """Count act_fn(gate_proj(x)) > 0 with a plain forward hook on the HF module and compare."""
     from helpers import hf_mlp
-    from lens_steer.record import _bos_id, tokenise
+    from lens_steer.models import bos_id as _bos_id
+    from lens_steer.record import tokenise
 
     cfg = RecordConfig()
     site_layers = tiny_model.cfg.n_layers

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 
 from lens_steer.errors import LensSteerError
+from lens_steer.models import bos_id
 from lens_steer.evals import data
 from lens_steer.evals.tasks import (
     MT_PROMPTS,
@@ -183,7 +184,7 @@ def eval_choice(task: str, model: Any, steerer: Any, items: dict[str, list[Choic
 # ---------------------------------------------------------------------------------------------------------------
 def _split_for_nll(model: Any, text: str) -> tuple[str, str]:
     """(context, scored part): with a BOS the whole text is scored; without one the first token is the context."""
-    if getattr(model.cfg, "default_prepend_bos", False) and model.tokenizer.bos_token_id is not None:
+    if bos_id(model) is not None:
         return "", text
     enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     cut = enc["offset_mapping"][0][1] if enc["input_ids"] else len(text)
