@@ -325,7 +325,6 @@ def _lss(args: argparse.Namespace) -> int:
                        max_facts=args.max_facts, batch_size=args.batch_size, damage_bound=args.damage_bound,
                        forcing=args.forcing, forcing_tokens=args.forcing_tokens,
                        forcing_batch_size=args.forcing_batch_size, detector=args.detector, progress=not args.quiet)
-    config.parsed_factors()  # a bad factor fails before the run is read
     run = Run(args.run_dir)
     rows, summary = lss_for_run(run, config, device=args.device)
     print(format_lss_result(summary, rows))
@@ -366,9 +365,7 @@ def _steer(args: argparse.Namespace) -> int:
         raise LensSteerError(f"--deactivate {args.deactivate}: not in the run (it has {', '.join(neurons.languages)})")
     steerer = Steerer(model, neurons, stats)
     ivs = [Intervention(t, factor, layers=layers, positions=args.positions, deactivate=args.deactivate)
-           for t in targets]
-    for iv in ivs:
-        iv.position_rule()  # a bad --positions fails before any generation
+           for t in targets]  # an Intervention checks its --positions when built, before any generation
     texts = greedy_generate(model, [args.prompt] * (len(ivs) + 1), max_new_tokens=args.max_new_tokens,
                             steerer=steerer, interventions=[None, *ivs])
     extra = {"layers": args.layers, "positions": args.positions, "deactivate": args.deactivate,
@@ -443,9 +440,7 @@ def _eval(args: argparse.Namespace) -> int:
         targets = [c for c in langs if totals.get(c, 0)]
         if not targets:
             raise LensSteerError(f"no evaluation language ({', '.join(langs)}) has neurons in this run; pass --targets")
-    setups = settings(factor, targets, positions=args.positions)
-    for _, iv in setups[1:]:
-        iv.position_rule()  # a bad --positions fails before any work
+    setups = settings(factor, targets, positions=args.positions)  # a bad --positions fails here, before any work
     loaded = load_task_data(args.task, langs, path=args.data, limit=args.limit, join=args.join)  # before the model
     model = run.model(args.device)
     rows, outputs = run_eval(args.task, model, Steerer(model, neurons, run.stats()), loaded, setups, factor.text,

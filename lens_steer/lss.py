@@ -194,9 +194,8 @@ class _Source:
         si = self.languages.index(self.lang)
         pair_only = factor.test_time
         ivs = [Intervention(t, factor, layers=layers, seed=seed) for _ in self.items for t in self.targets]
-        cols = [[si, self.languages.index(t)] if pair_only else list(range(len(self.languages)))
-                for _ in self.items for t in self.targets]
-        rep_answers = [[a[c] for c in cc] for a, cc in zip((a for a in self.answers for _ in self.targets), cols)]
+        rep_answers = [[a[si], a[self.languages.index(t)]] if pair_only else a
+                       for a in self.answers for t in self.targets]
         got = score(model, [p for p in self.prompts for _ in self.targets], rep_answers, steerer=steerer,
                     interventions=ivs, batch_size=batch_size)
         logp = got.logp.view(len(self.items), len(self.targets), -1)

@@ -359,7 +359,7 @@ def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig
         n_sentences=torch.stack([results[c]["n_sentences"] for c in langs]),
         act_sum=torch.stack([results[c]["act_sum"] for c in langs]),
         act_sqsum=torch.stack([results[c]["act_sqsum"] for c in langs]),
-        sent_means=torch.stack([results[c]["sent_means"].to(torch.float16) for c in langs]),
+        sent_means=torch.stack([results[c]["sent_means"] for c in langs]),  # Stats holds them as float16 values
         manifest=manifest,
     )
     if run_dir is not None:

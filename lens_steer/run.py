@@ -185,8 +185,13 @@ class Run:
     def append_jsonl(self, name: str, records: Sequence[dict[str, Any]]) -> Path:
         """Append records to ``name`` in one write (a torn last line of an interrupted append is skipped on read)."""
         path = self.file(name)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        torn = False
+        if path.exists() and path.stat().st_size > 0:
+            with path.open("rb") as fh:  # the last byte only: the file grows with every steer and forcing run
+                fh.seek(-1, 2)
+                torn = fh.read(1) != b"\n"
+        with path.open("a", encoding="utf-8") as fh:  # after a torn line, start a new one: never glue onto it
+            fh.write(("\n" if torn else "") + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         return path
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
