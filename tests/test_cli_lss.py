@@ -40,6 +40,9 @@ def test_lss_bad_inputs(tiny_dirs, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["lss", str(tmp_path), "--factors", "p_maximum"]) == 2
     assert "valid forms" in capsys.readouterr().err
+    assert main(["lss", str(tmp_path), "--forcing", "--detector", "nope"]) == 2  # before the run is read
+    err = capsys.readouterr().err
+    assert "unknown language detector" in err and err.count("\n") == 1
     assert main(["lss", str(tmp_path), "--factors", "p_max,scale:1e400"]) == 2  # refused before any work
     err = capsys.readouterr().err
     assert "non-finite" in err and err.count("\n") == 1
@@ -89,3 +92,5 @@ def test_lss_control_sweep_and_forcing(tiny_dirs, tmp_path, capsys):
     assert summary["best_factor"] not in ("zero", "control:p_max")
     forcing = list(csv.DictReader((run / "forcing.csv").open()))
     assert {"distinct2", "repetition", "baseline_repetition"} <= set(forcing[0])
+    # forcing covers the amplifying factors and the control, never a deactivation (zero cannot force a language)
+    assert {r["factor"] for r in forcing} == {"p_max", "control:p_max", "add:0.5", "add:1", "add:2", "add:4", "add:8"}
