@@ -5,13 +5,15 @@
     python benchmarks/bench.py --model tiny --skip-demo --repeats 1     # a tiny random Llama, seconds
     python benchmarks/bench.py --model Qwen/Qwen2.5-7B --device cuda --dtype bfloat16 --skip-demo
 
-P1 recording overhead   lens_steer.record vs the plain HF module's forward (logits_to_keep=1, no hooks) over the
+P1 recording overhead   lens_steer.recorder vs the plain HF module's forward (logits_to_keep=1, no hooks) over the
                         exact batches record runs (captured from it); also the bridge without hooks, and the
                         plain HF module with the bridge's eager attention, to show where the ratio comes from.
-P2 vs the reference     lens_steer.record vs benchmarks/reference.py (the paper's approach) on the same tokens.
+P2 vs the reference     lens_steer.recorder vs benchmarks/reference.py (the paper's approach) on the same tokens.
 P3 LSS throughput       lens_steer.lss.run_lss (1 factor; a k-factor sweep) vs a batch-1 full-logits loop.
 P4 memory               peak RSS while recording a 4x corpus / while recording the 1x corpus (fresh processes).
 P5 demo wall time       `make demo` into a fresh run directory, after `make setup` (set-up not timed).
+P6 scale-out            `identify` under torchrun on 2 gloo ranks (1 thread each) vs one process (2 threads), the
+                        same corpus, fresh processes: wall ratio, and the merge's own time over the recording.
 
 Compared runs are interleaved within each repeat (A B C, then C B A, ...); every ratio is taken per repeat and
 reported as median, min and max over repeats. Results go to --out (JSON) and a Markdown table next to it.
@@ -48,7 +50,7 @@ import torch  # noqa: E402
 
 from benchmarks import reference  # noqa: E402
 
-BENCHMARKS = ("P1", "P2", "P3", "P4", "P5")
+BENCHMARKS = ("P1", "P2", "P3", "P4", "P5", "P6")
 # key -> (comparison, target, unit, what)
 TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P1_record_over_forward": ("<=", 1.10, "x", "recording time / plain HF forward (logits_to_keep=1, no hooks)"),
@@ -56,6 +58,8 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P3_lss_speedup_vs_batch1": (">=", 8.0, "x", "LSS triples/s, lens_steer batched / batch-1 full-logits loop"),
     "P4_rss_growth_4x": ("<=", 1.05, "x", "peak RSS recording a 4x corpus / peak RSS recording the 1x corpus"),
     "P5_demo_seconds": ("<=", 900.0, "s", "`make demo` wall time after set-up"),
+    "P6_torchrun_2_over_1": ("<=", 1.10, "x", "identify wall: torchrun 2 gloo ranks x 1 thread / 1 process x 2 threads"),
+    "P6_merge_share": ("<=", 0.02, "x", "P6: merging the ranks' parts / the 2-rank identify wall time"),
 }
 KEY_OF = {k.split("_")[0]: k for k in TARGETS}
 TINY_LANGS = "en,fr,ru,zh"
@@ -164,7 +168,7 @@ def prepend_bos(bridge) -> bool:
 
 
 def record_config(args: argparse.Namespace, max_tokens: int | None = -1):
-    from lens_steer.record import RecordConfig
+    from lens_steer.recorder import RecordConfig
 
     return RecordConfig(batch_size=args.batch_size, max_tokens=args.max_tokens if max_tokens == -1 else max_tokens)
 
@@ -205,12 +209,13 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 def capture_batches(bridge, texts, config) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Any]:
     """Run ``record`` once (also the warm-up) and capture every (input_ids, attention_mask) it feeds the bridge, so
     the floor replays exactly record's batches whatever record's batching is."""
-    from lens_steer.models import act_fn_modules, masked_logits_ok
-    from lens_steer.record import record
+    from lens_steer.models import as_model
+    from lens_steer.recorder import record
 
     # record's one-time probes are forwards of their own: run them before the capture hook is attached.
-    masked_logits_ok(bridge)
-    act_fn_modules(bridge)
+    as_model(bridge).masked_logits_ok()
+    as_model(bridge).act_modules()
+    bridge = as_model(bridge).bridge
     captured: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def grab(module, args, kwargs):
@@ -236,12 +241,13 @@ def plain_forward(hf, batches, device: str, head: bool = True) -> None:
 
 def bridge_forward(bridge, batches, device: str) -> None:
     """The bridge without hooks, called as record calls it (no logits where the model allows it)."""
-    from lens_steer.models import no_logits
+    from lens_steer.models import as_model
 
+    model = as_model(bridge)
     with torch.inference_mode():
         for ids, attn in batches:
             ids = ids.to(device)
-            bridge(ids, attention_mask=attn.to(device), return_type=None, **no_logits(bridge, ids))
+            model(ids, attention_mask=attn.to(device), return_type=None, **model.no_logits(ids))
 
 
 @contextlib.contextmanager
@@ -255,7 +261,7 @@ def attention(hf, implementation: str):
 
 
 def bench_recording(ctx: dict[str, Any], which: set[str]) -> dict[str, Any]:
-    from lens_steer.record import record
+    from lens_steer.recorder import record
 
     args, bridge, hf, texts, device = ctx["args"], ctx["bridge"], ctx["hf"], ctx["texts"], ctx["args"].device
     config = record_config(args)
@@ -373,7 +379,7 @@ def compare_records(stats, ref: dict[str, reference.ReferenceRecord]) -> dict[st
 
 def bench_lss(ctx: dict[str, Any], stats) -> dict[str, Any]:
     from lens_steer.cloze import load_cloze
-    from lens_steer.identify import lape, top_k_by_probability
+    from lens_steer.identification import lape, top_k_by_probability
     from lens_steer.lss import run_lss
     from lens_steer.steer import Intervention, Steerer, parse_factors
 
@@ -502,7 +508,7 @@ def _budget_prefix(tokenizer, sentences: list[str], bos: bool, budget: int | Non
 
 def p4_child(args: argparse.Namespace) -> None:
     """One P4 measurement in this (fresh) process: print a JSON line."""
-    from lens_steer.record import record
+    from lens_steer.recorder import record
 
     scale = args.p4_child
     bridge = load_bridge(args.model, args)
@@ -611,6 +617,64 @@ def bench_demo(args: argparse.Namespace) -> dict[str, Any]:
     return {"P5_demo_seconds": summary([seconds]), "details": {"P5_command": cmd, "P5_log": str(logfile)}}
 
 
+# --------------------------------------------------------------------------------------------- P6
+
+
+def bench_scaleout(ctx: dict[str, Any]) -> dict[str, Any]:
+    """`identify` as a user runs it, fresh processes, same corpus and budget: one process with 2 threads, then
+    torchrun --standalone with 2 gloo ranks (torchrun gives each rank 1 thread). Interleaved per repeat."""
+    args = ctx["args"]
+    work = Path(tempfile.mkdtemp(prefix="lens-steer-bench-p6-"))
+    corpus = work / "corpus"
+    corpus.mkdir()
+    for lang, sentences in load_texts(args).items():
+        (corpus / f"{lang}.txt").write_text("\n".join(s.replace("\n", " ") for s in sentences) + "\n", encoding="utf-8")
+    common = ["identify", "--model", ctx["model_path"], "--corpus", "files", "--corpus-path", str(corpus),
+              "--langs", args.langs, "--batch-size", str(args.batch_size), "--quiet", "--device", args.device]
+    if args.max_tokens:
+        common += ["--max-tokens", str(args.max_tokens)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def one(k: int) -> tuple[float, str]:
+        cmd = [sys.executable, "-m", "lens_steer.cli", *common, "--out", str(work / f"one{k}")]
+        return _timed_cli(cmd, {**env, "OMP_NUM_THREADS": "2"})
+
+    def two(k: int) -> tuple[float, str]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "lens_steer.cli", *common, "--out", str(work / f"two{k}")]
+        return _timed_cli(cmd, {k: v for k, v in env.items() if k != "OMP_NUM_THREADS"})
+
+    ratios, shares, walls = [], [], {"one": [], "two": []}
+    for k in range(args.repeats):
+        order = [("one", one), ("two", two)] if k % 2 == 0 else [("two", two), ("one", one)]
+        got = {name: fn(k) for name, fn in order}
+        walls["one"].append(got["one"][0])
+        walls["two"].append(got["two"][0])
+        ratios.append(got["two"][0] / got["one"][0])
+        merge = float(got["two"][1].split("merging their parts took ")[1].split(" s")[0])
+        shares.append(merge / got["two"][0])
+        log(f"P6 repeat {k + 1}/{args.repeats}: 1 process {got['one'][0]:.1f} s, 2 ranks {got['two'][0]:.1f} s,"
+            f" merge {merge:.3f} s")
+    same = _same_neurons(work / "one0", work / "two0")
+    shutil.rmtree(work, ignore_errors=True)
+    return {"P6_torchrun_2_over_1": summary(ratios), "P6_merge_share": summary(shares),
+            "details": {"P6_seconds_one_process": summary(walls["one"]), "P6_seconds_two_ranks": summary(walls["two"]),
+                        "P6_same_neurons": same}}
+
+
+def _timed_cli(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"P6: {' '.join(cmd[:6])}... failed:\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def _same_neurons(a: Path, b: Path) -> bool:
+    return json.loads((a / "neurons.json").read_text())["neurons"] == json.loads((b / "neurons.json").read_text())["neurons"]
+
+
 # --------------------------------------------------------------------------------------------- report
 
 
@@ -692,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-logits", choices=("full", "last"), default="full",
                    help="P2: the reference computes full-vocabulary logits (default, as the issue specifies) or"
                         " only the last position's (what generate() does in recent transformers)")
-    p.add_argument("--only", default=None, help="comma-separated subset of P1,P2,P3,P4,P5")
+    p.add_argument("--only", default=None, help="comma-separated subset of P1,P2,P3,P4,P5,P6")
     p.add_argument("--skip-demo", action="store_true", help="skip P5")
     p.add_argument("--demo-cmd", default=None, help="P5: time this shell command instead of `make demo`")
     p.add_argument("--device", default="cpu")
@@ -766,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
                       lambda: bench_recording(ctx, recording))["stats"]
     if "P3" in which:
         def lss() -> dict[str, Any]:
-            from lens_steer.record import record
+            from lens_steer.recorder import record
 
             recorded = stats if stats is not None else record(ctx["bridge"], ctx["texts"], config=record_config(args),
                                                                progress=False)
@@ -779,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         phase("P4", lambda: bench_memory(ctx))
     if "P5" in which:
         phase("P5", lambda: bench_demo(args))
+    if "P6" in which:
+        phase("P6", lambda: bench_scaleout(ctx))
     if tiny:
         shutil.rmtree(Path(model_path).parent, ignore_errors=True)
     details["phase_seconds"] = {k: round(v, 1) for k, v in phases.items()}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Profile one benchmarked operation with torch.profiler (operator level) and cProfile (Python level).
 
-    python benchmarks/profiling.py record               # lens_steer.record on the embedded Gemma-3-270M
+    python benchmarks/profiling.py record               # lens_steer.recorder on the embedded Gemma-3-270M
     python benchmarks/profiling.py forward              # the plain HF forward over record's batches (the P1 floor)
     python benchmarks/profiling.py bridge               # the bridge forward without hooks over the same batches
     python benchmarks/profiling.py lss --facts 10       # lens_steer.lss.run_lss, one factor
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     bridge = bench.load_bridge(path, args)
     texts = bench.load_texts(args)
     config = bench.record_config(args)
-    from lens_steer.record import record
+    from lens_steer.recorder import record
 
     batches, stats = bench.capture_batches(bridge, texts, config)  # also the warm-up
     if args.what == "record":
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return bench.plain_forward(hf, batches, args.device)
     else:
         from lens_steer.cloze import load_cloze
-        from lens_steer.identify import lape, top_k_by_probability
+        from lens_steer.identification import lape, top_k_by_probability
         from lens_steer.lss import run_lss
         from lens_steer.steer import parse_factors
 

@@ -1,7 +1,7 @@
 """The doctests' namespace: the package's model-facing examples run on a tiny random model, offline.
 
-Examples may use ``bridge`` (a tiny random Qwen2 checkpoint loaded with :func:`lens_steer.models.load_model`),
-``texts`` (invented en/fr sentences), ``stats`` (their statistics) and ``neurons`` (4 random neurons per layer and
+Examples may use ``model`` (a tiny random Qwen2 checkpoint loaded with :func:`lens_steer.models.load_model`),
+``bridge`` (its bare ``TransformerBridge``, as a TransformerLens user holds it), ``texts`` (invented en/fr sentences), ``stats`` (their statistics) and ``neurons`` (4 random neurons per layer and
 language). Lines that need the embedded Gemma or the network stay in the examples with ``# doctest: +SKIP``.
 """
 
@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-TINY_NAMES = ("bridge", "texts", "stats", "neurons")
+TINY_NAMES = ("model", "bridge", "texts", "stats", "neurons")
 
 
 @pytest.fixture(scope="session")
@@ -30,14 +30,14 @@ def _tiny_namespace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     from lens_steer.models import load_model
     from lens_steer.neurons import NeuronSet
-    from lens_steer.record import record
+    from lens_steer.recorder import record
 
-    bridge = load_model(str(save_tiny_hf("qwen2", tmp_path_factory.mktemp("doctest_model"))))
+    model = load_model(str(save_tiny_hf("qwen2", tmp_path_factory.mktemp("doctest_model"))))
     texts = {code: SENTENCES[code] for code in ("en", "fr")}
-    layers, d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
+    layers, d_mlp = model.site.n_layers, model.site.d_mlp
     g = torch.Generator().manual_seed(0)
     picks = {code: [sorted(torch.randperm(d_mlp, generator=g)[:4].tolist()) for _ in range(layers)] for code in texts}
-    return {"bridge": bridge, "texts": texts, "stats": record(bridge, texts, progress=False),
+    return {"model": model, "bridge": model.bridge, "texts": texts, "stats": record(model, texts, progress=False),
             "neurons": NeuronSet(list(texts), picks, layers, d_mlp)}
 
 

@@ -10,3 +10,14 @@ from __future__ import annotations
 
 class LensSteerError(Exception):
     """A user-fixable problem. The message is one line that says what to do."""
+
+
+def check_choice(what: str, value: str, choices) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise the one-line error that lists them.
+
+    >>> check_choice("flores split", "dev", ("dev", "devtest"))
+    'dev'
+    """
+    if value not in choices:
+        raise LensSteerError(f"unknown {what} {value!r}; use one of {', '.join(choices)}")
+    return value

@@ -11,13 +11,17 @@ and is counted apart (``empty``) so that "wrote nothing" is not read as "wrote a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lens_steer.distributed import barrier, current
+from lens_steer.errors import LensSteerError
 from lens_steer.generation import greedy_generate, is_empty_generation
-from lens_steer.lid import Detector, matches
+from lens_steer.lid import Detector, get_detector, matches
+from lens_steer.models import ModelLike
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run
-from lens_steer.steer import Factor, Intervention, Steerer
+from lens_steer.steer import Factor, Intervention, Steerer, parse_factor, parse_factors, parse_layers
 
 NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
     "en": ("Once upon a time, in a small village near the mountains,",
@@ -87,7 +91,7 @@ def append_generations(run_dir: str | Path, records: Sequence[dict[str, Any]]) -
     return Run(run_dir).append_jsonl(GENERATIONS_FILE, records)
 
 
-def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
+def run_forcing(model: ModelLike, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
                 *, prompts: dict[str, Sequence[str]] | None = None, max_new_tokens: int = 30,
                 batch_size: int = 16, progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Forcing success per (factor, target) over neutral prompts whose source language is not the target.
@@ -97,14 +101,15 @@ def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: S
     """
     prompts = prompts or NEUTRAL_PROMPTS
     flat = [(s, p) for s, ps in prompts.items() for p in ps]
-    baseline = greedy_generate(model, [p for _, p in flat], max_new_tokens=max_new_tokens, batch_size=batch_size)
+    baseline = greedy_generate(model, [p for _, p in flat], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               split=True)
     records = [generation_record("forcing", p, text, detector, target=None, factor=None, source=s, steered=False)
                for (s, p), text in zip(flat, baseline)]
     base_lang = [r["detected"] for r in records]
     jobs = [(f, t, i) for f in factors for t in targets for i, (s, _) in enumerate(flat) if s != t]
     texts = greedy_generate(model, [flat[i][1] for _, _, i in jobs], max_new_tokens=max_new_tokens,
                             steerer=steerer, interventions=[Intervention(t, f) for f, t, _ in jobs],
-                            batch_size=batch_size, progress=progress, desc="forcing")
+                            batch_size=batch_size, progress=progress, desc="forcing", split=True)
     rows = []
     for factor in factors:
         for t in targets:
@@ -132,3 +137,84 @@ def run_forcing(model: Any, steerer: Steerer, targets: Sequence[str], factors: S
 def write_forcing(run_dir: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Write the run's forcing table atomically (the one CSV writer: 6 significant digits)."""
     return Run(run_dir).write_csv(FORCING_CSV, rows, FORCING_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ForcingConfig:
+    """``lens-steer forcing``: targets (None: every run language with neurons), factors, detector, generation size.
+    Checked when built: a bad factor or detector fails before any model work."""
+
+    targets: str | None = None
+    factors: str = "p_max,p_median"
+    detector: str = "cld2"
+    max_new_tokens: int = 30
+    batch_size: int = 16
+    progress: bool = True
+    parsed: list[Factor] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parsed", parse_factors(self.factors))
+        get_detector(self.detector)
+
+
+@dataclass
+class ForcingResult:
+    rows: list[dict[str, Any]]  # forcing.csv
+    factors: list[Factor]
+    skipped: list[str]  # targets without neurons
+    files: list[Path]  # forcing.csv, generations.jsonl
+
+
+def forcing_for_run(run: Run, config: ForcingConfig, device: str = "cpu") -> ForcingResult:
+    """Language forcing of a run directory: writes ``forcing.csv`` and appends the generations."""
+    neurons = run.neurons()
+    targets, skipped = neurons.targets(config.targets, strict=False)
+    model = run.model(device)
+    rows, records = run_forcing(model, Steerer(model, neurons, run.stats()), targets, config.parsed,
+                                get_detector(config.detector), max_new_tokens=config.max_new_tokens,
+                                batch_size=config.batch_size, progress=config.progress and current().main)
+    files = [write_forcing(run.path, rows), append_generations(run.path, records)] if current().main else []
+    barrier()
+    return ForcingResult(rows, config.parsed, skipped, files)
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    """``lens-steer steer``: whom to steer to and how. Checked when built, before the model loads."""
+
+    to: str
+    factor: str = "p_max"
+    layers: str = "all"
+    positions: str = "all"
+    deactivate: str | None = None
+    max_new_tokens: int = 30
+    detector: str = "cld2"
+
+    def __post_init__(self) -> None:
+        parse_factor(self.factor)
+        parse_layers(self.layers)
+        get_detector(self.detector)
+
+
+def steer_for_run(run: Run, prompt: str, config: SteerConfig, device: str = "cpu") -> tuple[list[dict[str, Any]], Path]:
+    """Greedy continuations of ``prompt`` without and with steering to each target; appended to the run's
+    generations. Returns the records (baseline first) and the generations file."""
+    factor = parse_factor(config.factor)
+    neurons = run.neurons()
+    targets, _ = neurons.targets(config.to, strict=True)
+    if config.deactivate and config.deactivate not in neurons.languages:
+        raise LensSteerError(f"--deactivate {config.deactivate}: not in the run (it has"
+                             f" {', '.join(neurons.languages)})")
+    ivs = [Intervention(t, factor, layers=parse_layers(config.layers), positions=config.positions,
+                        deactivate=config.deactivate) for t in targets]  # checks --positions before generating
+    model = run.model(device)
+    texts = greedy_generate(model, [prompt] * (len(ivs) + 1), max_new_tokens=config.max_new_tokens,
+                            steerer=Steerer(model, neurons, run.stats()), interventions=[None, *ivs])
+    detector = get_detector(config.detector)
+    extra = {"layers": config.layers, "positions": config.positions, "deactivate": config.deactivate,
+             "max_new_tokens": config.max_new_tokens}
+    records = [generation_record("steer", prompt, texts[0], detector, target=None, factor=None, steered=False,
+                                 **extra)]
+    records += [generation_record("steer", prompt, text, detector, target=t, factor=factor.text, steered=True,
+                                  **extra) for t, text in zip(targets, texts[1:])]
+    return records, append_generations(run.path, records)

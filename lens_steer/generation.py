@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from lens_steer.distributed import run_dealt
 from lens_steer.errors import LensSteerError
-from lens_steer.models import bos_id, pad_id, pad_rows
+from lens_steer.models import Model, ModelLike, as_model
 
 
 def cut_generation(text: str, stop: str | None = "\n") -> str:
@@ -51,10 +52,10 @@ def reached_stop(text: str, stop: str) -> bool:
     return stop in text.lstrip()
 
 
-def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
+def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
                     interventions: Sequence[Any] | None = None, batch_size: int = 16,
                     stop_at_eos: bool = True, stop_text: str | None = None,
-                    progress: bool = False, desc: str = "generating") -> list[str]:
+                    progress: bool = False, desc: str = "generating", split: bool = False) -> list[str]:
     """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
 
     ``stop_text`` (e.g. ``"\\n"``) ends a row once the text generated so far holds it after its first non-whitespace
@@ -75,10 +76,9 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
         raise LensSteerError(f"--max-new-tokens must be >= 1, not {max_new_tokens}")
     if interventions is not None and (steerer is None or len(interventions) != len(prompts)):
         raise LensSteerError("interventions need a steerer and one entry per prompt")
-    tok = model.tokenizer
-    bos, pad = bos_id(model), pad_id(model)
+    model = as_model(model)
+    tok, bos = model.tokenizer, model.bos
     eos = tok.eos_token_id
-    device = next(model.parameters()).device
     encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     if any(len(e) == 0 for e in encoded):
         raise LensSteerError("a prompt is empty; give every prompt some text")
@@ -86,28 +86,38 @@ def greedy_generate(model: Any, prompts: Sequence[str], *, max_new_tokens: int =
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     from tqdm.auto import tqdm
 
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        batch = order[start : start + batch_size]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, leave=False)
+
+    def one(batch: list[int]) -> list[list[int]]:
         rows = [interventions[i] for i in batch] if interventions is not None else None
-        new = _generate_batch(model, [encoded[i] for i in batch], pad, eos if stop_at_eos else None, device,
-                              max_new_tokens, steerer, rows, (tok, stop_text) if stop_text else None)
+        new = _generate_batch(model, [encoded[i] for i in batch], eos if stop_at_eos else None, max_new_tokens,
+                              steerer, rows, (tok, stop_text) if stop_text else None)
+        bar.update(1)
+        return new
+
+    # split: under torchrun the batches, planned as one process plans them, are dealt to the ranks (same shapes,
+    # same greedy tokens); every rank gets every continuation.
+    costs = [len(b) * (max(len(encoded[i]) for i in b) + max_new_tokens) for b in batches]
+    results = run_dealt(batches, costs, one)[0] if split else [one(b) for b in batches]
+    bar.close()
+    for batch, new in zip(batches, results):
         for i, ids in zip(batch, new):
             out[i] = tok.decode(ids, skip_special_tokens=True)
     return out
 
 
-def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None, device, max_new: int, steerer,
+def _generate_batch(model: Model, rows_ids: list[list[int]], eos: int | None, max_new: int, steerer,
                     rows_iv, stop=None) -> list[list[int]]:
-    b = len(rows_ids)
-    ids, mask, _ = pad_rows(rows_ids, pad, "left")
+    b, pad = len(rows_ids), model.pad
+    ids, mask, _ = model.padded(rows_ids, "left")
     width = ids.shape[1]
     ctx = (steerer.apply(rows_iv, prompt_end=width) if steerer is not None and rows_iv is not None
            else contextlib.nullcontext())
     generated = torch.zeros((b, 0), dtype=torch.long)
     done = torch.zeros(b, dtype=torch.bool)
     with torch.inference_mode(), ctx:
-        logits, cache = model(ids.to(device), attention_mask=mask.to(device), return_type="logits_and_cache",
-                              logits_to_keep=1)
+        logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", logits_to_keep=1)
         for _ in range(max_new):
             nxt = logits[:, -1].argmax(dim=-1).cpu()
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
@@ -119,8 +129,8 @@ def _generate_batch(model, rows_ids: list[list[int]], pad: int, eos: int | None,
             if bool(done.all()) or generated.shape[1] == max_new:
                 break
             # Finished rows keep stepping (on pad tokens, masked out) so the batch and its per-row plans stay aligned.
-            mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-            logits, cache = model(nxt[:, None].to(device), past_key_values=cache, attention_mask=mask.to(device),
+            mask = torch.cat([mask, (~done).long()[:, None].to(mask.device)], dim=1)
+            logits, cache = model(nxt[:, None].to(model.device), past_key_values=cache, attention_mask=mask,
                                   return_type="logits_and_cache", logits_to_keep=1)
     # Cut at EOS; the pads that fill finished rows come after it.
     return [row[: row.index(eos)] if eos is not None and eos in row else row for row in generated.tolist()]

@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 
 from lens_steer.cloze import Fact
+from lens_steer.distributed import barrier, current, run_dealt
 from lens_steer.errors import LensSteerError
+from lens_steer.models import ModelLike
 from lens_steer.neurons import NeuronSet
 from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run
 from lens_steer.scoring import score
@@ -109,10 +111,10 @@ def win_stats(base_norm: Tensor, int_norm: Tensor, base: Tensor, steered: Tensor
     }
 
 
-def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[Fact]],
+def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[Fact]],
             languages: Sequence[str], factors: Sequence[Factor], *, per_layer: bool | Sequence[str] = False,
             batch_size: int = 32, n_seeds: int = CONTROL_SEEDS, join: str = "auto",
-            progress: bool = True) -> list[dict[str, Any]]:
+            progress: bool = True, ranks_out: list[int] | None = None) -> list[dict[str, Any]]:
     """LSS rows for every factor (and layer setting), source and target != source.
 
     Args:
@@ -124,6 +126,7 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
             list of factor texts to do it for those only (a per-layer sweep costs n_layers times one factor).
         join: how a prompt and its answers are joined (:func:`lens_steer.languages.separator`): ``auto`` (one
             space iff the prompt's language writes spaces, the same for every answer) or ``reference`` (one space).
+        ranks_out: if given, filled with the number of rows each rank scored (one entry without torchrun).
 
     A target without neurons gets rows with an empty ``lss`` and a note: it is in no mean, interval or choice.
     """
@@ -136,30 +139,45 @@ def run_lss(model: Any, neurons: NeuronSet, stats: Stats | None, facts: dict[str
     def layer_settings(factor: Factor) -> list[str | int]:
         return ["all"] + (list(range(n_layers)) if factor.text in layered else [])
 
+    empty = _without_neurons(neurons, languages)
+    sources = [s for s in languages if facts.get(s)]
+    targets = {s: [t for t in languages if t != s and t not in empty] for s in sources}
+    # Under torchrun the baselines (each source's once) and then the sweep rows are dealt to the ranks, most costly
+    # first; every unit runs on the shapes one process would use, so the rows are the same wherever they ran.
+    baselines, _ = run_dealt(sources, [len(facts[s]) * len(languages) for s in sources], lambda s: _Source.score(
+        model, s, list(facts[s]), languages, targets[s], join, batch_size))
+    src_of = dict(zip(sources, baselines))
+    work = [(s, f, layers) for s in sources for f in factors for layers in layer_settings(f)]
+    bar = tqdm(total=len(work), desc="LSS", disable=not progress)
+
+    def unit(job: tuple[str, Factor, str | int]) -> list[dict[str, Any]]:
+        s, factor, layers = job
+        src = src_of[s]
+        seeds = list(range(n_seeds)) if factor.control else [0]
+        per_seed = [src.steered_rows(model, steerer, factor, layers, seed, batch_size) for seed in seeds]
+        rows = [_row(factor, layers, s, t, _mean_rows([seed_rows[j] for seed_rows in per_seed]))
+                for j, t in enumerate(src.targets)]
+        bar.update(1)
+        return rows + [_row(factor, layers, s, t, {"note": SKIPPED_NOTE}) for t in languages if t != s and t in empty]
+
+    # Cost of a row: facts x targets x seeds, doubled for test-time factors (a forward per prompt and answer).
+    results, owners = run_dealt(work, [len(facts[s]) * max(len(targets[s]), 1) * (n_seeds if f.control else 1) *
+                                       (2 if f.test_time else 1) for s, f, _ in work], unit)
+    bar.close()
+    if ranks_out is not None:
+        ranks_out[:] = [sum(len(r) for r, o in zip(results, owners) if o == k) for k in range(current().size)]
+    return [row for rows in results for row in rows]
+
+
+def _without_neurons(neurons: NeuronSet, languages: Sequence[str]) -> list[str]:
+    """The targets without neurons, with a warning: their rows are kept, empty, with a note."""
     totals = neurons.totals()
     empty = [t for t in languages if totals.get(t, 0) == 0]
     if empty:
         import warnings
 
-        warnings.warn(f"no neurons for {', '.join(empty)}: those targets are skipped", stacklevel=2)
-    rows: list[dict[str, Any]] = []
-    work = [(s, f, layers) for s in languages if facts.get(s) for f in factors for layers in layer_settings(f)]
-    bar = tqdm(total=len(work), desc="LSS", disable=not progress)
-    for s in languages:
-        if not facts.get(s):
-            continue
-        src = _Source.score(model, s, list(facts[s]), languages, [t for t in languages if t != s and t not in empty],
-                            join, batch_size)
-        for factor in factors:
-            seeds = list(range(n_seeds)) if factor.control else [0]
-            for layers in layer_settings(factor):
-                per_seed = [src.steered_rows(model, steerer, factor, layers, seed, batch_size) for seed in seeds]
-                for j, t in enumerate(src.targets):
-                    rows.append(_row(factor, layers, s, t, _mean_rows([seed_rows[j] for seed_rows in per_seed])))
-                rows += [_row(factor, layers, s, t, {"note": SKIPPED_NOTE}) for t in languages if t != s and t in empty]
-                bar.update(1)
-    bar.close()
-    return rows
+        warnings.warn(f"no neurons for {', '.join(empty)}: those targets are skipped", stacklevel=3)
+    return empty
 
 
 @dataclass
@@ -176,14 +194,14 @@ class _Source:
     base_norm: Tensor
 
     @classmethod
-    def score(cls, model: Any, s: str, items: list[Fact], languages: Sequence[str], targets: list[str], join: str,
+    def score(cls, model: ModelLike, s: str, items: list[Fact], languages: Sequence[str], targets: list[str], join: str,
               batch_size: int) -> _Source:
         answers = [[item.continuation(s, u, join) for u in languages] for item in items]
         prompts = [item.prompt[s] for item in items]
         base = score(model, prompts, answers, batch_size=batch_size)  # the baseline, once per source
         return cls(s, items, list(languages), targets, prompts, answers, base.logp, base.normalised())
 
-    def steered_rows(self, model: Any, steerer: Steerer, factor: Factor, layers: str | int, seed: int,
+    def steered_rows(self, model: ModelLike, steerer: Steerer, factor: Factor, layers: str | int, seed: int,
                      batch_size: int) -> list[dict[str, Any]]:
         """Per target, the LSS columns of one factor / layer setting / control seed.
 
@@ -418,8 +436,10 @@ def lss_for_run(run: Run, config: LSSConfig, device: str = "cpu") -> tuple[list[
     cloze = load_cloze(config.cloze, langs, path=config.cloze_path, max_facts=config.max_facts)
     facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
     model = run.model(device)
+    world, rows_per_rank = current(), []
+    progress = config.progress and world.main
     rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=per_layer, batch_size=config.batch_size,
-                   n_seeds=config.seeds, join=config.join, progress=config.progress)
+                   n_seeds=config.seeds, join=config.join, progress=progress, ranks_out=rows_per_rank)
     forcing_rows = None
     if detector is not None:
         # Deactivating factors (zero, p10) cannot make the model write t: forcing is measured for the amplifying
@@ -428,10 +448,14 @@ def lss_for_run(run: Run, config: LSSConfig, device: str = "cpu") -> tuple[list[
         forcing_rows, records = run_forcing(
             model, Steerer(model, neurons, stats), targets, [f for f in factors if f.amplifies or f.control],
             detector, max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size,
-            progress=config.progress)
-        write_forcing(run.path, forcing_rows)
-        append_generations(run.path, records)
+            progress=progress)
+        if world.main:
+            write_forcing(run.path, forcing_rows)
+            append_generations(run.path, records)
     summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)
-    summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=config.join)
-    write_lss(run.path, rows, summary)
+    summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=config.join,
+                   world_size=world.size, rows_per_rank=rows_per_rank)
+    if world.main:  # every rank holds the same rows and summary; one writes them
+        write_lss(run.path, rows, summary)
+    barrier()
     return rows, summary

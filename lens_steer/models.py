@@ -1,8 +1,9 @@
 """Loading models as TransformerLens 4 bridges, the embedded default, and where their MLP neurons live.
 
 TransformerLens 4 has no ``HookedTransformer``: every model is a ``TransformerBridge`` around the HF module.
-This is the only file that knows how a model is loaded; everything downstream takes a bridge plus the
-:class:`MLPSite` that says which hooks carry the neurons.
+This is the only file that knows how a model is loaded and what lens_steer derives from it (BOS, padding, device,
+dtype, the MLP site, the capability probes): everything downstream takes a :class:`Model` handle, or a bare bridge
+that :func:`as_model` wraps once.
 
 Neuron semantics (the paper's, and LAPE's):
 
@@ -20,10 +21,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -145,27 +147,6 @@ def _hf_act(bridge: TransformerBridge) -> str | None:
     return None
 
 
-def bos_id(bridge: Any) -> int | None:
-    """The BOS id lens_steer prepends to every text, or None when the model does not use one (Qwen2: no BOS).
-
-    The one place that decides it: the recorder, scoring, generation, the evaluations and the probes ask here.
-    """
-    if not getattr(bridge.cfg, "default_prepend_bos", False):
-        return None
-    return getattr(bridge.tokenizer, "bos_token_id", None)
-
-
-def pad_id(bridge: Any) -> int:
-    """The id that fills padded positions: pad, else eos, else bos, else 0 (never read: every pad is masked out).
-
-    An id of 0 is a real id, not "missing" (``eos or 0`` would skip it)."""
-    tok = bridge.tokenizer
-    for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
 def pad_rows(rows: Sequence[Sequence[int]], pad: int, padding_side: str = "left", skip_first: bool | int = 0,
              ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
     """Pad token rows into ``(input_ids, attention_mask, counted)``; ``counted`` excludes pads and the first
@@ -189,121 +170,194 @@ def pad_rows(rows: Sequence[Sequence[int]], pad: int, padding_side: str = "left"
     return ids, attn, counted
 
 
-def masked_logits_ok(model: Any) -> bool:
-    """Can ``model`` project only chosen positions (``logits_to_keep`` as a boolean ``[batch, pos]`` mask, flattened
-    logits out, as in transformers >= 5.x)? Checked once per model against its full logits, so a head that hides a
-    transform (Gemma's soft-capping) is covered. Where it cannot, the scorer falls back to full logits and the
-    recorder to ``logits_to_keep=1``."""
-    ok = getattr(model, "_lens_steer_masked_logits", None)
-    if ok is None:
-        device = next(model.parameters()).device
-        ids = torch.tensor([[1, 2, 3], [3, 2, 1]], device=device)
-        attn = torch.ones_like(ids)
-        keep = torch.tensor([[False, True, True], [True, False, False]], device=device)
-        try:
-            with torch.inference_mode():
-                full = model(ids, attention_mask=attn, return_type="logits").float()
-                part = model(ids, attention_mask=attn, return_type="logits", logits_to_keep=keep).float()
-            ok = part.numel() == 3 * full.shape[-1] and bool(
-                torch.allclose(part.reshape(3, -1), full[keep], rtol=1e-4, atol=1e-4))
-        except Exception:  # noqa: BLE001 - an unsupported argument means "use full logits", never a failed run
-            ok = False
-        model._lens_steer_masked_logits = ok
-    return bool(ok)
+_UNPROBED: Any = object()
 
 
-def no_logits(model: Any, ids: torch.Tensor) -> dict[str, Any]:
-    """Forward keyword arguments that skip the unembedding when only activations are wanted.
+class Model:
+    """One loaded model: the bridge and everything lens_steer derives from it, each decided once, here.
 
-    An empty boolean ``logits_to_keep`` projects nothing; ``logits_to_keep=1`` would still read the whole
-    ``[vocab x d_model]`` matrix every forward (670 MB for Gemma-3-270M, about a quarter of a recording batch's time on
-    CPU). Models that cannot take the mask get ``logits_to_keep=1``. Call :func:`masked_logits_ok` once before
-    attaching hooks: its one-time probe is a forward of its own.
+    ``site`` (the :class:`MLPSite`), ``bos`` (the id prepended to every text, or None: Qwen2 has no BOS), ``pad``
+    (pad, else eos, else bos, else 0; never read, every pad is masked out; an id of 0 is a real id), ``device``,
+    ``dtype``, ``identity`` (what manifests record) and the two capability probes (:meth:`masked_logits_ok`,
+    :meth:`act_modules`), run at most once each. Nothing is stored on the third-party bridge.
 
-    >>> ids = torch.tensor([[1, 40, 41, 42]])
-    >>> ok = masked_logits_ok(bridge)  # the probe, before any hook is attached
-    >>> bridge(ids, attention_mask=torch.ones_like(ids), return_type=None, **no_logits(bridge, ids))
+    Calling the handle calls the bridge; any other attribute (``to_tokens``, ``blocks``, ``parameters``...) is the
+    bridge's, so a handle can stand wherever a bridge is expected. Every lens_steer function also takes a bare
+    bridge and wraps it with :func:`as_model` (one handle per bridge object).
+
+    >>> model = as_model(bridge)
+    >>> model is as_model(bridge) is as_model(model), model.site.n_layers, model.pad, model.dtype
+    (True, 2, 0, torch.float32)
     """
-    if masked_logits_ok(model):
-        return {"logits_to_keep": torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)}
-    return {"logits_to_keep": 1}
+
+    def __init__(self, bridge: TransformerBridge, identity: dict[str, Any] | None = None):
+        self.bridge = bridge
+        first = next(bridge.parameters())
+        self.device: torch.device = first.device
+        self.dtype: torch.dtype = first.dtype
+        tok = bridge.tokenizer
+        self.bos: int | None = (getattr(tok, "bos_token_id", None)
+                                if getattr(bridge.cfg, "default_prepend_bos", False) else None)
+        self.pad: int = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
+                              if c is not None), 0)
+        self._identity = identity
+        self._site: MLPSite | None = None
+        self._masked_logits: bool | None = None
+        self._act_modules: list[torch.nn.Module] | None = _UNPROBED
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.bridge(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for names the handle does not define
+        if name == "bridge":  # half-built (e.g. during unpickling): never recurse
+            raise AttributeError(name)
+        return getattr(self.bridge, name)
+
+    def __repr__(self) -> str:
+        return f"Model({self.identity.get('model')!r}, {self.device}, {self.dtype})"
+
+    @property
+    def site(self) -> MLPSite:
+        """Where the neurons live; described on first use (a stand-in model without MLP hooks can still generate)."""
+        if self._site is None:
+            self._site = describe_mlp(self.bridge)
+        return self._site
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What manifests record about the model: name, source, revision, dtype, n_layers, d_mlp."""
+        identity = dict(self._identity or {"model": str(getattr(self.bridge.cfg, "model_name", "unknown")),
+                                           "source": "in-memory", "revision": None})
+        identity.setdefault("dtype", str(self.dtype).removeprefix("torch."))
+        identity.update(n_layers=self.site.n_layers, d_mlp=self.site.d_mlp)
+        return identity
+
+    def padded(self, rows: Sequence[Sequence[int]], padding_side: str = "left", skip_first: bool | int = 0,
+               ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
+        """:func:`pad_rows` with this model's pad id, on its device."""
+        return tuple(t.to(self.device) for t in pad_rows(rows, self.pad, padding_side, skip_first))  # type: ignore[return-value]
+
+    def masked_logits_ok(self) -> bool:
+        """Can the model project only chosen positions (``logits_to_keep`` as a boolean ``[batch, pos]`` mask,
+        flattened logits out, as in transformers >= 5.x)? Probed once against the full logits, so a head that hides
+        a transform (Gemma's soft-capping) is covered. Where it cannot, the scorer falls back to full logits and the
+        recorder to ``logits_to_keep=1``. Call it before attaching statistics hooks: the probe is a forward."""
+        if self._masked_logits is None:
+            ids = torch.tensor([[1, 2, 3], [3, 2, 1]], device=self.device)
+            attn = torch.ones_like(ids)
+            keep = torch.tensor([[False, True, True], [True, False, False]], device=self.device)
+            try:
+                with torch.inference_mode():
+                    full = self.bridge(ids, attention_mask=attn, return_type="logits").float()
+                    part = self.bridge(ids, attention_mask=attn, return_type="logits", logits_to_keep=keep).float()
+                self._masked_logits = part.numel() == 3 * full.shape[-1] and bool(
+                    torch.allclose(part.reshape(3, -1), full[keep], rtol=1e-4, atol=1e-4))
+            except Exception:  # noqa: BLE001 - an unsupported argument means "use full logits", never a failed run
+                self._masked_logits = False
+        return self._masked_logits
+
+    def no_logits(self, ids: Tensor) -> dict[str, Any]:
+        """Forward keyword arguments that skip the unembedding when only activations are wanted.
+
+        An empty boolean ``logits_to_keep`` projects nothing; ``logits_to_keep=1`` would still read the whole
+        ``[vocab x d_model]`` matrix every forward (670 MB for Gemma-3-270M, about a quarter of a recording batch's
+        time on CPU). Models that cannot take the mask get ``logits_to_keep=1``.
+
+        >>> model, ids = as_model(bridge), torch.tensor([[1, 40, 41, 42]])
+        >>> ok = model.masked_logits_ok()  # the probe, before any hook is attached
+        >>> model(ids, attention_mask=torch.ones_like(ids), return_type=None, **model.no_logits(ids))
+        """
+        if self.masked_logits_ok():
+            return {"logits_to_keep": torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)}
+        return {"logits_to_keep": 1}
+
+    def act_modules(self) -> list[torch.nn.Module] | None:
+        """The activation module (``act_fn``) each layer's HF MLP calls on its gate pre-activation, or None.
+
+        A forward hook there sees ``act_fn(gate)`` itself, so the recorder reads the neuron value instead of
+        recomputing ``act_fn`` on ``hook_pre`` (on CPU the recomputation was the largest cost of recording). Used only
+        when one short probe forward shows, for every layer, that the module is called exactly once and that its
+        input equals ``blocks.{l}.mlp.hook_pre``; otherwise (native TransformerLens models, processed weights, an
+        unknown MLP) callers use the bridge hooks. Probed once; :meth:`forget_act_modules` turns it off.
+        """
+        if self._act_modules is _UNPROBED:
+            mods = _find_act_modules(self.bridge, self.site)
+            ok = mods is not None and len({id(m) for m in mods}) == len(mods) and self._probe_act_modules(mods)
+            self._act_modules = mods if ok else None
+        return self._act_modules
+
+    def forget_act_modules(self) -> None:
+        """Use the bridge hooks from now on (the modules stopped matching the probe, e.g. weights processed since)."""
+        self._act_modules = None
+
+    def _probe_act_modules(self, mods: list[torch.nn.Module]) -> bool:
+        """One short forward: is every module called once per layer, on exactly hook_pre, returning act_fn of it?"""
+        site, n = self.site, self.site.n_layers
+        ids = list(self.bridge.tokenizer("The probe.", add_special_tokens=False)["input_ids"])[:4] or [0]
+        ids = ([self.bos] if self.bos is not None else []) + ids
+        seen: dict[int, list[tuple[Tensor, Tensor]]] = {layer: [] for layer in range(n)}
+        pre: dict[int, Tensor] = {}
+
+        def grab(layer: int) -> Callable[..., None]:
+            def hook(module: torch.nn.Module, args: tuple, out: Tensor) -> None:
+                seen[layer].append((args[0].detach().clone(), out.detach().clone()))
+            return hook
+
+        def keep(x: Tensor, hook: Any) -> None:
+            pre[hook.layer()] = x.detach().clone()
+
+        handles = [m.register_forward_hook(grab(layer)) for layer, m in enumerate(mods)]
+        try:
+            with torch.inference_mode(), self.bridge.hooks(fwd_hooks=[(site.name("hook_pre", layer), keep)
+                                                                      for layer in range(n)]):
+                tokens = torch.tensor([ids], device=self.device)
+                self.bridge(tokens, attention_mask=torch.ones_like(tokens), return_type=None, logits_to_keep=1)
+        except Exception:  # noqa: BLE001 - any failure means "do not use the fast path", never a failed run
+            return False
+        finally:
+            for h in handles:
+                h.remove()
+        act = ACT_FNS[site.act_fn]
+        return all(len(seen[layer]) == 1 and layer in pre and seen[layer][0][0].shape == pre[layer].shape
+                   and torch.equal(seen[layer][0][0], pre[layer])
+                   and torch.allclose(seen[layer][0][1].float(), act(pre[layer].float()), rtol=1e-2, atol=1e-3)
+                   for layer in range(n))
+
+
+ModelLike = Union[Model, "TransformerBridge"]
+"""What every lens_steer function that runs a model accepts: a :class:`Model` or a bare bridge."""
+
+_HANDLES: weakref.WeakKeyDictionary[Any, Model] = weakref.WeakKeyDictionary()
+
+
+def as_model(model: ModelLike) -> Model:
+    """The one :class:`Model` handle of ``model`` (built on first use for a bare bridge, then reused)."""
+    if isinstance(model, Model):
+        return model
+    handle = _HANDLES.get(model)
+    if handle is None:
+        handle = _HANDLES[model] = Model(model)
+    return handle
 
 
 # Attribute names of the activation module inside HF MLPs (Llama/Qwen2/Gemma: act_fn; GPT-2: act; BLOOM: gelu_impl).
 _ACT_MODULE_ATTRS = ("act_fn", "act", "activation_fn", "gelu_impl", "activation")
 
 
-def act_fn_modules(bridge: TransformerBridge) -> list[torch.nn.Module] | None:
-    """The activation module (``act_fn``) that each layer's HF MLP calls on its gate pre-activation, or None.
-
-    A forward hook there sees ``act_fn(gate)`` itself, so the recorder reads the neuron value instead of recomputing
-    ``act_fn`` on ``hook_pre`` (on CPU the recomputation was the largest cost of recording). It is used only when one
-    short probe forward shows, for every layer, that the module is called exactly once and that its input equals
-    ``blocks.{l}.mlp.hook_pre``; otherwise (native TransformerLens models, processed-weights mode, an unknown MLP)
-    callers fall back to the bridge hooks. The answer is cached on the bridge.
-    """
-    cached = bridge.__dict__.get("_lens_steer_act_modules", False)
-    if cached is not False:
-        return cached
-    site = describe_mlp(bridge)
-    mods: list[torch.nn.Module] | None = []
+def _find_act_modules(bridge: TransformerBridge, site: MLPSite) -> list[torch.nn.Module] | None:
+    """Each layer's HF MLP activation module, or None when some layer has none (a native TransformerLens model)."""
+    mods: list[torch.nn.Module] = []
     try:
         for layer in range(site.n_layers):
             hf_mlp = getattr(bridge.blocks[layer].mlp, "original_component", None)
             found = [getattr(hf_mlp, a, None) for a in _ACT_MODULE_ATTRS] if hf_mlp is not None else []
             mod = next((m for m in found if isinstance(m, torch.nn.Module)), None)
             if mod is None:
-                mods = None
-                break
+                return None
             mods.append(mod)
     except (AttributeError, IndexError, TypeError):
-        mods = None
-    if mods is not None and (len({id(m) for m in mods}) != len(mods) or not _probe_act_modules(bridge, site, mods)):
-        mods = None
-    bridge.__dict__["_lens_steer_act_modules"] = mods
+        return None
     return mods
-
-
-def _probe_act_modules(bridge: TransformerBridge, site: MLPSite, mods: list[torch.nn.Module]) -> bool:
-    """One short forward: is every module called once per layer, on exactly hook_pre, returning act_fn(hook_pre)?"""
-    tok = bridge.tokenizer
-    ids = list(tok("The probe.", add_special_tokens=False)["input_ids"])[:4] or [0]
-    bos = bos_id(bridge)
-    ids = ([bos] if bos is not None else []) + ids
-    device = next(bridge.parameters()).device
-    seen: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {layer: [] for layer in range(site.n_layers)}
-    pre: dict[int, torch.Tensor] = {}
-
-    def grab(layer: int):
-        def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
-            seen[layer].append((args[0].detach().clone(), out.detach().clone()))
-        return hook
-
-    def keep(x: torch.Tensor, hook: Any) -> None:
-        pre[hook.layer()] = x.detach().clone()
-
-    handles = [m.register_forward_hook(grab(layer)) for layer, m in enumerate(mods)]
-    try:
-        with torch.inference_mode(), bridge.hooks(fwd_hooks=[(site.name("hook_pre", layer), keep)
-                                                             for layer in range(site.n_layers)]):
-            tokens = torch.tensor([ids], device=device)
-            bridge(tokens, attention_mask=torch.ones_like(tokens), return_type=None, logits_to_keep=1)
-    except Exception:  # noqa: BLE001 - any failure means "do not use the fast path", never a failed run
-        return False
-    finally:
-        for h in handles:
-            h.remove()
-    act = ACT_FNS[site.act_fn]
-    for layer in range(site.n_layers):
-        if len(seen[layer]) != 1 or layer not in pre:
-            return False
-        x, out = seen[layer][0]
-        if x.shape != pre[layer].shape or not torch.equal(x, pre[layer]):
-            return False
-        if not torch.allclose(out.float(), act(pre[layer].float()), rtol=1e-2, atol=1e-3):
-            return False
-    return True
-
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     """Pick the compute dtype: fp32 on CPU; on GPU bf16 is allowed. fp16 is refused (Gemma overflows in fp16)."""
@@ -323,8 +377,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 
 
 def load_model(spec: str = EMBEDDED_MODEL, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
-               revision: str | None = None) -> TransformerBridge:
-    """Load a model as an eval-mode ``TransformerBridge``.
+               revision: str | None = None) -> Model:
+    """Load a model: an eval-mode ``TransformerBridge`` in its :class:`Model` handle.
 
     Args:
         spec: ``gemma-3-270m`` (the embedded default, no network needed), a local HF directory, or an HF hub id
@@ -334,7 +388,8 @@ def load_model(spec: str = EMBEDDED_MODEL, *, device: str = "cpu", dtype: str | 
         revision: hub revision, recorded in run manifests.
 
     Returns:
-        The bridge; ``bridge.lens_steer_model`` holds the identity recorded in manifests.
+        The :class:`Model` (``model.bridge`` is the ``TransformerBridge``; ``model.identity`` is what manifests
+        record).
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch_dtype = resolve_dtype(dtype, device)
@@ -365,20 +420,9 @@ def load_model(spec: str = EMBEDDED_MODEL, *, device: str = "cpu", dtype: str | 
                              f" {EMBEDDED_MODEL!r} or a local model directory") from exc
     bridge.eval()
     identity["dtype"] = str(torch_dtype).removeprefix("torch.")
-    bridge.lens_steer_model = identity  # type: ignore[attr-defined]  # plain attribute read by model_identity()
-    describe_mlp(bridge)  # fail at load time, not mid-run, for unsupported models
-    return bridge
-
-
-def model_identity(bridge: TransformerBridge) -> dict[str, Any]:
-    """What manifests record about the model: name, source, revision, dtype, n_layers, d_mlp."""
-    site = describe_mlp(bridge)
-    identity = dict(getattr(bridge, "lens_steer_model", None) or {
-        "model": str(getattr(bridge.cfg, "model_name", "unknown")), "source": "in-memory", "revision": None,
-        "dtype": str(next(bridge.parameters()).dtype).removeprefix("torch."),
-    })
-    identity.update(n_layers=site.n_layers, d_mlp=site.d_mlp)
-    return identity
+    model = _HANDLES[bridge] = Model(bridge, identity)  # as_model(bridge) finds this handle too
+    model.site  # noqa: B018 - fail at load time, not mid-run, for unsupported models
+    return model
 
 
 def embedded_model_dir() -> Path:

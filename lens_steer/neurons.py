@@ -107,6 +107,26 @@ class NeuronSet:
                 f" {n_layers} x {d_mlp}; identify neurons again on this model"
             )
 
+    def targets(self, spec: str | None = None, *, strict: bool = False) -> tuple[list[str], list[str]]:
+        """The target languages ``spec`` names (default: every language with neurons) that have neurons, and those
+        skipped for having none (``strict`` refuses them instead). A language the set lacks is refused.
+
+        >>> NeuronSet(["en", "fr"], {"en": [[1], []], "fr": [[], []]}, 2, 4).targets("en,fr")
+        (['en'], ['fr'])
+        """
+        from lens_steer.languages import parse_languages
+
+        totals = self.totals()
+        targets = parse_languages(spec) if spec else [c for c in self.languages if totals[c]]
+        unknown = [t for t in targets if t not in totals]
+        if unknown:
+            raise LensSteerError(f"{', '.join(unknown)} not in the run (it has {', '.join(self.languages)})")
+        empty = [t for t in targets if not totals[t]]
+        if empty and strict:
+            raise LensSteerError(f"{', '.join(empty)} has no neurons in this run; choose another target or identify"
+                                 " with a larger --top-rate")
+        return [t for t in targets if totals[t]], empty
+
     # ---- I/O ----
     def to_json(self) -> dict[str, Any]:
         return {"languages": self.languages, "neurons": {c: self.neurons[c] for c in self.languages},

@@ -140,57 +140,93 @@ def layer_distribution(neurons: NeuronSet | Mapping[str, NeuronSet], order: str 
     names = list(sets)
     first = sets[names[0]]
     langs = order_languages(first.languages, order)
-    for name, ns in sets.items():
-        if ns.n_layers != first.n_layers or set(ns.languages) != set(first.languages):
-            raise LensSteerError(f"neuron set {name!r} has other languages or layers than {names[0]!r};"
-                                 " compare sets from the same model and languages")
-    tables = {}
-    for name, ns in sets.items():
-        counts = ns.counts().numpy()  # [lang, layer]
-        idx = [ns.languages.index(c) for c in langs]
-        tables[name] = counts[idx].astype(float)
+    _check_comparable(sets)
+    tables = {name: _counts_in_order(ns, langs) for name, ns in sets.items()}
     zmax = max(1.0, max(t.max() for t in tables.values()))
-    layers = list(range(first.n_layers))
-    labels = [language_label(c) for c in langs]
+    axes = dict(langs=langs, labels=[language_label(c) for c in langs], layers=list(range(first.n_layers)))
 
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names if len(names) > 1 else None,
                         shared_yaxes=True, horizontal_spacing=0.06)
     heat_idx, bar_idx = [], []
     for col, name in enumerate(names, start=1):
         z = tables[name]
-        totals = z.sum(axis=1, keepdims=True)
-        share = np.divide(z, totals, out=np.zeros_like(z), where=totals > 0)
-        custom = np.dstack([np.array([labels] * len(layers)).T, share * 100])
+        share = _row_share(z)
         heat_idx.append(len(fig.data))
-        fig.add_trace(go.Heatmap(
-            z=z, x=layers, y=langs, customdata=custom, zmin=0, zmax=zmax, colorscale=SEQUENTIAL,
-            showscale=col == 1, colorbar=dict(title=dict(text="neurons"), len=0.9),
-            hovertemplate="%{customdata[0]}<br>layer %{x}<br>%{z:.0f} neurons<br>"
-                          "%{customdata[1]:.1f}% of this language's neurons<extra>" + name + "</extra>",
-        ), row=1, col=col)
-        for i, code in enumerate(langs):
+        fig.add_trace(_count_heatmap(z, share, zmax=zmax, name=name, first_panel=col == 1, **axes), row=1, col=col)
+        for bar in _count_bars(z, share, name=name, first_panel=col == 1, **axes):
             bar_idx.append(len(fig.data))
-            fig.add_trace(go.Bar(
-                x=layers, y=z[i], name=code, legendgroup=code, showlegend=col == 1, visible=False,
-                marker_color=DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)],  # same colour in every panel
-                customdata=np.stack([share[i] * 100], axis=-1),
-                hovertemplate=f"{labels[i]}<br>layer %{{x}}<br>%{{y:.0f}} neurons<br>"
-                              "%{customdata[0]:.1f}% of this language's neurons<extra>" + name + "</extra>",
-            ), row=1, col=col)
-    n = len(fig.data)
-    show_heat = [i in heat_idx for i in range(n)]
-    show_bars = [i in bar_idx for i in range(n)]
-    fig.update_layout(barmode="stack", updatemenus=[dict(
-        type="buttons", direction="right", x=1.0, xanchor="right", y=1.13, yanchor="bottom",
-        buttons=[dict(label="heatmap", method="update", args=[{"visible": show_heat}, {"showlegend": False}]),
-                 dict(label="stacked bars", method="update", args=[{"visible": show_bars}, {"showlegend": True}])],
-    )], showlegend=False)
+            fig.add_trace(bar, row=1, col=col)
+    fig.update_layout(barmode="stack", updatemenus=[_view_toggle(len(fig.data), heat_idx, bar_idx)],
+                      showlegend=False)
     fig.update_xaxes(title_text="layer", dtick=1 if first.n_layers <= 40 else None)
     fig.update_yaxes(autorange="reversed")  # family order reads top-down, as in the overlap matrices
     fig.update_yaxes(title_text="language", row=1, col=1)
     method = first.provenance.get("method", "")
     title = "Language-specific neurons per layer" + (f" ({method})" if method and len(names) == 1 else "")
     return _style(fig, title, height=max(360, 26 * len(langs) + 160), width=max(700, 520 * len(names)))
+
+
+def _check_comparable(sets: Mapping[str, NeuronSet]) -> None:
+    """Side-by-side panels share one language axis and one layer axis, so every set must match the first."""
+    names = list(sets)
+    first = sets[names[0]]
+    for name, ns in sets.items():
+        if ns.n_layers != first.n_layers or set(ns.languages) != set(first.languages):
+            raise LensSteerError(f"neuron set {name!r} has other languages or layers than {names[0]!r};"
+                                 " compare sets from the same model and languages")
+
+
+def _counts_in_order(ns: NeuronSet, langs: Sequence[str]) -> np.ndarray:
+    """Neuron counts [lang, layer] as floats with rows in ``langs`` order: each set may list its languages in its
+    own order, but all panels share one language axis."""
+    counts = ns.counts().numpy()  # [lang, layer]
+    idx = [ns.languages.index(c) for c in langs]
+    return counts[idx].astype(float)
+
+
+def _row_share(z: np.ndarray) -> np.ndarray:
+    """Each cell as a share of its row's total, 0 for an all-zero row (a language with no neurons must not
+    show NaN in the hover)."""
+    totals = z.sum(axis=1, keepdims=True)
+    return np.divide(z, totals, out=np.zeros_like(z), where=totals > 0)
+
+
+def _count_heatmap(z: np.ndarray, share: np.ndarray, *, langs: list[str], labels: list[str], layers: list[int],
+                   zmax: float, name: str, first_panel: bool) -> go.Heatmap:
+    """One panel's heatmap: every panel gets the same ``zmax`` so colours compare across sets, and only the first
+    draws the colour bar (one bar for the shared scale)."""
+    custom = np.dstack([np.array([labels] * len(layers)).T, share * 100])
+    return go.Heatmap(
+        z=z, x=layers, y=langs, customdata=custom, zmin=0, zmax=zmax, colorscale=SEQUENTIAL,
+        showscale=first_panel, colorbar=dict(title=dict(text="neurons"), len=0.9),
+        hovertemplate="%{customdata[0]}<br>layer %{x}<br>%{z:.0f} neurons<br>"
+                      "%{customdata[1]:.1f}% of this language's neurons<extra>" + name + "</extra>",
+    )
+
+
+def _count_bars(z: np.ndarray, share: np.ndarray, *, langs: list[str], labels: list[str], layers: list[int],
+                name: str, first_panel: bool) -> list[go.Bar]:
+    """One panel's stacked bars, one trace per language, hidden until the toggle shows them. Only the first panel
+    puts them in the legend (the legend groups tie each language's bars across panels)."""
+    return [go.Bar(
+        x=layers, y=z[i], name=code, legendgroup=code, showlegend=first_panel, visible=False,
+        marker_color=DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)],  # same colour in every panel
+        customdata=np.stack([share[i] * 100], axis=-1),
+        hovertemplate=f"{labels[i]}<br>layer %{{x}}<br>%{{y:.0f}} neurons<br>"
+                      "%{customdata[0]:.1f}% of this language's neurons<extra>" + name + "</extra>",
+    ) for i, code in enumerate(langs)]
+
+
+def _view_toggle(n_traces: int, heat_idx: list[int], bar_idx: list[int]) -> dict[str, Any]:
+    """The heatmap / stacked-bars buttons: each shows one kind of trace and hides the other, inside the figure so
+    that the toggle works in a static HTML file."""
+    show_heat = [i in heat_idx for i in range(n_traces)]
+    show_bars = [i in bar_idx for i in range(n_traces)]
+    return dict(
+        type="buttons", direction="right", x=1.0, xanchor="right", y=1.13, yanchor="bottom",
+        buttons=[dict(label="heatmap", method="update", args=[{"visible": show_heat}, {"showlegend": False}]),
+                 dict(label="stacked bars", method="update", args=[{"visible": show_bars}, {"showlegend": True}])],
+    )
 
 
 def overlap_heatmap(neurons: NeuronSet, kind: str = "count", order: str = "family") -> go.Figure:
@@ -557,34 +593,7 @@ def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | No
     data = _InspectorData(stats, neurons)
     langs = order_languages(neurons.languages, order)
     col = [neurons.languages.index(c) for c in langs]
-    labels = [language_label(c) for c in langs]
-    frames: dict[int, dict[str, Any]] = {}
-    for layer in layers:
-        if not 0 <= layer < data.n_layers:
-            raise LensSteerError(f"layer {layer} is outside 0..{data.n_layers - 1}")
-        idx = np.flatnonzero(data.mask[layer].any(axis=1))
-        if len(idx) > max_neurons:
-            top = np.argsort(-data.prob[layer][idx].max(axis=1), kind="stable")[:max_neurons]
-            idx = np.sort(idx[top])
-        if len(idx) == 0:
-            frames[layer] = dict(z=[[None] * len(langs)], y=["(none)"], custom=[[["", 0, 0, -1, ""]] * len(langs)],
-                                 mx=[], my=[], n=0)
-            continue
-        prob = data.prob[layer][idx][:, col].round(4)                   # [n, lang]
-        pmax = data.pmax[col][:, layer, idx].T.round(4)
-        pmed = data.pmed[col][:, layer, idx].T.round(4)
-        assigned = data.mask[layer][idx][:, col]
-        owners = [",".join(c for c, a in zip(langs, row) if a) for row in assigned]
-        custom = [[[labels[k], float(pmax[i, k]), float(pmed[i, k]), int(j), owners[i]] for k in range(len(langs))]
-                  for i, j in enumerate(idx)]
-        ys = [f"n{j}" for j in idx]
-        rows, cols = np.nonzero(assigned)
-        frames[layer] = dict(z=prob.tolist(), y=ys, custom=custom, mx=[langs[c] for c in cols],
-                             my=[ys[r] for r in rows], n=len(idx))
-
-    def title(layer: int) -> str:
-        return f"Layer {layer}: activation probability of its {frames[layer]['n']} language neurons (x = assigned)"
-
+    frames = {layer: _inspector_frame(data, layer, langs, col, max_neurons) for layer in layers}
     first = frames[layers[0]]
     fig = go.Figure([
         go.Heatmap(z=first["z"], x=langs, y=first["y"], customdata=first["custom"], colorscale=SEQUENTIAL, zmin=0,
@@ -595,19 +604,61 @@ def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | No
         go.Scatter(x=first["mx"], y=first["my"], mode="markers", name="assigned",
                    marker=dict(symbol="x-thin", size=9, line=dict(width=2, color="white")), hoverinfo="skip"),
     ])
-    steps = [dict(label=str(layer), method="update",
-                  args=[{"z": [frames[layer]["z"], None], "y": [frames[layer]["y"], frames[layer]["my"]],
-                         "customdata": [frames[layer]["custom"], None], "x": [langs, frames[layer]["mx"]]},
-                        {"title.text": title(layer)}])
-             for layer in layers]
     height = max(520, min(1400, 12 * max(f["n"] for f in frames.values()) + 220))
+    steps = _inspector_steps(frames, layers, langs)
     fig.update_layout(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="layer "), pad=dict(t=50),
                                     x=0.0, len=1.0)], showlegend=False)
     fig.update_xaxes(title_text="language", side="top")
     fig.update_yaxes(title_text="neuron (index in the layer)", autorange="reversed", type="category")
-    fig = _style(fig, title(layers[0]), height=height, width=max(640, 40 * len(langs) + 260))
+    title = _inspector_title(layers[0], first["n"])
+    fig = _style(fig, title, height=height, width=max(640, 40 * len(langs) + 260))
     fig.update_layout(margin=dict(t=110))
     return fig
+
+
+def _inspector_title(layer: int, n: int) -> str:
+    """The figure title for one layer; each slider step sets it, so it always names the layer on show."""
+    return f"Layer {layer}: activation probability of its {n} language neurons (x = assigned)"
+
+
+def _inspector_frame(data: _InspectorData, layer: int, langs: list[str], col: list[int],
+                     max_neurons: int) -> dict[str, Any]:
+    """One layer's heatmap rows (z, y, hover data) and cross marks (mx, my), ``langs`` ordered columns (``col``:
+    their indices in the data). A layer with no language neurons gets one blank placeholder row, so the slider
+    can still show it."""
+    if not 0 <= layer < data.n_layers:
+        raise LensSteerError(f"layer {layer} is outside 0..{data.n_layers - 1}")
+    idx = np.flatnonzero(data.mask[layer].any(axis=1))
+    if len(idx) > max_neurons:  # the most active neurons, kept in index order
+        top = np.argsort(-data.prob[layer][idx].max(axis=1), kind="stable")[:max_neurons]
+        idx = np.sort(idx[top])
+    if len(idx) == 0:
+        return dict(z=[[None] * len(langs)], y=["(none)"], custom=[[["", 0, 0, -1, ""]] * len(langs)], mx=[], my=[],
+                    n=0)
+    labels = [language_label(c) for c in langs]
+    prob = data.prob[layer][idx][:, col].round(4)                   # [n, lang]
+    pmax = data.pmax[col][:, layer, idx].T.round(4)
+    pmed = data.pmed[col][:, layer, idx].T.round(4)
+    assigned = data.mask[layer][idx][:, col]
+    owners = [",".join(c for c, a in zip(langs, row) if a) for row in assigned]
+    custom = [[[labels[k], float(pmax[i, k]), float(pmed[i, k]), int(j), owners[i]] for k in range(len(langs))]
+              for i, j in enumerate(idx)]
+    ys = [f"n{j}" for j in idx]
+    rows, cols = np.nonzero(assigned)
+    return dict(z=prob.tolist(), y=ys, custom=custom, mx=[langs[c] for c in cols], my=[ys[r] for r in rows],
+                n=len(idx))
+
+
+def _inspector_steps(frames: Mapping[int, dict[str, Any]], layers: list[int],
+                     langs: list[str]) -> list[dict[str, Any]]:
+    """One slider step per entry of ``layers`` (in the caller's order): it restyles the heatmap (trace 0) and the
+    crosses (trace 1) with that layer's data and retitles the figure, inside the figure so that it works in a
+    static HTML file."""
+    return [dict(label=str(layer), method="update",
+                 args=[{"z": [frames[layer]["z"], None], "y": [frames[layer]["y"], frames[layer]["my"]],
+                        "customdata": [frames[layer]["custom"], None], "x": [langs, frames[layer]["mx"]]},
+                       {"title.text": _inspector_title(layer, frames[layer]["n"])}])
+            for layer in layers]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -635,6 +686,18 @@ def save_figure(fig: go.Figure, path: str | Path, width: int | None = None, heig
                 scale: float = 2.0) -> Path:
     """Write ``fig`` as .png, .svg (kaleido + Chromium, offline) or a self-contained .html, atomically."""
     return save_figures([(fig, path)], width=width, height=height, scale=scale)[0]
+
+
+def parse_formats(text: str) -> list[str]:
+    """The file formats of ``lens-steer figures --format``.
+
+    >>> parse_formats("PNG, svg")
+    ['png', 'svg']
+    """
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    if not formats or any(f not in ("png", "svg", "html") for f in formats):
+        raise LensSteerError(f"--format {text!r}: use png, svg or html (comma-separated)")
+    return formats
 
 
 def save_figures(items: Sequence[tuple[go.Figure, str | Path]], width: int | None = None, height: int | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -215,10 +216,45 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     neurons, stats = _load(run_dir)
     figs = run_figures(run_dir)
     manifest = stats.manifest if stats is not None else neurons.provenance.get("stats", {})
-    model = manifest.get("model", {})
-    corpus = manifest.get("corpus", {})
-    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+    sections: list[tuple[str, str, str]] = [  # (anchor, title, html)
+        ("neurons", "Language neurons", _overview_html(neurons, stats, manifest)),
+        ("where", "Where they live and how they overlap",
+         _figures_html(figs, ("layer_distribution", "overlap_counts", "overlap_jaccard"))),
+    ]
+    if "layer_inspector" in figs:
+        sections.append(("inspector", "Per-layer neuron inspector",
+                         "<p>Drag the slider to pick a layer. Hover a cell for the neuron's activation probability,"
+                         " p_max and p_median in that language; crosses mark the languages it is assigned to."
+                         " <code>lens-steer inspect RUN --layer L --neuron J</code> lists the tokens that drive one"
+                         " neuron.</p>" + _figure_html(figs["layer_inspector"], "fig-layer_inspector")))
+    lss = _lss_table(run_dir)
+    if lss is not None:
+        sections.append(("lss", "Language Steering Shift", _lss_html(run_dir, lss, figs)))
+    forcing_path = run_dir / FORCING_CSV
+    if forcing_path.exists():
+        sections.append(("forcing", "Language forcing on neutral prompts", _table(plots.read_table(forcing_path))))
+    gens = _generations(run_dir)
+    if gens:
+        sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))
+    evals = [k for k in figs if k.startswith("downstream_")]
+    if evals:
+        sections.append(("downstream", "Downstream evaluation under amplification",
+                         _downstream_html(run_dir, figs, evals)))
+    page = _page(run_dir.name, manifest, sections, get_plotlyjs())
+    target = Path(out) if out else run_dir / REPORT_FILE
+    write_text(target, page)
+    return target
 
+
+def _figures_html(figs: dict[str, go.Figure], keys: Sequence[str]) -> str:
+    """The figures of ``keys`` that the run has, in that order; a section lists what it may hold and shows what its
+    artifacts allowed."""
+    return "".join(_figure_html(figs[k], f"fig-{k}") for k in keys if k in figs)
+
+
+def _overview_html(neurons: NeuronSet, stats: Stats | None, manifest: dict[str, Any]) -> str:
+    """The first section: what was identified and how, the per-language counts and the manifest, so the page
+    says what run it describes before any figure."""
     total = sum(neurons.totals().values())
     overview = (f"<p>{total} language-neuron assignments ({html.escape(str(neurons.provenance.get('method', '?')))},"
                 f" {html.escape(json.dumps(neurons.provenance.get('params', {})))}) over {neurons.n_layers} layers x"
@@ -226,62 +262,58 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     overview += _table(_counts_table(neurons, stats))
     overview += ("<details><summary>run manifest</summary><pre>"
                  + html.escape(json.dumps(manifest, indent=2, ensure_ascii=False)) + "</pre></details>")
-    sections.append(("neurons", "Language neurons", overview))
+    return overview
 
-    body = "".join(_figure_html(figs[k], f"fig-{k}") for k in ("layer_distribution", "overlap_counts",
-                                                                "overlap_jaccard") if k in figs)
-    sections.append(("where", "Where they live and how they overlap", body))
-    if "layer_inspector" in figs:
-        sections.append(("inspector", "Per-layer neuron inspector",
-                         "<p>Drag the slider to pick a layer. Hover a cell for the neuron's activation probability,"
-                         " p_max and p_median in that language; crosses mark the languages it is assigned to."
-                         " <code>lens-steer inspect RUN --layer L --neuron J</code> lists the tokens that drive one"
-                         " neuron.</p>" + _figure_html(figs["layer_inspector"], "fig-layer_inspector")))
 
-    lss = _lss_table(run_dir)
-    if lss is not None:
-        part = ""
-        if Run(run_dir).has(LSS_SUMMARY):
-            summary = Run(run_dir).summary()
-            rows = [{"factor": f, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
-                    for f, vals in summary.get("factors", {}).items()]
-            part += (f"<p>Chosen factor: <b>{html.escape(str(summary.get('best_factor')))}</b>"
-                     f" ({html.escape(str(summary.get('reason', '')))}). Rule:"
-                     f" {html.escape(str(summary.get('rule', '')))}. By LSS alone (the paper's choice):"
-                     f" {html.escape(str(summary.get('best_lss_factor', summary.get('best_factor'))))}."
-                     f" Cloze: {html.escape(str(summary.get('cloze')))}.</p>")
-            if rows:
-                part += _table(pd.DataFrame(rows))
-        part += "".join(_figure_html(figs[k], f"fig-{k}") for k in (
-            "lss_matrix", "lss_vs_factor", "target_wins_vs_factor", "forcing_vs_factor", "gain_vs_damage",
-            "lss_per_layer") if k in figs)
-        part += "<details><summary>lss.csv</summary>" + _table(lss) + "</details>"
-        sections.append(("lss", "Language Steering Shift", part))
+def _lss_html(run_dir: Path, lss: pd.DataFrame, figs: dict[str, go.Figure]) -> str:
+    """The LSS section: the factor choice (when lss_summary.json records one), the LSS figures, then the raw table
+    folded away (it can be long)."""
+    part = _lss_summary_html(run_dir) if Run(run_dir).has(LSS_SUMMARY) else ""
+    part += _figures_html(figs, ("lss_matrix", "lss_vs_factor", "target_wins_vs_factor", "forcing_vs_factor",
+                                 "gain_vs_damage", "lss_per_layer"))
+    part += "<details><summary>lss.csv</summary>" + _table(lss) + "</details>"
+    return part
 
-    forcing_path = run_dir / FORCING_CSV
-    if forcing_path.exists():
-        sections.append(("forcing", "Language forcing on neutral prompts", _table(plots.read_table(forcing_path))))
-    gens = _generations(run_dir)
-    if gens:
-        sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))
 
-    evals = [k for k in figs if k.startswith("downstream_")]
-    if evals:
-        part = "".join(_figure_html(figs[k], f"fig-{k}") for k in evals)
-        for path in sorted(run_dir.glob(EVAL_GLOB)):
-            part += f"<details><summary>{html.escape(path.name)}</summary>{_table(plots.read_table(path))}</details>"
-        sections.append(("downstream", "Downstream evaluation under amplification", part))
+def _lss_summary_html(run_dir: Path) -> str:
+    """Which factor was chosen and why, next to the paper's LSS-only choice, and the per-factor summary numbers
+    (nested values are left out: they do not fit a table cell)."""
+    summary = Run(run_dir).summary()
+    rows = [{"factor": f, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
+            for f, vals in summary.get("factors", {}).items()]
+    part = (f"<p>Chosen factor: <b>{html.escape(str(summary.get('best_factor')))}</b>"
+            f" ({html.escape(str(summary.get('reason', '')))}). Rule:"
+            f" {html.escape(str(summary.get('rule', '')))}. By LSS alone (the paper's choice):"
+            f" {html.escape(str(summary.get('best_lss_factor', summary.get('best_factor'))))}."
+            f" Cloze: {html.escape(str(summary.get('cloze')))}.</p>")
+    if rows:
+        part += _table(pd.DataFrame(rows))
+    return part
 
+
+def _downstream_html(run_dir: Path, figs: dict[str, go.Figure], evals: list[str]) -> str:
+    """The downstream heatmaps, then every evaluation table folded away under its file name."""
+    part = _figures_html(figs, evals)
+    for path in sorted(run_dir.glob(EVAL_GLOB)):
+        part += f"<details><summary>{html.escape(path.name)}</summary>{_table(plots.read_table(path))}</details>"
+    return part
+
+
+def _page(name: str, manifest: dict[str, Any], sections: list[tuple[str, str, str]], plotlyjs: str) -> str:
+    """The whole page around ``sections`` (anchor, title, html): header with the model, corpus and site, a
+    navigation bar, then the sections in order."""
+    model = manifest.get("model", {})
+    corpus = manifest.get("corpus", {})
     nav = "".join(f"<a href='#{a}'>{html.escape(t)}</a>" for a, t, _ in sections)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page = "\n".join([
+    return "\n".join([
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>lens_steer report: {html.escape(run_dir.name)}</title>",
+        f"<title>lens_steer report: {html.escape(name)}</title>",
         f"<style>{_CSS}</style>",
         # plotly.js once, inline: the page must render with no network.
-        f"<script type='text/javascript'>{get_plotlyjs()}</script>",
+        f"<script type='text/javascript'>{plotlyjs}</script>",
         "</head><body>",
-        f"<h1>lens_steer report: {html.escape(run_dir.name)}</h1>",
+        f"<h1>lens_steer report: {html.escape(name)}</h1>",
         f"<p class='meta'>model {html.escape(str(model.get('model', '?')))} ({html.escape(str(model.get('source', '')))}),"
         f" corpus {html.escape(str(corpus.get('name', '?')))} {html.escape(str(corpus.get('split') or ''))},"
         f" site {html.escape(str(manifest.get('site', '?')))}; written {stamp} by lens_steer {__version__}</p>",
@@ -289,6 +321,3 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         *[f"<h2 id='{a}'>{html.escape(t)}</h2>{h}" for a, t, h in sections],
         "</body></html>",
     ])
-    target = Path(out) if out else run_dir / REPORT_FILE
-    write_text(target, page)
-    return target

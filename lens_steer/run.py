@@ -30,6 +30,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 
 if TYPE_CHECKING:
+    from lens_steer.models import Model
     from lens_steer.neurons import NeuronSet
     from lens_steer.stats import Stats
 
@@ -151,7 +152,7 @@ class Run:
         return best
 
     # ---- the model ----
-    def model(self, device: str = "cpu") -> Any:
+    def model(self, device: str = "cpu") -> Model:
         """The model the run's statistics were recorded with, on ``device``, in the recorded dtype."""
         from lens_steer.models import load_model
 

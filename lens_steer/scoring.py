@@ -20,8 +20,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from lens_steer.distributed import run_dealt
 from lens_steer.errors import LensSteerError
-from lens_steer.models import bos_id, masked_logits_ok, pad_id, pad_rows
+from lens_steer.models import Model, ModelLike, as_model, pad_rows
 
 
 @dataclass
@@ -74,17 +75,20 @@ def _encode(tokenizer, bos: int | None, prompt: str, answers: Sequence[str]) -> 
     return _Encoded(ids_list[0][:cut], [ids[cut:] for ids in ids_list], [f - cut for f in firsts])
 
 
-def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, steerer=None,
-          interventions: Sequence | None = None, batch_size: int = 32, progress: bool = False) -> Scores:
+def score(model: ModelLike, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, steerer=None,
+          interventions: Sequence | None = None, batch_size: int = 32, progress: bool = False,
+          split: bool = False) -> Scores:
     """Score every answer of every prompt under an optional per-prompt intervention.
 
     Args:
-        model: a TransformerBridge.
+        model: a :class:`~lens_steer.models.Model` or a TransformerBridge.
         prompts: N prompt strings.
         answers: N lists of answers, all of the same length A (append them to the prompt verbatim).
         steerer: a :class:`~lens_steer.steer.Steerer`; needed when ``interventions`` is given.
         interventions: N interventions (or None per row), applied at every position of prompt and answer.
         batch_size: prompts per forward.
+        split: under torchrun, deal the batches (planned as one process plans them) to the ranks; every rank
+            gets every score.
 
     Returns:
         :class:`Scores` with ``[N, A]`` tensors. Identical (to float tolerance) for any batch size.
@@ -97,14 +101,12 @@ def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, st
     if len(n_ans) > 1:
         raise LensSteerError("every prompt needs the same number of answers")
     n_a = n_ans.pop() if n_ans else 0
-    tok = model.tokenizer
-    bos, pad = bos_id(model), pad_id(model)
-    encoded = [_encode(tok, bos, p, a) for p, a in zip(prompts, answers)]
+    model = as_model(model)
+    encoded = [_encode(model.tokenizer, model.bos, p, a) for p, a in zip(prompts, answers)]
     logp = torch.zeros(len(prompts), n_a, dtype=torch.float64)
     counts = torch.zeros(len(prompts), n_a, dtype=torch.long)
     # Length buckets: sorting by prefix length keeps left padding (and wasted compute) small.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i].prefix))
-    device = next(model.parameters()).device
     from tqdm.auto import tqdm
 
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -112,110 +114,125 @@ def score(model, prompts: Sequence[str], answers: Sequence[Sequence[str]], *, st
     # (as the reference scores prompt + answer): a cached prompt pass would see the prompt alone.
     whole = interventions is not None and any(iv is not None and iv.parsed_factor().test_time for iv in interventions)
     run_batch = _score_batch_whole if whole else _score_batch
-    for batch in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+    bar = tqdm(total=len(batches), desc="scoring", disable=not progress, leave=False)
+
+    def one(batch: list[int]) -> tuple[Tensor, Tensor]:
         rows_iv = [interventions[i] for i in batch] if interventions is not None else None
-        lp, n = run_batch(model, [encoded[i] for i in batch], pad, device, steerer, rows_iv)
+        out = run_batch(model, [encoded[i] for i in batch], steerer, rows_iv)
+        bar.update(1)
+        return out
+
+    if split:
+        costs = [len(b) * max(len(encoded[i].prefix) for i in b) for b in batches]
+        results = run_dealt(batches, costs, one)[0]
+    else:
+        results = [one(b) for b in batches]
+    bar.close()
+    for batch, (lp, n) in zip(batches, results):
         logp[batch] = lp
         counts[batch] = n
     return Scores(logp.float(), counts)
 
 
-def _score_batch(model, batch: list[_Encoded], pad: int, device, steerer, rows_iv) -> tuple[Tensor, Tensor]:
+def _steered(steerer, rows, prompt_end, start_offset: int = 0):
+    """The steering context of one forward (nothing when there is no intervention)."""
+    if steerer is None or rows is None:
+        return contextlib.nullcontext()
+    return steerer.apply(rows, prompt_end=prompt_end, start_offset=start_offset)
+
+
+def _continuations(batch: list[_Encoded], pad: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded continuation rows (row ``r * n_a + a`` is answer a of prompt r), their mask, and which target
+    positions are scored (from each answer's first scored token to its end)."""
+    n_a = len(batch[0].conts)
+    conts, cmask, _ = pad_rows([c for e in batch for c in e.conts], pad, "right")
+    scored = torch.zeros(conts.shape, dtype=torch.bool)
+    for r, e in enumerate(batch):
+        for a, (c, f) in enumerate(zip(e.conts, e.first_scored)):
+            scored[r * n_a + a, f : len(c)] = True
+    return conts, cmask, scored & cmask.bool()
+
+
+def _score_batch(model: Model, batch: list[_Encoded], steerer, rows_iv) -> tuple[Tensor, Tensor]:
+    """One prompt pass per row (its KV cache shared by all answers), then one pass over the continuations."""
     b, n_a = len(batch), len(batch[0].conts)
-    ids, mask, _ = pad_rows([e.prefix for e in batch], pad, "left")
+    ids, mask, _ = model.padded([e.prefix for e in batch], "left")
     width = ids.shape[1]
-    cont_len = max(len(c) for e in batch for c in e.conts)
-
-    def ctx(rows, start_offset: int):
-        if steerer is None or rows is None:
-            return contextlib.nullcontext()
-        # The continuation pass starts at position `width` of the same sequences (positions matter for
-        # prompt-only / generated-only interventions).
-        return steerer.apply(rows, prompt_end=width, start_offset=start_offset)
-
-    masked = cont_len > 1 and masked_logits_ok(model)
+    conts, cmask, scored = _continuations(batch, model.pad)
+    multi = conts.shape[1] > 1
+    masked = multi and model.masked_logits_ok()
     with torch.inference_mode():
-        with ctx(rows_iv, 0):
-            if cont_len > 1:
-                last, cache = model(ids.to(device), attention_mask=mask.to(device), return_type="logits_and_cache",
-                                    logits_to_keep=1)
+        with _steered(steerer, rows_iv, width):
+            if multi:
+                last, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", logits_to_keep=1)
             else:
-                last = model(ids.to(device), attention_mask=mask.to(device), return_type="logits", logits_to_keep=1)
+                last = model(ids, attention_mask=mask, return_type="logits", logits_to_keep=1)
         first_lp = torch.log_softmax(last[:, -1].float(), dim=-1)  # [b, vocab]: predicts each continuation's 1st token
-        # Row r*n_a + a is answer a of prompt r.
-        conts = torch.full((b * n_a, cont_len), pad, dtype=torch.long)
-        cmask = torch.zeros((b * n_a, cont_len), dtype=torch.long)
-        scored = torch.zeros((b * n_a, cont_len), dtype=torch.bool)
-        for r, e in enumerate(batch):
-            for a, (c, f) in enumerate(zip(e.conts, e.first_scored)):
-                conts[r * n_a + a, : len(c)] = torch.tensor(c)
-                cmask[r * n_a + a, : len(c)] = 1
-                scored[r * n_a + a, f : len(c)] = True
-        token_lp = torch.zeros((b * n_a, cont_len), dtype=torch.float32)
+        token_lp = torch.zeros(conts.shape, dtype=torch.float32)
         token_lp[:, 0] = first_lp.repeat_interleave(n_a, dim=0).gather(1, conts[:, :1].to(first_lp.device))[:, 0].cpu()
-        if cont_len > 1:
+        if multi:
             cache.batch_repeat_interleave(n_a)
-            full_mask = torch.cat([mask.repeat_interleave(n_a, dim=0), cmask[:, :-1]], dim=1)
+            full_mask = torch.cat([mask.repeat_interleave(n_a, dim=0), cmask[:, :-1].to(model.device)], dim=1)
             rows = [iv for iv in rows_iv for _ in range(n_a)] if rows_iv is not None else None
-            if masked:
-                # The model projects to the vocabulary only the positions whose next token is scored (a boolean
-                # logits_to_keep): pads, unscored positions and the last position would cost a [d_model x vocab]
-                # product each (262k entries for Gemma), and nothing else is projected.
-                need = (scored & cmask.bool())[:, 1:]  # target token j+1 is predicted at input position j
-                with ctx(rows, width):
-                    logits = model(conts[:, :-1].to(device), past_key_values=cache,
-                                   attention_mask=full_mask.to(device), return_type="logits",
-                                   logits_to_keep=need.to(device))
-                r, j = need.nonzero(as_tuple=True)  # row-major: the order of the kept logits
-                if r.numel():
-                    logits = logits.reshape(r.numel(), -1).float()
-                    target = conts[r, j + 1].to(logits.device)
-                    lp = logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(dim=-1)
-                    token_lp[r, j + 1] = lp.cpu()
-            else:
-                with ctx(rows, width):
-                    logits = model(conts[:, :-1].to(device), past_key_values=cache,
-                                   attention_mask=full_mask.to(device), return_type="logits")
-                # gather - logsumexp: never materialises a second [rows, pos, vocab] tensor (262k-entry vocabularies).
-                logits = logits.float()
-                nxt = logits.gather(2, conts[:, 1:, None].to(logits.device))[..., 0] - logits.logsumexp(dim=-1)
-                token_lp[:, 1:] = nxt.cpu()
-        token_lp = torch.where(scored & cmask.bool(), token_lp, torch.zeros_like(token_lp))
-        n_scored = (scored & cmask.bool()).sum(dim=1)
-    return token_lp.sum(dim=1).double().view(b, n_a), n_scored.view(b, n_a)
+            # The continuation pass starts at position `width` of the same sequences (positions matter for
+            # prompt-only / generated-only interventions).
+            with _steered(steerer, rows, width, start_offset=width):
+                token_lp[:, 1:] = _continuation_logp(model, conts, cache, full_mask, scored, masked)
+        token_lp = torch.where(scored, token_lp, torch.zeros_like(token_lp))
+    return token_lp.sum(dim=1).double().view(b, n_a), scored.sum(dim=1).view(b, n_a)
 
 
-def _score_batch_whole(model, batch: list[_Encoded], pad: int, device, steerer, rows_iv) -> tuple[Tensor, Tensor]:
+def _continuation_logp(model: Model, conts: Tensor, cache, full_mask: Tensor, scored: Tensor,
+                       masked: bool) -> Float[Tensor, "row pos_minus_1"]:
+    """log p of continuation tokens 1.. given the cached prompt; unscored positions hold any value."""
+    out = torch.zeros(conts.shape[0], conts.shape[1] - 1, dtype=torch.float32)
+    inputs = conts[:, :-1].to(model.device)
+    if masked:
+        # The model projects to the vocabulary only the positions whose next token is scored (a boolean
+        # logits_to_keep): pads, unscored positions and the last position would cost a [d_model x vocab]
+        # product each (262k entries for Gemma), and nothing else is projected.
+        need = scored[:, 1:]  # target token j+1 is predicted at input position j
+        logits = model(inputs, past_key_values=cache, attention_mask=full_mask, return_type="logits",
+                       logits_to_keep=need.to(model.device))
+        r, j = need.nonzero(as_tuple=True)  # row-major: the order of the kept logits
+        if r.numel():
+            logits = logits.reshape(r.numel(), -1).float()
+            target = conts[r, j + 1].to(logits.device)
+            out[r, j] = (logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(dim=-1)).cpu()
+        return out
+    logits = model(inputs, past_key_values=cache, attention_mask=full_mask, return_type="logits").float()
+    # gather - logsumexp: never materialises a second [rows, pos, vocab] tensor (262k-entry vocabularies).
+    return (logits.gather(2, conts[:, 1:, None].to(logits.device))[..., 0] - logits.logsumexp(dim=-1)).cpu()
+
+
+def _score_batch_whole(model: Model, batch: list[_Encoded], steerer, rows_iv) -> tuple[Tensor, Tensor]:
     """Like :func:`_score_batch`, but every (prompt, answer) is one left-padded row of its own, prompt and answer in
     one forward with no shared KV cache: what a test-time statistic of the whole row needs."""
     b, n_a = len(batch), len(batch[0].conts)
     seqs = [e.prefix + c for e in batch for c in e.conts]  # row r * n_a + a
-    width = max(len(q) for q in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    ids, mask, _ = model.padded(seqs, "left")
+    width = ids.shape[1]
     scored = torch.zeros((len(seqs), width), dtype=torch.bool)  # target positions whose token is scored
     prompt_end = torch.zeros(len(seqs), dtype=torch.long)
     for r, e in enumerate(batch):
         for a, (c, f) in enumerate(zip(e.conts, e.first_scored)):
-            i, start = r * n_a + a, width - len(e.prefix) - len(c)
-            ids[i, start:] = torch.tensor(e.prefix + c)
-            mask[i, start:] = 1
-            prompt_end[i] = start + len(e.prefix)
+            i = r * n_a + a
+            prompt_end[i] = width - len(c)
             scored[i, prompt_end[i] + f :] = True
     rows = [iv for iv in rows_iv for _ in range(n_a)] if rows_iv is not None else None
-    ctx = steerer.apply(rows, prompt_end=prompt_end) if rows is not None else contextlib.nullcontext()
     need = scored[:, 1:]  # the token at j + 1 is predicted at position j
     r, j = need.nonzero(as_tuple=True)  # row-major: the order of the kept logits
-    masked = masked_logits_ok(model)  # probed (once) before the steering hooks exist
-    with torch.inference_mode(), ctx:
+    masked = model.masked_logits_ok()  # probed (once) before the steering hooks exist
+    with torch.inference_mode(), _steered(steerer, rows, prompt_end):
         if masked:  # project only the scored positions (a [d_model x vocab] product each)
             keep = torch.cat([need, torch.zeros(len(seqs), 1, dtype=torch.bool)], dim=1)
-            picked = model(ids.to(device), attention_mask=mask.to(device), return_type="logits",
-                           logits_to_keep=keep.to(device)).reshape(r.numel(), -1).float()
+            picked = model(ids, attention_mask=mask, return_type="logits",
+                           logits_to_keep=keep.to(model.device)).reshape(r.numel(), -1).float()
         else:
-            logits = model(ids.to(device), attention_mask=mask.to(device), return_type="logits")
+            logits = model(ids, attention_mask=mask, return_type="logits")
             picked = logits[r.to(logits.device), j.to(logits.device)].float()
-    lp = picked.gather(1, ids[r, j + 1].to(picked.device)[:, None])[:, 0] - picked.logsumexp(dim=-1)
+    targets = ids[r.to(ids.device), (j + 1).to(ids.device)]
+    lp = picked.gather(1, targets.to(picked.device)[:, None])[:, 0] - picked.logsumexp(dim=-1)
     token_lp = torch.zeros(need.shape, dtype=torch.float64)
     token_lp[r, j] = lp.double().cpu()
     return token_lp.sum(dim=1).view(b, n_a), need.sum(dim=1).view(b, n_a)

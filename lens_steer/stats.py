@@ -70,6 +70,17 @@ class Stats:
         # (float32 means) and p_max read back from disk (float16 means) would differ in the last bits.
         self.sent_means = fp16_values(self.sent_means)
 
+    @classmethod
+    def from_parts(cls, parts: list[dict[str, Tensor]], manifest: dict[str, Any]) -> Stats:
+        """Statistics from one part per language (the recorder's per-language dicts, :data:`PART_KEYS`), in the
+        manifest's language order."""
+        def stack(key: str, dim: int = 0) -> Tensor:
+            return torch.stack([p[key] for p in parts], dim=dim)
+
+        return cls(over_zero=stack("over_zero", -1), n_tokens=stack("n_tokens"), n_sentences=stack("n_sentences"),
+                   act_sum=stack("act_sum"), act_sqsum=stack("act_sqsum"), sent_means=stack("sent_means"),
+                   manifest=manifest)
+
     # ---- derived quantities (pure functions of the stored tensors) ----
     @property
     def languages(self) -> list[str]:
@@ -257,3 +268,72 @@ def merge_stats(shards: list[Stats]) -> Stats:
     sent_means = torch.stack([torch.cat(parts)[:n] for parts in kept]) if k else torch.zeros(0, 0, layers, d)
     manifest = dict(first.manifest, languages=languages, merged_from=len(shards))
     return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest)
+
+
+# Per language, the parts that add up: counts and float sums add; a kept sentence mean is computed by exactly one
+# part (the others hold 0 in its slot), so adding the parts places it exactly.
+PART_KEYS = ("over_zero", "n_tokens", "n_sentences", "act_sum", "act_sqsum", "sent_means")
+
+
+def combine_parts(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Combine the parts of one language recorded by several ranks or shards, added in rank order.
+
+    The one merge function of scale-out: rank 0 under torchrun and ``lens-steer merge`` both call it, so the two
+    paths give the same bits. Counts and kept sentence means are exact; float sums differ from one process only in
+    the order the partial sums are added.
+
+    >>> a = {"over_zero": torch.tensor([2]), "n_tokens": torch.tensor(5), "n_sentences": torch.tensor(1),
+    ...      "act_sum": torch.tensor([1.5]), "act_sqsum": torch.tensor([2.0]),
+    ...      "sent_means": torch.tensor([[0.25], [0.0]], dtype=torch.float16)}
+    >>> b = dict(a, sent_means=torch.tensor([[0.0], [0.75]], dtype=torch.float16))
+    >>> both = combine_parts([a, b])
+    >>> both["n_tokens"].item(), both["sent_means"].flatten().tolist()
+    (10, [0.25, 0.75])
+    """
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for key in PART_KEYS:
+        total = parts[0][key].double() if key == "sent_means" else parts[0][key].clone()
+        for part in parts[1:]:
+            total += part[key]
+        out[key] = total.to(parts[0][key].dtype)
+    return out
+
+
+def merge_shards(shards: list[Stats]) -> Stats:
+    """Combine the shard runs of ``identify --shard i/n`` (all n of them, once each) into the statistics one process
+    would have recorded. Refuses shards of another model, corpus, site or setting, and missing or duplicate shards.
+    """
+    if not shards:
+        raise LensSteerError("merge needs the shard runs of `identify --shard i/n`")
+    info = [s.manifest.get("shard") for s in shards]
+    if any(i is None for i in info):
+        raise LensSteerError("merge combines shard runs (made by `identify --shard i/n`); a run without a shard"
+                             " index was given")
+    count = info[0]["count"]
+    indices = sorted(i["index"] for i in info)
+    if any(i["count"] != count for i in info) or indices != list(range(count)):
+        missing = sorted(set(range(count)) - set(indices))
+        duplicates = sorted({i for i in indices if indices.count(i) > 1})
+        raise LensSteerError(f"merge needs each of the {count} shards once: missing {missing or 'none'}, duplicate"
+                             f" {duplicates or 'none'}, shard counts {sorted({i['count'] for i in info})}")
+    first = shards[0].manifest
+    for shard in shards[1:]:
+        diff = sorted(k for k in set(first) | set(shard.manifest) if k != "shard" and
+                      first.get(k) != shard.manifest.get(k))
+        if diff:
+            raise LensSteerError(f"cannot merge shard {shard.manifest['shard']['index']}: it differs from shard"
+                                 f" {first['shard']['index']} in {', '.join(diff)} (another model, corpus, site or"
+                                 " setting); record every shard with the same command")
+    ordered = sorted(shards, key=lambda s: s.manifest["shard"]["index"])
+    parts = [[_language_part(s, k) for s in ordered] for k in range(len(first["languages"]))]
+    manifest = {k: v for k, v in first.items() if k != "shard"}
+    manifest["merged_shards"] = count
+    return Stats.from_parts([combine_parts(p) for p in parts], manifest)
+
+
+def _language_part(stats: Stats, k: int) -> dict[str, Tensor]:
+    """Language ``k`` of a shard's statistics as a part (the recorder's per-language dict)."""
+    return {"over_zero": stats.over_zero[..., k], "n_tokens": stats.n_tokens[k], "n_sentences": stats.n_sentences[k],
+            "act_sum": stats.act_sum[k], "act_sqsum": stats.act_sqsum[k], "sent_means": stats.sent_means[k]}

@@ -50,7 +50,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import ACT_FNS, MLPSite, describe_mlp
+from lens_steer.models import ACT_FNS, MLPSite, Model, ModelLike, as_model
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
 
@@ -396,13 +396,13 @@ def statistic(stats: Stats, factor: Factor, lang: str) -> Float[Tensor, "layer d
     return value
 
 
-def check_stats_for_model(stats: Stats, site: MLPSite, model: Any = None) -> None:
+def check_stats_for_model(stats: Stats, site: MLPSite, model: Model | None = None) -> None:
     """Statistics must come from this model's shape; a dtype difference only warns."""
     from lens_steer.stats import check_compatible
 
     check_compatible(stats.manifest, site.n_layers, site.d_mlp)
     if model is not None:
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        dtype = str(model.dtype).removeprefix("torch.")
         recorded = stats.manifest.get("dtype")
         if recorded and recorded != dtype:
             import warnings
@@ -422,12 +422,12 @@ class Steerer:
     True
     """
 
-    def __init__(self, model: Any, neurons: NeuronSet, stats: Stats | None = None):
-        self.model = model
-        self.site = describe_mlp(model)
+    def __init__(self, model: ModelLike, neurons: NeuronSet, stats: Stats | None = None):
+        self.model = as_model(model)
+        self.site = self.model.site
         neurons.check_model(self.site.n_layers, self.site.d_mlp)
         if stats is not None:
-            check_stats_for_model(stats, self.site, model)
+            check_stats_for_model(stats, self.site, self.model)
         self.neurons = neurons
         self.stats = stats
         # Statistics recorded on hook_post describe hook_post itself; then "set" writes hook_post directly.
@@ -529,9 +529,9 @@ class Steerer:
         per_row = not isinstance(interventions, Intervention)
         rows = list(interventions) if per_row else [interventions]  # type: ignore[arg-type]
         hooks = _SteeringHooks(self, rows, per_row, self.plan(rows), prompt_end, start_offset)
-        handle = self.model.register_forward_pre_hook(hooks.see_call, with_kwargs=True)
+        handle = self.model.bridge.register_forward_pre_hook(hooks.see_call, with_kwargs=True)
         try:
-            with self.model.hooks(fwd_hooks=hooks.hook_list()):
+            with self.model.bridge.hooks(fwd_hooks=hooks.hook_list()):
                 yield
         finally:
             handle.remove()
@@ -651,7 +651,7 @@ class _SteeringHooks:
 
 
 @contextlib.contextmanager
-def steering(model: Any, interventions: Intervention | Sequence[Intervention | None] | None, neurons: NeuronSet,
+def steering(model: ModelLike, interventions: Intervention | Sequence[Intervention | None] | None, neurons: NeuronSet,
              stats: Stats | None = None, prompt_end: Tensor | int | None = None) -> Iterator[Steerer]:
     """``with steering(model, Intervention("fr", "p_max"), neurons, stats): ...`` - hooks are gone afterwards.
 

@@ -100,3 +100,51 @@ def format_lss_result(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -
                  f" hardest pairs for {best}: " + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}"
                                                           for r in hardest))
     return "\n".join(lines)
+
+
+def format_forcing(rows: Sequence[dict[str, Any]], factors: Sequence[str]) -> str:
+    """The forcing table (one line per factor and target) and the mean strict success of each factor."""
+    lines = [f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'lenient':>8} {'baseline':>8} {'empty':>5}"]
+    for r in rows:
+        lines.append(f"{r['factor']:<12} {r['target']:<6} {r['n']:>3} {r['forcing_strict']:>7.2f}"
+                     f" {r['forcing_lenient']:>8.2f} {r['baseline_strict']:>8.2f} {r['empty']:>5}")
+    for factor in factors:
+        mine = [r["forcing_strict"] for r in rows if r["factor"] == factor and r["n"]]
+        lines.append(f"mean forcing success ({factor}, strict): {sum(mine) / max(len(mine), 1):.2f}")
+    return "\n".join(lines)
+
+
+def format_steer(prompt: str, records: Sequence[dict[str, Any]]) -> str:
+    """The prompt, then one line per continuation: its label, detected language, text and whether it hit."""
+    lines = [f"prompt: {prompt}"]
+    for r in records:
+        label = f"{r['target']} {r['factor']}" if r["steered"] else "baseline"
+        hit = "" if not r["steered"] else ("  [target]" if r["match_strict"] else
+                                           "  [target, lenient]" if r["match_lenient"] else "  [miss]")
+        hit += "  [empty]" if r["empty"] else ""  # only whitespace: a miss because nothing was written
+        lines.append(f"{label:>16} ({r['detected'] or '??'}): {r['text']!r}{hit}")
+    return "\n".join(lines)
+
+
+def format_neuron(layer: int, neuron: int, owners: Sequence[str], method: str, table: Any) -> str:
+    """One neuron's languages and its per-language probability, p_max and p_median (``*``: assigned)."""
+    from lens_steer.languages import LANGUAGES
+
+    lines = [f"layer {layer}, neuron {neuron}: assigned to {', '.join(owners) or 'no language'} ({method})",
+             f"{'lang':<5} {'name':<16} {'p':>6} {'p_max':>8} {'p_median':>8}"]
+    for r in table.itertuples():
+        name = LANGUAGES[r.language].name if r.language in LANGUAGES else ""
+        mark = " *" if r.assigned else ""
+        lines.append(f"{r.language:<5} {name[:16]:<16} {r.probability:>6.3f} {r.p_max:>8.3f} {r.p_median:>8.3f}{mark}")
+    return "\n".join(lines)
+
+
+def format_top_tokens(hits: dict[str, Sequence[Any]], site: str) -> str:
+    """Per language, the tokens with the highest neuron value, each with a little context."""
+    value = "act_fn(gate)" if site == "act" else "hook_post"
+    lines = []
+    for code, items in hits.items():
+        lines.append(f"\n{code}: top {len(items)} tokens by {value}")
+        lines += [f"  {h.value:>8.3f}  {h.left[-30:]!s:>30}[{h.token}]{h.right[:30]}".replace("\n", " ")
+                  for h in items]
+    return "\n".join(lines)

@@ -17,9 +17,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import ACT_FNS, describe_mlp, masked_logits_ok, no_logits
-from lens_steer.models import bos_id, pad_id, pad_rows
-from lens_steer.record import RecordConfig, tokenise
+from lens_steer.models import ACT_FNS, ModelLike, as_model
+from lens_steer.recorder import RecordConfig, tokenise
+from lens_steer.run import Run
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class TokenHit:
     position: int  # token position in the sentence (BOS included)
 
 
-def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: int, neuron: int, *,
+def top_activating_tokens(model: ModelLike, texts: dict[str, Sequence[str]], layer: int, neuron: int, *,
                           site: str = "act", top_k: int = 10, config: RecordConfig | None = None, window: int = 4,
                           progress: bool = False) -> dict[str, list[TokenHit]]:
     """The ``top_k`` highest-value tokens of neuron (``layer``, ``neuron``) per language, highest first.
@@ -44,7 +44,8 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
     >>> len(hits["fr"]), best.value >= hits["fr"][1].value, best.token in best.left + best.token + best.right
     (3, True, True)
     """
-    mlp = describe_mlp(bridge)
+    model = as_model(model)
+    mlp = model.site
     if not 0 <= layer < mlp.n_layers:
         raise LensSteerError(f"--layer {layer} is outside 0..{mlp.n_layers - 1}")
     if not 0 <= neuron < mlp.d_mlp:
@@ -54,12 +55,11 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
     config = config or RecordConfig(site=site)
     act_fn = ACT_FNS[mlp.act_fn]
     hook_name = mlp.name("hook_pre" if site == "act" else "hook_post", layer)
-    pad, skip_first = pad_id(bridge), bos_id(bridge) is not None
-    device = next(bridge.parameters()).device
-    tok = bridge.tokenizer
+    skip_first = model.bos is not None
+    tok = model.tokenizer
     out: dict[str, list[TokenHit]] = {}
     for code, sentences in texts.items():
-        data = tokenise(bridge, sentences, config)
+        data = tokenise(model, sentences, config)
         heap: list[tuple[float, int, int]] = []  # (value, sentence, position), a min-heap of the best top_k
         captured: dict[str, Tensor] = {}
 
@@ -68,13 +68,12 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
             captured["v"] = act_fn(value) if site == "act" else value  # [batch, pos]
 
         order = sorted(range(len(data.ids)), key=lambda i: len(data.ids[i]))
-        masked_logits_ok(bridge)  # probed before the hook is attached
-        with torch.inference_mode(), bridge.hooks(fwd_hooks=[(hook_name, grab)]):
+        model.masked_logits_ok()  # probed before the hook is attached
+        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=[(hook_name, grab)]):
             for start in tqdm(range(0, len(order), config.batch_size), desc=code, disable=not progress, leave=False):
                 batch = order[start : start + config.batch_size]
-                ids, attn, counted = pad_rows([data.ids[i] for i in batch], pad, config.padding_side, skip_first)
-                ids = ids.to(device)
-                bridge(ids, attention_mask=attn.to(device), return_type=None, **no_logits(bridge, ids))
+                ids, attn, counted = model.padded([data.ids[i] for i in batch], config.padding_side, skip_first)
+                model(ids, attention_mask=attn, return_type=None, **model.no_logits(ids))
                 values = captured["v"].cpu()
                 for r, i in enumerate(batch):
                     offset = ids.shape[1] - len(data.ids[i]) if config.padding_side == "left" else 0
@@ -92,3 +91,57 @@ def top_activating_tokens(bridge: Any, texts: dict[str, Sequence[str]], layer: i
                                  tok.decode(row[p + 1 : p + 1 + window]), i, p))
         out[code] = hits
     return out
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """``lens-steer inspect``: one neuron, and the corpus to scan for its top tokens (None: the run's own)."""
+
+    layer: int
+    neuron: int
+    top: int = 10
+    langs: str | None = None  # None: the neuron's languages, else all
+    corpus: str | None = None
+    corpus_path: str | None = None
+    split: str | None = None
+    max_tokens: int | None = None
+    batch_size: int = 16
+
+
+def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
+    """The languages neuron (``layer``, ``neuron``) is assigned to, and its per-language table (probability,
+    p_max, p_median, assigned) from the run's statistics."""
+    from lens_steer.plots import inspector_tables
+
+    stats, neurons = run.stats(), run.neurons()
+    if not 0 <= layer < stats.n_layers:
+        raise LensSteerError(f"--layer {layer} is outside 0..{stats.n_layers - 1}")
+    if not 0 <= neuron < stats.d_mlp:
+        raise LensSteerError(f"--neuron {neuron} is outside 0..{stats.d_mlp - 1}")
+    table = inspector_tables(stats, neurons, layer, which="all")
+    owners = [c for c in neurons.languages if neuron in set(neurons.neurons[c][layer])]
+    return owners, table[table["neuron"] == neuron]
+
+
+def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = (),
+                       device: str = "cpu") -> dict[str, list[TokenHit]]:
+    """The neuron's top tokens per language over the run's corpus (or ``config.corpus``), read at the run's site
+    with its token budget and length limit."""
+    from lens_steer.corpora import load_corpus
+    from lens_steer.languages import parse_languages
+
+    manifest = run.stats().manifest
+    corpus = manifest.get("corpus", {})
+    name = config.corpus or corpus.get("name")
+    if name in (None, "in-memory"):
+        raise LensSteerError("this run's corpus was given in memory; pass --corpus (udhr, flores or files)")
+    path = config.corpus_path if config.corpus else (None if name == "udhr" else corpus.get("path"))
+    split = config.split or (None if config.corpus else corpus.get("split"))
+    langs = parse_languages(config.langs) if config.langs else (list(owners) or run.neurons().languages)
+    texts = load_corpus(name, langs, split=split, path=path)
+    site = manifest.get("site", "act")
+    record_config = RecordConfig(site=site, batch_size=config.batch_size,
+                                 max_tokens=config.max_tokens or manifest.get("max_tokens"),
+                                 max_length=manifest.get("max_length", 512))
+    return top_activating_tokens(run.model(device), texts, config.layer, config.neuron, site=site, top_k=config.top,
+                                 config=record_config)

@@ -98,6 +98,7 @@ def hf_mlp(bridge, layer: int):
 def logits_to_keep_spy(model) -> Iterator[list]:
     """Collect the ``logits_to_keep`` argument of every forward of ``model`` inside the block."""
     seen: list = []
+    model = getattr(model, "bridge", model)  # a Model handle calls its bridge
     real = model.forward
 
     def spy(*args, **kwargs):

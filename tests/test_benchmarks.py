@@ -36,7 +36,7 @@ def plain_llama(tiny_dirs):
 
 
 def test_reference_recorder_counts_what_record_counts(tiny_models, plain_llama):
-    from lens_steer.record import RecordConfig, record
+    from lens_steer.recorder import RecordConfig, record
 
     bridge = tiny_models["llama"]
     texts = {c: helpers.SENTENCES[c] * 3 for c in LANGS}  # 15 sentences: several batches, some padding
@@ -65,9 +65,9 @@ def test_reference_full_and_last_logits_count_the_same(tiny_models, plain_llama)
 
 def test_reference_lss_loop_equals_run_lss(tiny_models, plain_llama):
     from lens_steer.cloze import load_cloze
-    from lens_steer.identify import top_k_by_probability
+    from lens_steer.identification import top_k_by_probability
     from lens_steer.lss import run_lss
-    from lens_steer.record import RecordConfig, record
+    from lens_steer.recorder import RecordConfig, record
     from lens_steer.steer import Intervention, Steerer, parse_factor
 
     bridge = tiny_models["llama"]
@@ -115,8 +115,10 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
     for key in ("P1_record_over_forward", "P2_speedup_vs_reference", "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x",
                 "P5_demo_seconds"):
         assert set(results[key]) >= {"median", "min", "max", "runs"}, key
-    for key in ("P1_record_over_forward", "P2_speedup_vs_reference", "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x"):
+    for key in ("P1_record_over_forward", "P2_speedup_vs_reference", "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x",
+                "P6_torchrun_2_over_1", "P6_merge_share"):
         assert results[key]["runs"] == 1 and results[key]["median"] > 0, key
+    assert results["details"]["P6_same_neurons"]
     assert results["P5_demo_seconds"]["runs"] == 0 and results["met"]["P5_demo_seconds"] is None
     assert results["machine"]["cores"] and results["model"]["n_layers"] == 2
     details = results["details"]
@@ -127,5 +129,5 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
                 "P1_record_over_bridge", "P2_ceiling_reference_over_plain_forward",
                 "P2_ceiling_reference_over_headless_forward"):  # where P1 and P2 come from
         assert details[key]["runs"] == 1 and details[key]["median"] > 0, key
-    assert (out.with_suffix(".md")).read_text().count("| `P") == 5
+    assert (out.with_suffix(".md")).read_text().count("| `P") == 7
     assert "P1_record_over_forward" in proc.stdout  # the printed table

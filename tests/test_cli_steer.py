@@ -115,9 +115,9 @@ def test_forcing_csv_has_the_empty_column(run):
 
 
 def test_steer_marks_empty_outputs(run, capsys, monkeypatch):
-    import lens_steer.generation
+    import lens_steer.forcing  # steer_for_run generates through the name it imported
 
-    monkeypatch.setattr(lens_steer.generation, "greedy_generate",
+    monkeypatch.setattr(lens_steer.forcing, "greedy_generate",
                         lambda model, prompts, **kw: ["\n\n", " Bonjour le chat", " \n "][: len(prompts)])
     assert main(["steer", str(run), "--to", "fr,en", "--max-new-tokens", "3", "--factor", "set:5", "The cat"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -74,8 +74,8 @@ def test_control_refuses_an_impossible_match():
 def test_control_factor_equals_p_max_on_the_control_set(tiny_models):
     """control:p_max through the Steerer == p_max with the matched set as the neuron set."""
     from helpers import SENTENCES
-    from lens_steer.identify import lape
-    from lens_steer.record import RecordConfig, record
+    from lens_steer.identification import lape
+    from lens_steer.recorder import RecordConfig, record
     from lens_steer.steer import Intervention, Steerer
 
     model = tiny_models["llama"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import describe_mlp, ensure_embedded_model, load_model, model_identity, resolve_dtype
+from lens_steer.models import describe_mlp, ensure_embedded_model, load_model, resolve_dtype
 
 
 @pytest.mark.parametrize("arch,gated,act", [("qwen2", True, "silu"), ("gemma2", True, "gelu_tanh"),
@@ -41,7 +41,7 @@ def test_hook_pre_is_gate_preactivation_and_hook_post_is_the_product(tiny_models
 
 
 def test_model_identity(tiny_models):
-    ident = model_identity(tiny_models["qwen2"])
+    ident = tiny_models["qwen2"].identity
     assert ident["source"] == "local" and ident["n_layers"] == 2 and ident["dtype"] == "float32"
 
 

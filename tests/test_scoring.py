@@ -100,11 +100,11 @@ def test_masked_logits_equal_full_logits(arch, tiny_models):
     prompts = ["The small cat", "Le petit chat dort sur", "A"]
     answers = [[" sleeps on the mat", " runs", " x y z w"], [" le tapis chaud", " ici", " b"],
                [" river runs past", " c", " d e"]]
-    model._lens_steer_masked_logits = False
+    model._masked_logits = False  # the handle's probe result, forced: full logits
     full = score(model, prompts, answers, batch_size=2)
-    del model._lens_steer_masked_logits
+    model._masked_logits = None  # probe again
     fast = score(model, prompts, answers, batch_size=2)
-    assert model._lens_steer_masked_logits in (True, False)
+    assert model._masked_logits in (True, False)
     torch.testing.assert_close(fast.logp, full.logp, rtol=1e-4, atol=1e-4)
     assert torch.equal(fast.n_tokens, full.n_tokens)
 
@@ -112,11 +112,10 @@ def test_masked_logits_equal_full_logits(arch, tiny_models):
 def test_masked_logits_are_used_on_hf_heads(tiny_models):
     """The HF models project only what they score, and never call the full-logits path."""
     llama = tiny_models["llama"]
-    if hasattr(llama, "_lens_steer_masked_logits"):
-        del llama._lens_steer_masked_logits
+    llama._masked_logits = None  # not probed yet
     with logits_to_keep_spy(llama) as seen:
         score(llama, ["The small cat"], [[" sleeps on the mat", " x"]])
-    assert llama._lens_steer_masked_logits is True
+    assert llama._masked_logits is True
     masks = [k for k in seen if isinstance(k, torch.Tensor) and k.dtype == torch.bool and k.shape == (2, k.shape[1])]
     assert masks, f"no boolean logits_to_keep in the continuation pass: {seen}"
     assert None not in seen[-2:], f"a scoring pass asked for full logits: {seen}"

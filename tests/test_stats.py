@@ -9,7 +9,7 @@ import torch
 
 from helpers import SENTENCES
 from lens_steer.errors import LensSteerError
-from lens_steer.record import RecordConfig, record
+from lens_steer.recorder import RecordConfig, record
 from lens_steer.stats import Stats, check_compatible, merge_stats
 
 CFG = RecordConfig(n_sentence_means=4, min_sentence_tokens=3)

@@ -8,7 +8,7 @@ import torch
 from helpers import SENTENCES, hf_mlp
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
-from lens_steer.record import RecordConfig, record
+from lens_steer.recorder import RecordConfig, record
 from lens_steer.steer import Intervention, Steerer, parse_factor, steering
 
 LANGS = ("en", "fr", "ru")
@@ -56,7 +56,7 @@ def hf_patched_logits(model, neurons, target, fn, tokens=TOKENS, mask=None):
 @pytest.mark.parametrize("factor", ["p_max", "p_median*2", "mean", "scale:3", "add:0.5", "set:1.5", "zero"])
 def test_intervention_equals_direct_hf_patching(tiny_model, stats_by_arch, factor):
     stats = next(s for a, s in stats_by_arch.items() if s.manifest["model"]["model"].endswith(
-        tiny_model.lens_steer_model["model"].rsplit("/", 1)[-1]))
+        tiny_model.identity["model"].rsplit("/", 1)[-1]))
     neurons = neuron_set(tiny_model)
     f = parse_factor(factor)
     k = stats.languages.index("fr")

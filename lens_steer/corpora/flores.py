@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import check_choice
 from lens_steer.languages import FLORES_PLUS_RENAMES, get_language
 from lens_steer.reader import SUFFIXES, Table, find_files, load_hub, needs, read_file
 
@@ -49,9 +49,7 @@ def check_split(split: str) -> str:
     >>> check_split("devtest")
     'devtest'
     """
-    if split not in SPLITS:
-        raise LensSteerError(f"unknown flores split {split!r}; use one of {', '.join(SPLITS)}")
-    return split
+    return check_choice("flores split", split, SPLITS)
 
 
 def _texts(table: Table) -> list[str]:

@@ -31,7 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import LensSteerError, check_choice
 from lens_steer.languages import LANGUAGES, get_language
 from lens_steer.paths import cache_dir, write_json
 
@@ -295,9 +295,7 @@ def check_split(split: str) -> str:
     >>> check_split("eval")
     'eval'
     """
-    if split not in SPLITS:
-        raise LensSteerError(f"unknown udhr split {split!r}; use one of {', '.join(SPLITS)}")
-    return split
+    return check_choice("udhr split", split, SPLITS)
 
 
 def load(langs: Sequence[str], split: str) -> dict[str, list[str]]:

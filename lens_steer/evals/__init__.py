@@ -25,8 +25,9 @@ from typing import Any, Literal
 
 import torch
 
+from lens_steer.distributed import barrier, current
 from lens_steer.errors import LensSteerError
-from lens_steer.models import bos_id
+from lens_steer.models import ModelLike, as_model
 from lens_steer.evals import data
 from lens_steer.evals.tasks import (
     MT_PROMPTS,
@@ -134,7 +135,7 @@ def _row(task: str, factor: str, intervened: str, lang: str, metric: str, value:
 # ---------------------------------------------------------------------------------------------------------------
 # Multiple choice
 # ---------------------------------------------------------------------------------------------------------------
-def choice_logps(model: Any, items: Sequence[Choice], ivs: Sequence[Intervention | None], steerer: Any,
+def choice_logps(model: ModelLike, items: Sequence[Choice], ivs: Sequence[Intervention | None], steerer: Any,
                  batch_size: int = 16) -> torch.Tensor:
     """Summed log-probability of every choice of every item under its row's intervention: ``[items, choices]``.
 
@@ -151,16 +152,16 @@ def choice_logps(model: Any, items: Sequence[Choice], ivs: Sequence[Intervention
     use = ivs if steerer is not None else None
     if all(len(set(c.contexts)) == 1 for c in items):
         got = score(model, [c.contexts[0] for c in items], [list(c.continuations) for c in items], steerer=steerer,
-                    interventions=use, batch_size=batch_size)
+                    interventions=use, batch_size=batch_size, split=True)
         return got.logp
     prompts = [ctx for c in items for ctx in c.contexts]
     answers = [[cont] for c in items for cont in c.continuations]
     rows = [iv for iv in ivs for _ in range(n_c)] if use is not None else None
-    got = score(model, prompts, answers, steerer=steerer, interventions=rows, batch_size=batch_size)
+    got = score(model, prompts, answers, steerer=steerer, interventions=rows, batch_size=batch_size, split=True)
     return got.logp.view(len(items), n_c)
 
 
-def eval_choice(task: str, model: Any, steerer: Any, items: dict[str, list[Choice]],
+def eval_choice(task: str, model: ModelLike, steerer: Any, items: dict[str, list[Choice]],
                 setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
                 progress: bool = False) -> list[dict[str, Any]]:
     """Accuracy per (setting, evaluation language)."""
@@ -182,16 +183,16 @@ def eval_choice(task: str, model: Any, steerer: Any, items: dict[str, list[Choic
 # ---------------------------------------------------------------------------------------------------------------
 # Perplexity
 # ---------------------------------------------------------------------------------------------------------------
-def _split_for_nll(model: Any, text: str) -> tuple[str, str]:
+def _split_for_nll(model: ModelLike, text: str) -> tuple[str, str]:
     """(context, scored part): with a BOS the whole text is scored; without one the first token is the context."""
-    if bos_id(model) is not None:
+    if as_model(model).bos is not None:
         return "", text
     enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     cut = enc["offset_mapping"][0][1] if enc["input_ids"] else len(text)
     return text[:cut], text[cut:]
 
 
-def eval_ppl(task: str, model: Any, steerer: Any, texts: dict[str, list[str]],
+def eval_ppl(task: str, model: ModelLike, steerer: Any, texts: dict[str, list[str]],
              setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
              progress: bool = False) -> list[dict[str, Any]]:
     """Negative log-likelihood over real tokens (pads never scored): the paper's macro average (mean of per-sentence
@@ -210,7 +211,7 @@ def eval_ppl(task: str, model: Any, steerer: Any, texts: dict[str, list[str]],
         answers = [[s] for _ in setups for _, s in pairs]
         ivs = [iv for _, iv in setups for _ in pairs]
         got = score(model, prompts, answers, steerer=steerer if steerer is not None else None,
-                    interventions=ivs if steerer is not None else None, batch_size=batch_size)
+                    interventions=ivs if steerer is not None else None, batch_size=batch_size, split=True)
         logp = got.logp[:, 0].double().view(len(setups), len(pairs))
         n_tok = got.n_tokens[:, 0].double().view(len(setups), len(pairs))
         for k, (name, _) in enumerate(setups):
@@ -273,7 +274,7 @@ def _mt_cell(task: str, factor_text: str, name: str, lang: str, items: list[tupl
     return rows + [_row(task, factor_text, name, lang, "empty_share", empty / len(hyps), len(hyps))]
 
 
-def eval_mt(task: str, model: Any, steerer: Any, pairs: dict[str, list[tuple[str, str]]],
+def eval_mt(task: str, model: ModelLike, steerer: Any, pairs: dict[str, list[tuple[str, str]]],
             setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
             max_new_tokens: int | None = None, spbleu: bool = True, progress: bool = False,
             prompt: str = "targeted") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -295,7 +296,7 @@ def eval_mt(task: str, model: Any, steerer: Any, pairs: dict[str, list[tuple[str
         texts = greedy_generate(model, [p for _ in setups for p in prompts], max_new_tokens=new,
                                 steerer=steerer if steerer is not None else None,
                                 interventions=ivs if steerer is not None else None, batch_size=batch_size,
-                                stop_text="\n")
+                                stop_text="\n", split=True)
         for k, (name, _) in enumerate(setups):
             hyps = [cut_generation(t, "\n") for t in texts[k * len(items) : (k + 1) * len(items)]]
             rows += _mt_cell(task, factor_text, name, lang, items, hyps, spbleu)
@@ -381,7 +382,7 @@ def load_task_data(task: str, langs: Sequence[str], path: str | None = None, lim
     return build_items(task, raw, join) if spec.kind == "choice" else raw
 
 
-def run_eval(task: str, model: Any, steerer: Any, loaded: Any, setups: list[tuple[str, Intervention | None]],
+def run_eval(task: str, model: ModelLike, steerer: Any, loaded: Any, setups: list[tuple[str, Intervention | None]],
              factor_text: str, *, batch_size: int = 16, max_new_tokens: int | None = None, spbleu: bool = True,
              progress: bool = False, prompt: str = "targeted",
              join: str = "auto") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -395,3 +396,85 @@ def run_eval(task: str, model: Any, steerer: Any, loaded: Any, setups: list[tupl
         return eval_ppl(label, model, steerer, loaded, setups, factor_text, batch_size, progress), []
     return eval_mt(label, model, steerer, loaded, setups, factor_text, batch_size, max_new_tokens,
                    spbleu=spbleu and spec.spbleu, progress=progress, prompt=prompt)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``lens-steer eval``: the task, its prompt and join conventions, whom to intervene on and where to evaluate.
+    Checked when built: a bad task, ``prompt`` or ``join`` fails before any work."""
+
+    task: str
+    factor: str | None = None  # None: the run's chosen factor (lss_summary.json)
+    targets: str | None = None  # None: the evaluation languages with neurons
+    eval_langs: str | None = None  # None: the run's languages the task covers
+    data: str | None = None
+    limit: int | None = None
+    positions: str = "all"
+    max_new_tokens: int | None = None
+    prompt: str = "targeted"
+    join: str = "auto"
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        task_label(self.task, self.prompt, self.join)
+
+    @property
+    def label(self) -> str:
+        """The task as written to eval_<label>.csv: ``<task>``, ``<task>-untargeted`` or ``<task>-refjoin``."""
+        return task_label(self.task, self.prompt, self.join)
+
+
+@dataclass
+class EvalResult:
+    label: str
+    factor: str
+    rows: list[dict[str, Any]]
+    path: Path
+
+
+def eval_languages(task: str, languages: Sequence[str], totals: dict[str, int], eval_langs: str | None = None,
+                   ) -> tuple[list[str], list[str]]:
+    """(evaluation languages, default targets) of ``task`` for a run with these languages and neuron totals.
+
+    >>> eval_languages("udhr-mt", ["en", "fr", "ja"], {"en": 3, "fr": 2, "ja": 0})
+    (['fr', 'ja'], ['fr'])
+    """
+    from lens_steer.languages import parse_languages
+
+    covered = task_languages(task)
+    if eval_langs:
+        langs = parse_languages(eval_langs)
+        bad = [c for c in langs if covered is not None and c not in covered]
+        if bad:
+            raise LensSteerError(f"{task} has no {', '.join(bad)}; it covers {', '.join(covered or ())}")
+    else:
+        langs = [c for c in languages if covered is None or c in covered]
+        langs = [c for c in langs if c != "en" or task not in MT_TASKS]  # en->x: English is the source
+    if not langs:
+        raise LensSteerError(f"no evaluation language: the run's languages and {task}'s do not meet; pass --eval-langs")
+    return langs, [c for c in langs if totals.get(c, 0)]
+
+
+def eval_for_run(run: Run, config: EvalConfig, device: str = "cpu") -> EvalResult:
+    """One downstream task of a run directory, without and with each target's neurons amplified; writes
+    ``eval_<label>.csv`` (and the generated outputs of translation tasks)."""
+    from lens_steer.steer import Steerer, parse_factor
+
+    neurons = run.neurons()  # a run without a neuron set fails before any data is read
+    factor = parse_factor(config.factor if config.factor is not None else run.best_factor())
+    langs, targets = eval_languages(config.task, neurons.languages, neurons.totals(), config.eval_langs)
+    if config.targets:
+        targets, _ = neurons.targets(config.targets, strict=True)
+    elif not targets:
+        raise LensSteerError(f"no evaluation language ({', '.join(langs)}) has neurons in this run; pass --targets")
+    setups = settings(factor, targets, positions=config.positions)  # a bad --positions fails here, before any work
+    loaded = load_task_data(config.task, langs, path=config.data, limit=config.limit, join=config.join)
+    model = run.model(device)
+    world = current()  # under torchrun every rank scores its dealt batches; rank 0 writes
+    rows, outputs = run_eval(config.task, model, Steerer(model, neurons, run.stats()), loaded, setups, factor.text,
+                             batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                             progress=config.progress and world.main, prompt=config.prompt, join=config.join)
+    path = write_eval(run.path, config.label, rows, outputs) if world.main else run.file(eval_csv(config.label))
+    barrier()
+    return EvalResult(config.label, factor.text, rows, path)

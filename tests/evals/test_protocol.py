@@ -11,8 +11,8 @@ import torch
 from helpers import SENTENCES
 from lens_steer.evals import choice_logps, eval_choice, eval_mt, eval_ppl, settings
 from lens_steer.evals.tasks import include_choice, xcopa_choice, xwinograd_choice
-from lens_steer.identify import lape
-from lens_steer.record import RecordConfig, record
+from lens_steer.identification import lape
+from lens_steer.recorder import RecordConfig, record
 from lens_steer.steer import Steerer, parse_factor
 
 LANGS = ("en", "fr", "ru")

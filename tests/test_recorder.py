@@ -7,7 +7,8 @@ import torch
 
 from helpers import SENTENCES, logits_to_keep_spy
 from lens_steer.errors import LensSteerError
-from lens_steer.record import RecordConfig, record
+from lens_steer.models import _UNPROBED, as_model
+from lens_steer.recorder import RecordConfig, record
 from lens_steer.stats import Stats
 
 TEXTS = {code: SENTENCES[code] for code in ("en", "fr", "ru", "zh")}
@@ -36,8 +37,7 @@ def test_batch_size_and_padding_side_do_not_change_statistics(tiny_model):
 def test_over_zero_equals_direct_hf_act_fn(tiny_model):
     """Count act_fn(gate_proj(x)) > 0 with a plain forward hook on the HF module and compare."""
     from helpers import hf_mlp
-    from lens_steer.models import bos_id as _bos_id
-    from lens_steer.record import tokenise
+    from lens_steer.recorder import tokenise
 
     cfg = RecordConfig()
     site_layers = tiny_model.cfg.n_layers
@@ -48,7 +48,7 @@ def test_over_zero_equals_direct_hf_act_fn(tiny_model):
         module = getattr(hf, "act_fn", None) or getattr(hf, "act")
 
         def hook(_m, _inp, out, layer=layer):
-            counts[layer] += (out[0, 1:] > 0).sum(0) if _bos_id(tiny_model) is not None else (out[0] > 0).sum(0)
+            counts[layer] += (out[0, 1:] > 0).sum(0) if as_model(tiny_model).bos is not None else (out[0] > 0).sum(0)
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -65,7 +65,7 @@ def test_over_zero_equals_direct_hf_act_fn(tiny_model):
 
 def test_counts_exclude_bos_and_pads(tiny_model):
     stats = _record(tiny_model, batch_size=5)
-    from lens_steer.record import tokenise
+    from lens_steer.recorder import tokenise
 
     for k, code in enumerate(TEXTS):
         data = tokenise(tiny_model, TEXTS[code], RecordConfig())
@@ -116,7 +116,7 @@ def test_saved_stats_round_trip_with_contract(native_model, tmp_path):
 
 def test_resume_skips_finished_languages(native_model, tmp_path, monkeypatch):
     first = _record(native_model, run_dir=tmp_path)
-    import lens_steer.record as rec
+    import lens_steer.recorder as rec
 
     calls = []
     real = rec._run_language
@@ -128,7 +128,7 @@ def test_resume_skips_finished_languages(native_model, tmp_path, monkeypatch):
 
 
 def test_resume_after_interruption(native_model, tmp_path, monkeypatch):
-    import lens_steer.record as rec
+    import lens_steer.recorder as rec
 
     real = rec._run_language
 
@@ -150,7 +150,7 @@ def test_resume_after_interruption(native_model, tmp_path, monkeypatch):
 
 def test_changed_settings_are_recomputed(native_model, tmp_path, monkeypatch):
     _record(native_model, run_dir=tmp_path)
-    import lens_steer.record as rec
+    import lens_steer.recorder as rec
 
     calls = []
     real = rec._run_language
@@ -173,23 +173,20 @@ def test_bad_config_is_a_clear_error():
 
 def _force_bridge_hooks(model):
     """Record through blocks.{l}.mlp.hook_pre + act_fn instead of the HF activation modules; returns an undo."""
-    old = model.__dict__.get("_lens_steer_act_modules", False)
-    model.__dict__["_lens_steer_act_modules"] = None
+    handle = as_model(model)
+    old = handle._act_modules
+    handle.forget_act_modules()
 
     def undo():
-        if old is False:
-            model.__dict__.pop("_lens_steer_act_modules", None)
-        else:
-            model.__dict__["_lens_steer_act_modules"] = old
+        handle._act_modules = old
     return undo
 
 
 def test_activation_module_path_equals_bridge_hooks(tiny_model):
     """Reading act_fn(gate) from the HF activation module gives exactly the statistics of hook_pre through act_fn."""
-    from lens_steer.models import act_fn_modules
 
-    tiny_model.__dict__.pop("_lens_steer_act_modules", None)
-    assert act_fn_modules(tiny_model) is not None, "the probe should accept every tiny HF architecture"
+    as_model(tiny_model)._act_modules = _UNPROBED  # probe again
+    assert as_model(tiny_model).act_modules() is not None, "the probe should accept every tiny HF architecture"
     fast = _record(tiny_model, batch_size=3, padding_side="left")
     undo = _force_bridge_hooks(tiny_model)
     try:
@@ -203,9 +200,8 @@ def test_activation_module_path_equals_bridge_hooks(tiny_model):
 
 
 def test_native_model_has_no_activation_modules(native_model):
-    from lens_steer.models import act_fn_modules
 
-    assert act_fn_modules(native_model) is None  # recorded through the bridge hooks (the tests above)
+    assert as_model(native_model).act_modules() is None  # recorded through the bridge hooks (the tests above)
 
 
 def test_activation_modules_that_stop_firing_fall_back_to_bridge_hooks(tiny_models):
@@ -218,23 +214,22 @@ def test_activation_modules_that_stop_firing_fall_back_to_bridge_hooks(tiny_mode
     finally:
         undo()
     n_layers = model.cfg.n_layers
-    model.__dict__["_lens_steer_act_modules"] = [torch.nn.SiLU() for _ in range(n_layers)]  # never called
+    as_model(model)._act_modules = [torch.nn.SiLU() for _ in range(n_layers)]  # never called
     try:
         got = _record(model)
-        assert model.__dict__["_lens_steer_act_modules"] is None
+        assert as_model(model)._act_modules is None
     finally:
-        model.__dict__.pop("_lens_steer_act_modules", None)
+        as_model(model)._act_modules = _UNPROBED
     assert_same_stats(expected, got)
 
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_hooks_are_removed_after_an_exception(tiny_models, monkeypatch, fast):
-    from lens_steer.models import act_fn_modules
-    from lens_steer.record import _Accumulator
+    from lens_steer.recorder import _Accumulator
 
     model = tiny_models["qwen2"]
-    model.__dict__.pop("_lens_steer_act_modules", None)
-    mods = act_fn_modules(model)
+    as_model(model)._act_modules = _UNPROBED
+    mods = as_model(model).act_modules()
     assert mods is not None
     undo = (lambda: None) if fast else _force_bridge_hooks(model)
 
@@ -254,21 +249,20 @@ def test_hooks_are_removed_after_an_exception(tiny_models, monkeypatch, fast):
 def test_recording_skips_the_unembedding(tiny_models):
     """Recording projects no position to the vocabulary (an empty boolean logits_to_keep) on HF models, and the
     statistics are those of a forward that keeps the last logit."""
-    from lens_steer.models import act_fn_modules, masked_logits_ok
 
     model = tiny_models["gemma2"]
-    model.__dict__.pop("_lens_steer_masked_logits", None)
-    assert masked_logits_ok(model) and act_fn_modules(model)  # probed here: the spy sees only recording forwards
+    as_model(model)._masked_logits = None
+    assert as_model(model).masked_logits_ok() and as_model(model).act_modules()  # probed here: the spy sees only recording forwards
     with logits_to_keep_spy(model) as seen:
         headless = _record(model, batch_size=4)
     masks = [k for k in seen if isinstance(k, torch.Tensor)]
     assert masks and len(masks) == len(seen), seen
     assert all(k.dtype == torch.bool and not k.any() for k in masks), seen
-    model._lens_steer_masked_logits = False  # as a model without boolean logits_to_keep: logits_to_keep=1
+    as_model(model)._masked_logits = False  # as a model without boolean logits_to_keep: logits_to_keep=1
     try:
         with_head = _record(model, batch_size=4)
     finally:
-        del model._lens_steer_masked_logits
+        as_model(model)._masked_logits = None
     assert_same_stats(headless, with_head)
 
 
@@ -324,7 +318,7 @@ def _direct_reference_counts(model, sentences):
 
 
 def test_reference_compat_records_as_the_authors_code(tiny_model):
-    from lens_steer.record import REFERENCE_PREFIX, tokenise
+    from lens_steer.recorder import REFERENCE_PREFIX, tokenise
 
     assert REFERENCE_PREFIX == "\n" + " " * 12  # data_sets.py Flores: f"""\n            {sentence}"""
     cfg = RecordConfig(reference_compat=True)
@@ -356,7 +350,7 @@ def test_reference_compat_keeps_the_first_n_sentence_means_and_default_is_unchan
 
 def test_switching_reference_compat_recomputes(native_model, tmp_path, monkeypatch):
     _record(native_model, run_dir=tmp_path)
-    import lens_steer.record as rec
+    import lens_steer.recorder as rec
 
     calls = []
     real = rec._run_language
@@ -364,3 +358,14 @@ def test_switching_reference_compat_recomputes(native_model, tmp_path, monkeypat
     _record(native_model, run_dir=tmp_path, reference_compat=True)
     assert calls == list(TEXTS)
     assert Stats.load(tmp_path).manifest["reference_compat"] is True
+
+
+def test_importing_the_recorder_never_shadows_ls_record():
+    """`ls.record` stays the function after any import of the recorder module (a submodule named `record` would
+    have replaced it on the package)."""
+    import lens_steer as ls
+    import lens_steer.identification as ident
+    import lens_steer.recorder as rec
+
+    assert callable(ls.record) and ls.record is rec.record and ls.Model is not None
+    assert callable(ls.identify) and ls.identify is ident.identify  # the same trap, the same cure

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lens_steer.errors import LensSteerError
-from lens_steer.identify import (activated, ap, ap_lape, ap_scores, average_precision, identify, lape,
+from lens_steer.identification import (activated, ap, ap_lape, ap_scores, average_precision, identify, lape,
                                  lape_from_probability, top_k_by_probability)
 from lens_steer.stats import Stats
 
@@ -144,7 +144,7 @@ def test_average_precision_equals_sklearn_with_ties_and_duplicates(monkeypatch):
                 want = average_precision_score(labels == lang, flat[:, layer, j])
                 assert abs(float(scores[lang, layer, j]) - want) < 1e-12, (lang, layer, j)
     # Chunking (bounded memory) does not change a single bit.
-    monkeypatch.setattr(sys.modules["lens_steer.identify"], "AP_CHUNK_ELEMENTS", 50)
+    monkeypatch.setattr(sys.modules["lens_steer.identification"], "AP_CHUNK_ELEMENTS", 50)
     assert torch.equal(ap_scores(stats), scores)
 
 

@@ -21,7 +21,7 @@ Sites (``site=``): ``act`` (default) is the paper's neuron value ``act_fn(gate)`
 ``hook_pre > 0``. ``post`` is TransformerLens's ``mlp.hook_post`` (``act_fn(gate) * up`` for gated MLPs).
 
 Where the value is read: for HF models, a forward hook on each MLP's own activation module sees ``act_fn(gate)``
-as the model computes it (verified against ``blocks.{l}.mlp.hook_pre`` by :func:`lens_steer.models.act_fn_modules`);
+as the model computes it (verified against ``blocks.{l}.mlp.hook_pre`` by :meth:`lens_steer.models.Model.act_modules`);
 other models go through the bridge's ``hook_pre`` and apply act_fn in the hook. Both give bit-identical statistics
 (tested); the first skips recomputing act_fn, which was the largest cost of recording on CPU.
 
@@ -48,12 +48,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_steer import __version__
+from lens_steer.distributed import (World, broadcast_from_main, check_all, current, deal, gather_to_main,
+                                    merge_timer)
 from lens_steer.errors import LensSteerError
-from lens_steer.models import (ACT_FNS, MLPSite, act_fn_modules, bos_id, describe_mlp, masked_logits_ok, model_identity,
-                               no_logits, pad_id, pad_rows)
+from lens_steer.models import ACT_FNS, MLPSite, Model, ModelLike, as_model
 from lens_steer.paths import atomic_path
 from lens_steer.run import PARTIAL_DIR
-from lens_steer.stats import Stats
+from lens_steer.stats import Stats, combine_parts
 
 SITES = ("act", "post")
 # The authors' recording text (data_sets.py ``Flores`` with is_predict=False): f"""\n            {sentence}""".
@@ -110,16 +111,16 @@ class _Tokenised:
     n_counted: list[int]  # counted tokens per sentence (BOS, or the reference's 2 leading tokens, excluded)
 
 
-def tokenise(bridge: Any, sentences: Sequence[str], config: RecordConfig) -> _Tokenised:
+def tokenise(model: Model, sentences: Sequence[str], config: RecordConfig) -> _Tokenised:
     """Tokenise sentences one by one, prepend BOS when the model uses it, and apply the token budget.
 
     With ``config.reference_compat`` each row is ``REFERENCE_PREFIX + sentence`` tokenised as one string, without
     BOS, and its first ``REFERENCE_SKIP`` tokens are not counted.
     """
-    tok = bridge.tokenizer
-    bos = None if config.reference_compat else bos_id(bridge)
+    tok = model.tokenizer
+    bos = None if config.reference_compat else model.bos
     prefix = REFERENCE_PREFIX if config.reference_compat else ""
-    skip = _skipped(bridge, config)
+    skip = _skipped(model, config)
     ids: list[list[int]] = []
     counted: list[int] = []
     total = 0
@@ -138,11 +139,11 @@ def tokenise(bridge: Any, sentences: Sequence[str], config: RecordConfig) -> _To
     return _Tokenised(ids, counted)
 
 
-def _skipped(bridge: Any, config: RecordConfig) -> int:
+def _skipped(model: Model, config: RecordConfig) -> int:
     """Leading tokens of every row that are run but not counted: the reference's 2, else the BOS if any."""
     if config.reference_compat:
         return REFERENCE_SKIP
-    return 1 if bos_id(bridge) is not None else 0
+    return 1 if model.bos is not None else 0
 
 
 class _Accumulator:
@@ -197,15 +198,15 @@ class _FastPathFailed(Exception):
 
 
 @contextmanager
-def _recording_hooks(bridge: Any, site: MLPSite, config: RecordConfig,
+def _recording_hooks(model: Model, site: MLPSite, config: RecordConfig,
                      acc: _Accumulator) -> Iterator[Callable[[], None]]:
     """Attach the statistics hooks for one language; yields a check to call after every forward.
 
     Site ``act`` reads ``act_fn(gate)`` from the forward hook of the HF MLP's activation module when
-    :func:`~lens_steer.models.act_fn_modules` has verified it (no recomputation of act_fn), else from the bridge's
+    :meth:`~lens_steer.models.Model.act_modules` has verified it (no recomputation of act_fn), else from the bridge's
     ``hook_pre`` through act_fn. Site ``post`` reads ``hook_post``. All hooks are removed on exit, errors included.
     """
-    mods = act_fn_modules(bridge) if config.site == "act" else None
+    mods = model.act_modules() if config.site == "act" else None
     if mods is None:
         act_fn = ACT_FNS[site.act_fn]
 
@@ -216,7 +217,7 @@ def _recording_hooks(bridge: Any, site: MLPSite, config: RecordConfig,
             acc.add(hook.layer(), post)
 
         which, fn = ("hook_pre", from_pre) if config.site == "act" else ("hook_post", from_post)
-        with bridge.hooks(fwd_hooks=[(site.name(which, layer), fn) for layer in range(site.n_layers)]):
+        with model.bridge.hooks(fwd_hooks=[(site.name(which, layer), fn) for layer in range(site.n_layers)]):
             yield lambda: None
         return
     calls = [0] * site.n_layers
@@ -270,43 +271,57 @@ def plan_batches(lengths: Sequence[int], batch_size: int, min_fill: float = 0.8,
     return batches
 
 
-def _run_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
-                  desc: str, progress: bool) -> dict[str, Tensor]:
-    """Record one language; ``keep`` lists the sentence indices whose means are kept (slot = position in keep)."""
+def _language_plan(data: _Tokenised, config: RecordConfig, world: World) -> tuple[list[list[int]], list[int]]:
+    """One language's batches, planned exactly as one process plans them, and the rank each is dealt to (by padded
+    token slots, the cost of a forward)."""
+    batches = plan_batches([len(r) for r in data.ids], config.batch_size)
+    return batches, deal([len(b) * max(len(data.ids[i]) for i in b) for b in batches], world.size)
+
+
+def _tokens_per_rank(data: _Tokenised, batches: list[list[int]], owners: list[int], size: int) -> list[int]:
+    """The counted tokens of each rank's batches (they sum to the language's n_tokens)."""
+    tokens = [0] * size
+    for batch, rank in zip(batches, owners):
+        tokens[rank] += sum(data.n_counted[i] for i in batch)
+    return tokens
+
+
+def _run_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
+                  batches: list[list[int]], desc: str, progress: bool) -> dict[str, Tensor]:
+    """Record one language over ``batches`` (all of them, or one rank's share): its part of the statistics.
+    ``keep`` lists the sentence indices whose means are kept (slot = position in keep)."""
     try:
-        result = _record_language(bridge, site, data, keep, config, desc, progress)
+        result = _record_language(model, site, data, keep, config, batches, desc, progress)
     except _FastPathFailed:  # the activation modules stopped matching the probe (e.g. processed weights since)
-        bridge.__dict__["_lens_steer_act_modules"] = None
-        result = _record_language(bridge, site, data, keep, config, desc, progress)
+        model.forget_act_modules()
+        result = _record_language(model, site, data, keep, config, batches, desc, progress)
     if not bool(torch.isfinite(result["act_sum"]).all()):
         raise LensSteerError(f"{desc}: the model produced NaN/inf MLP activations; load it in float32 (--dtype"
                              " float32) or check its weights")
     return result
 
 
-def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
-                     desc: str, progress: bool) -> dict[str, Tensor]:
+def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
+                     batches: list[list[int]], desc: str, progress: bool) -> dict[str, Tensor]:
     acc = _Accumulator(site, len(keep))
     slot_of = {s: i for i, s in enumerate(keep)}
-    pad, skip_first = pad_id(bridge), _skipped(bridge, config)
-    device = next(bridge.parameters()).device
-    masked_logits_ok(bridge)  # probed (once) before any statistics hook is attached: its forward must not count
-    with (tqdm(total=sum(data.n_counted), desc=desc, unit="tok", disable=not progress, leave=False) as bar,
-          torch.inference_mode(), _recording_hooks(bridge, site, config, acc) as check):
-        for batch in plan_batches([len(r) for r in data.ids], config.batch_size):
-            ids, attn, counted = pad_rows([data.ids[i] for i in batch], pad, config.padding_side, skip_first)
-            acc.counted = counted.to(device)
+    skip_first = _skipped(model, config)
+    model.masked_logits_ok()  # probed (once) before any statistics hook is attached: its forward must not count
+    mine = [i for batch in batches for i in batch]
+    with (tqdm(total=sum(data.n_counted[i] for i in mine), desc=desc, unit="tok", disable=not progress,
+               leave=False) as bar, torch.inference_mode(), _recording_hooks(model, site, config, acc) as check):
+        for batch in batches:
+            ids, attn, acc.counted = model.padded([data.ids[i] for i in batch], config.padding_side, skip_first)
             rows = [r for r, i in enumerate(batch) if i in slot_of]
             acc.keep_rows = torch.tensor(rows, dtype=torch.long)
             acc.keep_slots = torch.tensor([slot_of[batch[r]] for r in rows], dtype=torch.long)
-            ids = ids.to(device)
-            bridge(ids, attention_mask=attn.to(device), return_type=None, **no_logits(bridge, ids))
+            model(ids, attention_mask=attn, return_type=None, **model.no_logits(ids))
             check()
-            bar.update(int(counted.sum()))
+            bar.update(int(acc.counted.sum()))
     return {
         "over_zero": acc.over_zero.round().to(torch.int64),
-        "n_tokens": torch.tensor(sum(data.n_counted), dtype=torch.int64),
-        "n_sentences": torch.tensor(len(data.ids), dtype=torch.int64),
+        "n_tokens": torch.tensor(sum(data.n_counted[i] for i in mine), dtype=torch.int64),
+        "n_sentences": torch.tensor(len(mine), dtype=torch.int64),
         "act_sum": acc.act_sum,
         "act_sqsum": acc.act_sqsum,
         # Rounded to float16 here, as stored on disk (and by the reference): p_max / p_median are then the same
@@ -315,18 +330,24 @@ def _record_language(bridge: Any, site: MLPSite, data: _Tokenised, keep: list[in
     }
 
 
-def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig | None = None,
-           run_dir: str | Path | None = None, corpus: dict[str, Any] | None = None, progress: bool = True) -> Stats:
-    """Record neuron statistics of ``bridge`` over ``texts`` (language code -> sentences, in corpus order).
+def record(model: ModelLike, texts: dict[str, Sequence[str]], *, config: RecordConfig | None = None,
+           run_dir: str | Path | None = None, corpus: dict[str, Any] | None = None, progress: bool = True,
+           world: World | None = None) -> Stats:
+    """Record neuron statistics of ``model`` over ``texts`` (language code -> sentences, in corpus order).
 
     Args:
-        bridge: a model from :func:`lens_steer.models.load_model` (or any TransformerBridge with MLP hooks).
+        model: a :class:`~lens_steer.models.Model` from :func:`~lens_steer.models.load_model`, or any
+            TransformerBridge with MLP hooks.
         texts: sentences per language; the dict order is the language order of every tensor.
         config: recording settings (:class:`RecordConfig`).
         run_dir: if given, finished languages are saved to ``run_dir/partial`` and reused by a restarted run,
             and the final ``stats.safetensors`` / ``sent_means.safetensors`` / ``manifest.json`` are written.
         corpus: description of the text source for the manifest (name, split, path).
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (rank 0 only).
+        world: who records what (:mod:`lens_steer.distributed`); default: torchrun's world, else one process.
+            Under torchrun each rank records its dealt batches, rank 0 combines the parts, writes the run, and
+            every rank returns the same statistics. A shard (``parse_shard``) records its batches only and
+            returns (and writes) its part, for :func:`~lens_steer.stats.merge_shards`.
 
     Returns:
         The :class:`~lens_steer.stats.Stats` (tensors as in the contract, manifest included).
@@ -337,42 +358,57 @@ def record(bridge: Any, texts: dict[str, Sequence[str]], *, config: RecordConfig
     torch.Size([2, 64, 2])
     """
     config = config or RecordConfig()
-    site = describe_mlp(bridge)
-    tokenised = _tokenise_all(bridge, texts, config)
+    world = world or current()
+    model = as_model(model)
+    site = model.site
+    tokenised = _tokenise_all(model, texts, config)
     keep = _kept_sentences(tokenised, config)
-    manifest = _manifest(bridge, site, config, list(texts), corpus, n_keep=len(next(iter(keep.values()))))
-    partial_dir = Path(run_dir) / PARTIAL_DIR if run_dir is not None else None
+    plans = {code: _language_plan(data, config, world) for code, data in tokenised.items()}
+    manifest = _manifest(model, site, config, list(texts), corpus, n_keep=len(next(iter(keep.values()))))
+    manifest.update(world_size=world.size, tokens_per_rank={
+        code: _tokens_per_rank(tokenised[code], *plans[code], world.size) for code in tokenised})
+    if world.sharded:
+        manifest["shard"] = {"index": world.rank, "count": world.size}
+    partial_dir = Path(run_dir) / PARTIAL_DIR if run_dir is not None and world.writes else None
+    progress = progress and world.writes
     results: dict[str, dict[str, Tensor]] = {}
     for code, data in tqdm(tokenised.items(), desc="languages", disable=not progress or len(texts) == 1):
         key = _resume_key(manifest, code, data, keep[code])
-        cached = _load_partial(partial_dir, code, key) if partial_dir else None
-        if cached is not None:
-            results[code] = cached
-            continue
-        results[code] = _run_language(bridge, site, data, keep[code], config, desc=code, progress=progress)
-        if partial_dir is not None:
-            _save_partial(partial_dir, code, key, results[code])
-    langs = list(texts)
-    stats = Stats(
-        over_zero=torch.stack([results[c]["over_zero"] for c in langs], dim=-1),
-        n_tokens=torch.stack([results[c]["n_tokens"] for c in langs]),
-        n_sentences=torch.stack([results[c]["n_sentences"] for c in langs]),
-        act_sum=torch.stack([results[c]["act_sum"] for c in langs]),
-        act_sqsum=torch.stack([results[c]["act_sqsum"] for c in langs]),
-        sent_means=torch.stack([results[c]["sent_means"] for c in langs]),  # Stats holds them as float16 values
-        manifest=manifest,
-    )
-    if run_dir is not None:
+        cached = broadcast_from_main(_load_partial(partial_dir, code, key) if partial_dir else None)
+        if cached is None:
+            batches, owners = plans[code]
+            cached = _record_part(model, site, data, keep[code], config, [batches[i] for i in world.mine(owners)],
+                                  code, progress)
+            if partial_dir is not None:
+                _save_partial(partial_dir, code, key, cached)
+        results[code] = cached
+    stats = Stats.from_parts([results[c] for c in texts], manifest)
+    if run_dir is not None and world.writes:
         stats.save(run_dir)
     return stats
 
 
-def _tokenise_all(bridge: Any, texts: dict[str, Sequence[str]], config: RecordConfig) -> dict[str, _Tokenised]:
+def _record_part(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
+                 batches: list[list[int]], code: str, progress: bool) -> dict[str, Tensor]:
+    """Record this process's batches of one language; under torchrun, every rank's parts combined (the function
+    that merges shard runs), the same on every rank. A failure on any rank stops every rank with its message."""
+    part, error = None, None
+    try:
+        part = _run_language(model, site, data, keep, config, batches, desc=code, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank by check_all
+        error = exc
+    check_all(error)  # also where a rank that finished early waits for the others
+    with merge_timer():
+        parts = gather_to_main(part)
+        return broadcast_from_main(combine_parts(parts) if parts is not None else None)
+
+
+def _tokenise_all(model: Model, texts: dict[str, Sequence[str]], config: RecordConfig) -> dict[str, _Tokenised]:
     if not texts:
         raise LensSteerError("no languages to record; pass at least one language with --langs")
     tokenised: dict[str, _Tokenised] = {}
     for code, sentences in texts.items():
-        data = tokenise(bridge, sentences, config)
+        data = tokenise(model, sentences, config)
         if not data.ids:
             raise LensSteerError(f"language {code!r} has no text to record (empty corpus, or --max-tokens smaller than"
                                  f" its first sentence); give it text or drop it from --langs")
@@ -393,10 +429,10 @@ def _kept_sentences(tokenised: dict[str, _Tokenised], config: RecordConfig) -> d
     return {code: v[:n_keep] for code, v in eligible.items()}
 
 
-def _manifest(bridge: Any, site: MLPSite, config: RecordConfig, languages: list[str],
+def _manifest(model: Model, site: MLPSite, config: RecordConfig, languages: list[str],
               corpus: dict[str, Any] | None, n_keep: int) -> dict[str, Any]:
     """Everything that decides the numbers (it is also the resume key's input) plus provenance."""
-    identity = model_identity(bridge)
+    identity = model.identity
     return {
         "lens_steer_version": __version__,
         "languages": languages,
@@ -407,11 +443,11 @@ def _manifest(bridge: Any, site: MLPSite, config: RecordConfig, languages: list[
                          else "mlp.hook_post = act_fn(gate) * up"),
         "mlp": site.as_dict(),
         "dtype": identity.get("dtype"),
-        "bos": _bos_description(bridge, config),
+        "bos": _bos_description(model, config),
         "template": None,
         "reference_compat": config.reference_compat,
         "text_prefix": REFERENCE_PREFIX if config.reference_compat else "",
-        "leading_tokens_skipped": _skipped(bridge, config),
+        "leading_tokens_skipped": _skipped(model, config),
         "sent_means_dtype": "float16",
         "padding_side": config.padding_side,
         "batch_size": config.batch_size,
@@ -423,15 +459,19 @@ def _manifest(bridge: Any, site: MLPSite, config: RecordConfig, languages: list[
     }
 
 
-def _bos_description(bridge: Any, config: RecordConfig) -> str:
+def _bos_description(model: Model, config: RecordConfig) -> str:
     if config.reference_compat:
         return "none (reference-compatible recording)"
-    return "prepended, excluded from counts" if bos_id(bridge) is not None else "none"
+    return "prepended, excluded from counts" if model.bos is not None else "none"
 
 
 def _resume_key(manifest: dict[str, Any], code: str, data: _Tokenised, keep: list[int]) -> str:
     """A digest of everything that decides one language's numbers (settings and the exact token ids)."""
-    settings = {k: v for k, v in manifest.items() if k not in ("languages", "batch_size", "padding_side")}
+    # Not in the key: what never changes the numbers of a whole language (how many processes shared it, batch
+    # size, padding). A shard's part depends on its index and on the batches dealt, so there they stay.
+    ignored = {"languages", "padding_side", "world_size", "tokens_per_rank"} | (
+        set() if "shard" in manifest else {"batch_size"})
+    settings = {k: v for k, v in manifest.items() if k not in ignored}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(code.encode())
     h.update(json.dumps(data.ids).encode())

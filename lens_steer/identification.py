@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lens_steer.distributed import World
+from lens_steer.models import EMBEDDED_MODEL
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_json
-from lens_steer.run import MANIFEST_FILE
+from lens_steer.run import MANIFEST_FILE, Run
 from lens_steer.stats import Stats, read_manifest
 
 METHODS = ("lape", "activated", "ap", "ap-lape")
@@ -268,3 +271,92 @@ def _provenance(method: str, params: dict[str, Any], stats: Stats) -> dict[str, 
     return {"method": method, "params": params,
             "stats": {key: m.get(key) for key in ("model", "corpus", "site", "dtype", "bos", "reference_compat",
                                                    "max_tokens", "n_sentence_means", "lens_steer_version")}}
+
+
+@dataclass(frozen=True)
+class IdentifyConfig:
+    """``lens-steer identify``: the model, the corpus, how to record (:class:`~lens_steer.recorder.RecordConfig`)
+    and how to identify. Checked when built: a bad method or rate fails before any recording."""
+
+    model: str = EMBEDDED_MODEL
+    corpus: str = "udhr"
+    corpus_path: str | None = None
+    split: str | None = None
+    langs: str | None = None  # None: the paper's 18
+    method: str = "lape"
+    top_rate: float = 0.01
+    filter_rate: float = 0.95
+    activation_bar: float | str = 0.95
+    dtype: str | None = None
+    record: Any = None  # a RecordConfig; None: the defaults
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise LensSteerError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        object.__setattr__(self, "activation_bar", check_rate("--activation-bar", self.activation_bar))
+
+    def params(self) -> dict[str, Any]:
+        """The identification parameters of :func:`identify` (none for ``activated``)."""
+        if self.method == "activated":
+            return {}
+        return {"top_rate": self.top_rate, "filter_rate": self.filter_rate,
+                "activation_bar_ratio": self.activation_bar}
+
+
+def identify_for_run(run: Run, config: IdentifyConfig, device: str = "cpu",
+                     world: World | None = None) -> tuple[Stats, NeuronSet | None]:
+    """Record the corpus into the run directory (resuming finished languages), identify, and write
+    ``neurons.json`` and the manifest's ``identification``.
+
+    Under torchrun every rank records its share and gets the same statistics and neurons; rank 0 alone writes. A
+    shard run (``world`` from :func:`~lens_steer.distributed.parse_shard`) writes its part of the statistics and
+    the identification settings, and identifies nothing (None): ``lens-steer merge`` does, on all the shards."""
+    from lens_steer.corpora import corpus_description, load_corpus
+    from lens_steer.distributed import barrier, current
+    from lens_steer.languages import parse_languages
+    from lens_steer.models import load_model
+    from lens_steer.recorder import record
+
+    world = world or current()
+    texts = load_corpus(config.corpus, parse_languages(config.langs), split=config.split, path=config.corpus_path)
+    model = load_model(config.model, device=device, dtype=config.dtype)
+    run.refuse_other_model(model.identity)
+    stats = record(model, texts, config=config.record, run_dir=run.path, progress=config.progress, world=world,
+                   corpus=corpus_description(config.corpus, config.split, config.corpus_path))
+    if world.sharded:
+        write_pending_identification(run.path, config.method, config.params())
+        return stats, None
+    neurons = identify(stats, config.method, **config.params())
+    if world.writes:
+        neurons.save(run.path)
+        write_identification(run.path, neurons)
+    barrier()  # no rank leaves before rank 0 has written the run
+    return stats, neurons
+
+
+def write_pending_identification(run_dir: str | Path, method: str, params: dict[str, Any]) -> None:
+    """A shard run records how its merged run is to be identified (``"identify"`` in its manifest)."""
+    manifest = read_manifest(run_dir)
+    manifest["identify"] = {"method": method, **params}
+    write_json(Path(run_dir) / MANIFEST_FILE, manifest)
+
+
+def merge_for_run(shard_dirs: list[str | Path], out: Run) -> tuple[Stats, NeuronSet]:
+    """``lens-steer merge``: combine shard runs into ``out`` and identify it as the shards were told to."""
+    from lens_steer.stats import merge_shards
+
+    shards = [Run(d).stats() for d in shard_dirs]
+    pending = [s.manifest.get("identify") for s in shards]
+    stats = merge_shards(shards)  # refuses mixed settings, missing and duplicate shards before anything is written
+    if pending[0] is None or any(p != pending[0] for p in pending):
+        raise LensSteerError("the shards do not agree on how to identify (their manifests' 'identify'); record every"
+                             " shard with the same `identify --shard` command")
+    out.refuse_other_model(stats.manifest["model"])
+    params = {k: v for k, v in pending[0].items() if k != "method"}
+    neurons = identify(stats, pending[0]["method"], **params)
+    stats.manifest.pop("identify", None)
+    stats.save(out.path)
+    neurons.save(out.path)
+    write_identification(out.path, neurons)
+    return stats, neurons
