@@ -189,9 +189,10 @@ class SteerConfig:
     deactivate: str | None = None
     max_new_tokens: int = 30
     detector: str = "cld2"
+    parsed: Factor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        parse_factor(self.factor)
+        object.__setattr__(self, "parsed", parse_factor(self.factor))
         parse_layers(self.layers)
         get_detector(self.detector)
 
@@ -199,7 +200,7 @@ class SteerConfig:
 def steer_for_run(run: Run, prompt: str, config: SteerConfig, device: str = "cpu") -> tuple[list[dict[str, Any]], Path]:
     """Greedy continuations of ``prompt`` without and with steering to each target; appended to the run's
     generations. Returns the records (baseline first) and the generations file."""
-    factor = parse_factor(config.factor)
+    factor = config.parsed
     neurons = run.neurons()
     targets, _ = neurons.targets(config.to, strict=True)
     if config.deactivate and config.deactivate not in neurons.languages:

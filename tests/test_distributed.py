@@ -193,3 +193,13 @@ def test_sweeps_under_torchrun_equal_one_process(runs, tmp_path):
     assert min(two["rows_per_rank"]) > 0
     n_gen = len((single / "generations.jsonl").read_text().splitlines())
     assert n_gen == len((multi / "generations.jsonl").read_text().splitlines())  # rank 0 alone appends
+
+
+def test_bad_shard_and_merge_input_are_one_line_and_write_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["identify", "--out", str(out), "--shard", "2/2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--shard" in err[0] and not out.exists(), err
+    assert main(["merge", str(tmp_path / "missing0"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lens-steer: error:") and not out.exists(), err
