@@ -1,19 +1,25 @@
 #!/usr/bin/env python
-"""lens_steer benchmarks P1-P5: speed and memory targets, each measured side by side with its baseline.
+"""lens_steer benchmarks P1-P8: speed and memory targets, each measured side by side with its baseline.
 
     python benchmarks/bench.py                       # the whole suite on the embedded Gemma-3-270M (make bench)
     python benchmarks/bench.py --model tiny --skip-demo --repeats 1     # a tiny random Llama, seconds
     python benchmarks/bench.py --model Qwen/Qwen2.5-7B --device cuda --dtype bfloat16 --skip-demo
 
 P1 recording overhead   lens_steer.recorder vs the plain HF module's forward (logits_to_keep=1, no hooks) over the
-                        exact batches record runs (captured from it); also the bridge without hooks, and the
-                        plain HF module with the bridge's eager attention, to show where the ratio comes from.
+                        exact batches record runs (captured from it); P1' the same over the head-less forward
+                        (no logits at all, as record runs it). Also record through the bridge (the reference
+                        path), the bridge without hooks, and the plain HF module with the bridge's eager attention,
+                        to show where the ratio comes from.
 P2 vs the reference     lens_steer.recorder vs benchmarks/reference.py (the paper's approach) on the same tokens.
 P3 LSS throughput       lens_steer.lss.run_lss (1 factor; a k-factor sweep) vs a batch-1 full-logits loop.
 P4 memory               peak RSS while recording a 4x corpus / while recording the 1x corpus (fresh processes).
 P5 demo wall time       `make demo` into a fresh run directory, after `make setup` (set-up not timed).
 P6 scale-out            `identify` under torchrun on 2 gloo ranks (1 thread each) vs one process (2 threads), the
                         same corpus, fresh processes: wall ratio, and the merge's own time over the recording.
+P7 GPU (CUDA only)      recording in bfloat16 and LSS, each over a plain HF forward of the same batches; one
+                        "skipped: no GPU" line elsewhere (--p7-device cpu runs the code path on the CPU).
+P8 attention kernels    recording with --attention sdpa vs eager on long rows (sentences joined to ~500 tokens),
+                        fresh processes: time and peak memory.
 
 Compared runs are interleaved within each repeat (A B C, then C B A, ...); every ratio is taken per repeat and
 reported as median, min and max over repeats. Results go to --out (JSON) and a Markdown table next to it.
@@ -50,18 +56,22 @@ import torch  # noqa: E402
 
 from benchmarks import reference  # noqa: E402
 
-BENCHMARKS = ("P1", "P2", "P3", "P4", "P5", "P6")
+BENCHMARKS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 # key -> (comparison, target, unit, what)
 TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P1_record_over_forward": ("<=", 1.10, "x", "recording time / plain HF forward (logits_to_keep=1, no hooks)"),
+    "P1_record_over_headless_forward": ("<=", 1.05, "x", "P1': recording time / plain HF forward without logits"),
     "P2_speedup_vs_reference": (">=", 3.0, "x", "reference recording time / lens_steer recording time"),
     "P3_lss_speedup_vs_batch1": (">=", 8.0, "x", "LSS triples/s, lens_steer batched / batch-1 full-logits loop"),
     "P4_rss_growth_4x": ("<=", 1.05, "x", "peak RSS recording a 4x corpus / peak RSS recording the 1x corpus"),
     "P5_demo_seconds": ("<=", 900.0, "s", "`make demo` wall time after set-up"),
     "P6_torchrun_2_over_1": ("<=", 1.10, "x", "identify wall: torchrun 2 gloo ranks x 1 thread / 1 process x 2 threads"),
     "P6_merge_share": ("<=", 0.02, "x", "P6: merging the ranks' parts / the 2-rank identify wall time"),
+    "P7_record_bf16_over_forward": ("<=", 1.05, "x", "GPU, bf16: recording time / plain HF forward without logits"),
+    "P7_lss_over_forward": ("<=", 1.25, "x", "GPU, bf16: LSS time / plain HF forward of the same scoring batches"),
+    "P8_sdpa_over_eager_seconds": ("<=", 1.0, "x", "recording long rows: --attention sdpa / eager, time"),
+    "P8_sdpa_over_eager_peak": ("<=", 1.0, "x", "recording long rows: --attention sdpa / eager, peak memory"),
 }
-KEY_OF = {k.split("_")[0]: k for k in TARGETS}
 TINY_LANGS = "en,fr,ru,zh"
 DEFAULT_LANGS = "en,fr,ja,ru"
 
@@ -144,7 +154,7 @@ def hf_source(spec: str) -> str:
 def load_bridge(spec: str, args: argparse.Namespace):
     from lens_steer.models import load_model
 
-    return load_model(spec, device=args.device, dtype=args.dtype)
+    return load_model(spec, device=args.device, dtype=args.dtype, attention=getattr(args, "attention", "eager"))
 
 
 def load_plain_hf(spec: str, bridge, device: str):
@@ -214,20 +224,36 @@ def capture_batches(bridge, texts, config) -> tuple[list[tuple[torch.Tensor, tor
 
     # record's one-time probes are forwards of their own: run them before the capture hook is attached.
     as_model(bridge).masked_logits_ok()
-    as_model(bridge).act_modules()
-    bridge = as_model(bridge).bridge
-    captured: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def grab(module, args, kwargs):
-        ids = args[0] if args else kwargs["input"]
-        captured.append((ids.detach().clone().cpu(), kwargs["attention_mask"].detach().clone().cpu()))
-
-    handle = bridge.register_forward_pre_hook(grab, with_kwargs=True)
+    as_model(bridge).direct_ok()
+    captured = []
+    handle = as_model(bridge).bridge.original_model.register_forward_pre_hook(_grab_into(captured), with_kwargs=True)
     try:
         stats = record(bridge, texts, config=config, progress=False)
     finally:
         handle.remove()
     return captured, stats
+
+
+def _grab_into(captured: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[..., None]:
+    """A forward pre-hook on the HF module keeping every (input_ids, attention_mask) it is called with: the direct
+    forward calls it, and so does the bridge."""
+    def grab(module, args, kwargs):
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        captured.append((ids.detach().clone().cpu(), kwargs["attention_mask"].detach().clone().cpu()))
+    return grab
+
+
+@contextlib.contextmanager
+def bridge_path(bridge):
+    """Record through the bridge's forward (the reference path), not the direct HF forward."""
+    from lens_steer.models import as_model
+
+    model = as_model(bridge)
+    old, model._direct = model.direct_ok(), False
+    try:
+        yield
+    finally:
+        model._direct = old
 
 
 def plain_forward(hf, batches, device: str, head: bool = True) -> None:
@@ -261,6 +287,7 @@ def attention(hf, implementation: str):
 
 
 def bench_recording(ctx: dict[str, Any], which: set[str]) -> dict[str, Any]:
+    from lens_steer.models import as_model
     from lens_steer.recorder import record
 
     args, bridge, hf, texts, device = ctx["args"], ctx["bridge"], ctx["hf"], ctx["texts"], ctx["args"].device
@@ -287,6 +314,12 @@ def bench_recording(ctx: dict[str, Any], which: set[str]) -> dict[str, Any]:
 
             runs["hf_eager"] = hf_eager
     runs["record"] = lambda: record(bridge, texts, config=config, progress=False)
+    if "P1" in which:
+        def record_bridge():
+            with bridge_path(bridge):
+                return record(bridge, texts, config=config, progress=False)
+
+        runs["record_bridge"] = record_bridge
     if "P2" in which:
         runs["reference"] = lambda: reference.record(
             hf, bridge.tokenizer, texts, prepend_bos=bos, batch_size=config.batch_size, max_tokens=config.max_tokens,
@@ -313,8 +346,13 @@ def bench_recording(ctx: dict[str, Any], which: set[str]) -> dict[str, Any]:
     if "P1" in which:
         out["P1_record_over_forward"] = summary([times["record"][i] / times["hf"][i] for i in range(n)])
         # The strict floor: the plain forward that computes no logits at all, as record does.
-        det["P1_record_over_headless_forward"] = summary([times["record"][i] / times["hf_headless"][i]
+        out["P1_record_over_headless_forward"] = summary([times["record"][i] / times["hf_headless"][i]
                                                           for i in range(n)])
+        # The reference path (the bridge's forward and hooks) on the same batches, and that both count the same.
+        det["P1_record_bridge_path_over_headless_forward"] = summary(
+            [times["record_bridge"][i] / times["hf_headless"][i] for i in range(n)])
+        det["P1_direct_forward"] = as_model(bridge).direct_ok()
+        det["P1_direct_same_stats"] = same_stats(last["record"], last["record_bridge"])
         det["P1_headless_over_hf"] = summary([times["hf_headless"][i] / times["hf"][i] for i in range(n)])
         # Where the rest comes from (all without the head): the bridge's wrappers and attention, then the hooks.
         det["P1_bridge_over_headless_forward"] = summary([times["bridge"][i] / times["hf_headless"][i]
@@ -350,6 +388,13 @@ def bench_recording(ctx: dict[str, Any], which: set[str]) -> dict[str, Any]:
         if not det["P2_agreement"]["same_counts"]:
             log(f"WARNING: the reference and lens_steer disagree: {det['P2_agreement']}")
     return out
+
+
+def same_stats(a, b) -> bool:
+    """Equal counts and token numbers, sums and kept means equal to float rounding."""
+    return (torch.equal(a.over_zero, b.over_zero) and torch.equal(a.n_tokens, b.n_tokens)
+            and torch.allclose(a.act_sum, b.act_sum, rtol=1e-5, atol=1e-6)
+            and torch.equal(a.sent_means, b.sent_means))
 
 
 def compare_records(stats, ref: dict[str, reference.ReferenceRecord]) -> dict[str, Any]:
@@ -518,6 +563,9 @@ def p4_child(args: argparse.Namespace) -> None:
     base = {lang: _budget_prefix(bridge.tokenizer, s, bos, config.max_tokens, config.max_length)
             for lang, s in texts.items()}
     scaled = {lang: s * scale for lang, s in base.items()}
+    if args.join_rows:  # P8: long rows, where the attention kernel's memory shows
+        k = args.join_rows
+        scaled = {lang: [" ".join(s[i : i + k]) for i in range(0, len(s), k)] for lang, s in scaled.items()}
     first = next(iter(base))
     record(bridge, {first: base[first][:2]}, config=record_config(args, None), progress=False)  # weights paged in
     gc.collect()
@@ -534,7 +582,8 @@ def p4_child(args: argparse.Namespace) -> None:
     peak = _status_bytes("VmHWM") if reset else None
     result = {"scale": scale, "tokens": int(stats.n_tokens.sum()), "sentences": int(stats.n_sentences.sum()),
               "seconds": seconds, "rss_baseline": baseline, "rss_peak_record": peak, "peak_reset": reset,
-              "ru_maxrss": _maxrss_bytes()}
+              "ru_maxrss": _maxrss_bytes(),
+              "longest_row": max(len(bridge.tokenizer(t)["input_ids"]) for v in scaled.values() for t in v)}
     if cuda:
         result.update(cuda_baseline=cuda_base, cuda_peak=torch.cuda.max_memory_allocated())
     print(json.dumps(result), flush=True)
@@ -544,6 +593,7 @@ def child_command(args: argparse.Namespace, model: str, scale: int) -> list[str]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--p4-child", str(scale), "--model", model,
            "--langs", args.langs, "--batch-size", str(args.batch_size), "--device", args.device]
     for flag, value in (("--max-tokens", args.max_tokens), ("--dtype", args.dtype), ("--corpus", args.corpus),
+                        ("--attention", args.attention),
                         ("--threads", args.threads),
                         ("--corpus-path", args.corpus_path), ("--split", args.split)):
         if value is not None:
@@ -615,6 +665,142 @@ def bench_demo(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(workdir / "demo", ignore_errors=True)
     log(f"P5: {seconds:.0f} s")
     return {"P5_demo_seconds": summary([seconds]), "details": {"P5_command": cmd, "P5_log": str(logfile)}}
+
+
+# --------------------------------------------------------------------------------------------- P7
+
+
+def bench_gpu(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Recording in bfloat16 and LSS on a GPU, each over a plain HF forward (sdpa, like the recorder here) of the
+    very batches it runs. Without CUDA one "skipped" line, unless --p7-device names a device (the CPU in tests)."""
+    from transformers import AutoModelForCausalLM
+
+    from lens_steer.models import load_model
+    from lens_steer.recorder import record
+
+    args = ctx["args"]
+    device = args.p7_device or ("cuda" if torch.cuda.is_available() else None)
+    if device is None:
+        log("P7 skipped: no GPU")
+        return {"details": {"P7": "skipped: no GPU"}}
+    model = load_model(ctx["model_path"], device=device, dtype="bfloat16", attention="sdpa")
+    hf = AutoModelForCausalLM.from_pretrained(hf_source(ctx["model_path"]), dtype=torch.bfloat16,
+                                              attn_implementation="sdpa").to(device).eval()
+    texts, config = ctx.get("texts") or load_texts(args), record_config(args)
+    batches, stats = capture_batches(model, texts, config)
+    plain_forward(hf, batches[:1], device, head=False)  # warm-up (kernels, allocator)
+    times, _ = interleave({"hf": lambda: plain_forward(hf, batches, device, head=False),
+                           "record": lambda: record(model, texts, config=config, progress=False)},
+                          args.repeats, device, "P7 record")
+    counted = int(stats.n_tokens.sum())
+    neurons, facts, langs = lss_inputs(args, stats)
+    factor = parse_factor_list(args.factor)
+    score_calls: list[dict[str, Any]] = []
+    handle = model.bridge.original_model.register_forward_pre_hook(_keep_call(score_calls), with_kwargs=True)
+    try:
+        run_lss_quiet(model, neurons, stats, facts, langs, factor, args)
+    finally:
+        handle.remove()
+    lss_times, _ = interleave({"hf": lambda: replay(hf, score_calls),
+                               "lss": lambda: run_lss_quiet(model, neurons, stats, facts, langs, factor, args)},
+                              args.repeats, device, "P7 lss")
+    n, triples = args.repeats, sum(len(facts[s]) * (len(langs) - 1) for s in langs)
+    det = {"P7_device": str(model.device), "P7_gpu": torch.cuda.get_device_name() if device.startswith("cuda")
+           else None, "P7_record_tokens_per_s": summary([counted / s for s in times["record"]]),
+           "P7_hf_tokens_per_s": summary([counted / s for s in times["hf"]]),
+           "P7_lss_triples_per_s": summary([triples / s for s in lss_times["lss"]]),
+           "P7_lss_forwards": len(score_calls)}
+    return {"P7_record_bf16_over_forward": summary([times["record"][i] / times["hf"][i] for i in range(n)]),
+            "P7_lss_over_forward": summary([lss_times["lss"][i] / lss_times["hf"][i] for i in range(n)]),
+            "details": det}
+
+
+def _keep_call(calls: list[dict[str, Any]]) -> Callable[..., None]:
+    """A forward pre-hook on the HF module keeping the tensors of every call (to replay them on a plain model)."""
+    keep = ("input_ids", "attention_mask", "position_ids", "logits_to_keep")
+
+    def grab(module, args, kwargs):
+        call = {k: kwargs[k] for k in keep if k in kwargs and kwargs[k] is not None}
+        if args:
+            call["input_ids"] = args[0]
+        call = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in call.items()}
+        calls.append({**call, "cached": kwargs.get("past_key_values") is not None})
+    return grab
+
+
+def replay(hf, calls: list[dict[str, Any]]) -> None:
+    """The captured forwards on a plain HF model: a call that continued a KV cache continues the previous call's
+    (repeated per answer, as the scorer repeats it)."""
+    cache = None
+    with torch.inference_mode():
+        for call in calls:
+            kwargs = {k: v for k, v in call.items() if k != "cached"}
+            if call["cached"]:
+                cache.batch_repeat_interleave(kwargs["input_ids"].shape[0] // cache.layers[0].keys.shape[0])
+                hf(**kwargs, past_key_values=cache, use_cache=True)
+                cache = None
+            else:
+                cache = hf(**kwargs, use_cache=True).past_key_values
+
+
+def lss_inputs(args: argparse.Namespace, stats):
+    """A neuron set (LAPE, or the top-k by probability where LAPE leaves a language empty) and the CLDR facts."""
+    from lens_steer.cloze import load_cloze
+    from lens_steer.identification import lape, top_k_by_probability
+
+    langs = list(stats.languages)
+    neurons = lape(stats, top_rate=args.top_rate)
+    if any(v == 0 for v in neurons.totals().values()):
+        neurons = top_k_by_probability(stats, max(8, round(args.top_rate * neurons.n_layers * neurons.d_mlp)))
+    cloze = load_cloze("cldr", langs, max_facts=args.facts)
+    return neurons, {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}, langs
+
+
+def parse_factor_list(text: str):
+    from lens_steer.steer import parse_factors
+
+    return parse_factors(text)
+
+
+def run_lss_quiet(model, neurons, stats, facts, langs, factors, args):
+    from lens_steer.lss import run_lss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_lss(model, neurons, stats, facts, langs, factors, batch_size=args.lss_batch_size, progress=False)
+
+
+# --------------------------------------------------------------------------------------------- P8
+
+
+def bench_attention(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Recording long rows with sdpa and with eager attention, fresh processes, interleaved: time and peak memory
+    (CUDA max_memory_allocated on a GPU, else peak RSS above the loaded model)."""
+    args = ctx["args"]
+    got: dict[str, list[dict[str, Any]]] = {"eager": [], "sdpa": []}
+    for r in range(args.repeats):
+        for kernel in (("eager", "sdpa") if r % 2 == 0 else ("sdpa", "eager")):
+            cmd = child_command(args, ctx["model_path"], 1) + ["--attention", kernel, "--join-rows", "24"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"P8 child ({kernel}) failed:\n{proc.stderr[-3000:]}")
+            got[kernel].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        log(f"P8 repeat {r + 1}/{args.repeats}: " + ", ".join(
+            f"{k} {got[k][-1]['seconds']:.1f} s peak {mib(above(got[k][-1], args)):.0f} MiB" for k in got))
+    e, s = got["eager"], got["sdpa"]
+    det = {"P8_rows_tokens": e[0]["tokens"], "P8_longest_row": e[0].get("longest_row"),
+           **{f"P8_seconds_{k}": summary([x["seconds"] for x in v]) for k, v in got.items()},
+           **{f"P8_peak_mib_above_model_{k}": summary([mib(above(x, args)) for x in v]) for k, v in got.items()}}
+    return {"P8_sdpa_over_eager_seconds": summary([b["seconds"] / a["seconds"] for a, b in zip(e, s)]),
+            "P8_sdpa_over_eager_peak": summary([above(b, args) / max(above(a, args), 1) for a, b in zip(e, s)]),
+            "details": det}
+
+
+def above(result: dict[str, Any], args: argparse.Namespace) -> int:
+    """Peak memory while recording above what the loaded model held before."""
+    if str(args.device).startswith("cuda"):
+        return result["cuda_peak"] - result["cuda_baseline"]
+    return peak_of(result, args) - result["rss_baseline"]
 
 
 # --------------------------------------------------------------------------------------------- P6
@@ -710,7 +896,7 @@ def markdown(results: dict[str, Any]) -> str:
     for key in ("P1_padding_efficiency", "P2_reference_padding_efficiency"):
         if key in d:
             extra.append(f"`{key}` {d[key]}")
-    for key in ("P1_record_over_headless_forward", "P1_headless_over_hf", "P1_bridge_over_headless_forward",
+    for key in ("P1_record_bridge_path_over_headless_forward", "P1_headless_over_hf", "P1_bridge_over_headless_forward",
                 "P1_record_over_bridge", "P1_hf_eager_over_headless_forward",
                 "P2_ceiling_reference_over_plain_forward", "P2_ceiling_reference_over_headless_forward",
                 "P3_sweep_cost_k_over_1",
@@ -756,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-logits", choices=("full", "last"), default="full",
                    help="P2: the reference computes full-vocabulary logits (default, as the issue specifies) or"
                         " only the last position's (what generate() does in recent transformers)")
-    p.add_argument("--only", default=None, help="comma-separated subset of P1,P2,P3,P4,P5,P6")
+    p.add_argument("--only", default=None, help="comma-separated subset of P1,...,P8")
     p.add_argument("--skip-demo", action="store_true", help="skip P5")
     p.add_argument("--demo-cmd", default=None, help="P5: time this shell command instead of `make demo`")
     p.add_argument("--device", default="cpu")
@@ -765,7 +951,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (GPU)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="results JSON")
     p.add_argument("--markdown", default=None, help="Markdown table (default: --out with .md)")
+    p.add_argument("--attention", default="eager", choices=["eager", "sdpa"],
+                   help="attention kernel of the recorder's model (default eager, as identify)")
+    p.add_argument("--p7-device", default=None,
+                   help="P7: run the GPU benchmark on this device (default: cuda when present, else skipped)")
     p.add_argument("--p4-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--join-rows", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -845,6 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
         phase("P5", lambda: bench_demo(args))
     if "P6" in which:
         phase("P6", lambda: bench_scaleout(ctx))
+    if "P7" in which:
+        phase("P7", lambda: bench_gpu(ctx))
+    if "P8" in which:
+        phase("P8", lambda: bench_attention(ctx))
     if tiny:
         shutil.rmtree(Path(model_path).parent, ignore_errors=True)
     details["phase_seconds"] = {k: round(v, 1) for k, v in phases.items()}

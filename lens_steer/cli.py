@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import sys
+import warnings
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, while we run
     world = distributed.World()
     try:
         world = distributed.init()  # under torchrun: join the process group (a world of one otherwise)
-        if hasattr(args, "device"):
+        if getattr(args, "device", None) is not None:
             args.device = distributed.device_for(args.device)  # nccl: each rank on its own GPU
         if world.collective and not world.main and args.command not in SPLIT_COMMANDS:
             return 0  # nothing to share out: rank 0 does it alone
@@ -44,7 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lens-steer: interrupted; finished languages are kept and a rerun resumes", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = formatwarning
         distributed.shutdown()
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
+    return f"lens-steer: warning: {message}\n"
+
+
+def _load(args: argparse.Namespace):
+    from lens_steer.models import LoadConfig
+
+    return LoadConfig(device=args.device, dtype=args.dtype, device_map=args.device_map, n_devices=args.n_devices,
+                      attention=args.attention)
 
 
 def _identify(args: argparse.Namespace) -> int:
@@ -58,11 +72,11 @@ def _identify(args: argparse.Namespace) -> int:
                           reference_compat=args.reference_compat)
     config = IdentifyConfig(model=args.model, corpus=args.corpus, corpus_path=args.corpus_path, split=args.split,
                             langs=args.langs, method=args.method, top_rate=args.top_rate,
-                            filter_rate=args.filter_rate, activation_bar=args.activation_bar, dtype=args.dtype,
+                            filter_rate=args.filter_rate, activation_bar=args.activation_bar,
                             record=record, progress=not args.quiet)
     run = Run(args.out)
     world = parse_shard(args.shard) if args.shard else current()
-    stats, neurons = identify_for_run(run, config, device=args.device, world=world)
+    stats, neurons = identify_for_run(run, config, _load(args), world=world)
     if neurons is None:
         print(f"shard {world.rank}/{world.size}: {int(stats.n_tokens.sum())} tokens recorded into {run.path}; when"
               f" all {world.size} are done: lens-steer merge SHARD_DIRS... --out RUN")
@@ -113,7 +127,7 @@ def _lss(args: argparse.Namespace) -> int:
                        forcing=args.forcing, forcing_tokens=args.forcing_tokens,
                        forcing_batch_size=args.forcing_batch_size, detector=args.detector, progress=not args.quiet)
     run = Run(args.run_dir)
-    rows, summary = lss_for_run(run, config, device=args.device)
+    rows, summary = lss_for_run(run, config, _load(args))
     print(format_lss_result(summary, rows))
     written = [LSS_CSV, LSS_SUMMARY] + ([FORCING_CSV] if args.forcing else [])
     print(f"results: {', '.join(str(run.file(n)) for n in written)} ({time.perf_counter() - start:.0f} s)")
@@ -125,7 +139,7 @@ def _steer(args: argparse.Namespace) -> int:
 
     config = SteerConfig(to=args.to, factor=args.factor, layers=args.layers, positions=args.positions,
                          deactivate=args.deactivate, max_new_tokens=args.max_new_tokens, detector=args.detector)
-    records, path = steer_for_run(Run(args.run_dir), args.prompt, config, device=args.device)
+    records, path = steer_for_run(Run(args.run_dir), args.prompt, config, _load(args))
     print(format_steer(args.prompt, records))
     print(f"appended to {path}")
     return 0
@@ -136,7 +150,7 @@ def _forcing(args: argparse.Namespace) -> int:
 
     config = ForcingConfig(targets=args.targets, factors=args.factors, detector=args.detector,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    result = forcing_for_run(Run(args.run_dir), config, device=args.device)
+    result = forcing_for_run(Run(args.run_dir), config, _load(args))
     if result.skipped:
         print(f"lens-steer: warning: skipping {', '.join(result.skipped)} (no neurons)", file=sys.stderr)
     print(format_forcing(result.rows, [f.text for f in result.factors]))
@@ -152,7 +166,7 @@ def _eval(args: argparse.Namespace) -> int:
                         data=args.data, limit=args.limit, positions=args.positions,
                         max_new_tokens=args.max_new_tokens, prompt=args.prompt, join=args.join,
                         batch_size=args.batch_size, progress=not args.quiet)
-    result = eval_for_run(Run(args.run_dir), config, device=args.device)
+    result = eval_for_run(Run(args.run_dir), config, _load(args))
     print(format_eval(result.label, result.factor, result.rows, self_cross(result.rows)))
     print(f"results: {result.path} ({time.perf_counter() - start:.0f} s)")
     return 0
@@ -167,7 +181,7 @@ def _inspect(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size)
     owners, table = neuron_profile(run, args.layer, args.neuron)
     print(format_neuron(args.layer, args.neuron, owners, run.neurons().provenance.get("method", "?"), table))
-    hits = top_tokens_for_run(run, config, owners, device=args.device)
+    hits = top_tokens_for_run(run, config, owners, _load(args))
     print(format_top_tokens(hits, run.stats().manifest.get("site", "act")))
     return 0
 

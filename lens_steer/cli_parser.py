@@ -38,10 +38,27 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
 
     run, device, quiet, detector = parent(), parent(), parent(), parent()
     run.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
-    device.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _add_model_options(device)
     quiet.add_argument("--quiet", action="store_true", help="no progress bars")
     detector.add_argument("--detector", default="cld2", help="language detector (default: cld2)")
     return {"run": run, "device": device, "quiet": quiet, "detector": detector}
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the model runs (:class:`lens_steer.models.LoadConfig`): every command that loads one."""
+    g = p.add_argument_group("model placement")
+    g.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:1, mps")
+    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="compute dtype (default: float32 for identify, the recorded dtype otherwise); float16 is"
+                   " refused for Gemma (its activations overflow)")
+    g.add_argument("--device-map", default=None, metavar="auto|balanced|FILE.json",
+                   help="split one model over several devices (the bridge's device_map): auto, balanced,"
+                   " balanced_low_0, sequential, or a JSON file of module name -> device; not with --device")
+    g.add_argument("--n-devices", type=_positive_int, default=None,
+                   help="split the model evenly over this many CUDA GPUs; not with --device")
+    g.add_argument("--attention", default="eager", choices=["eager", "sdpa"],
+                   help="attention kernel: eager (TransformerLens default, hookable patterns) or sdpa (fused; faster"
+                   " and leaner on long inputs; lens_steer never reads attention patterns) (default: eager)")
 
 
 def _batch_size(p: argparse.ArgumentParser, default: int, what: str) -> None:
@@ -95,7 +112,6 @@ def _add_identify(sub, shared) -> None:
     p.add_argument("--reference-compat", action="store_true",
                    help="record as the authors' code: no BOS, each sentence after a newline and 12 spaces, its first 2"
                    " tokens not counted, sentence means of the first N sentences whatever their length")
-    p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16 (GPU); never float16")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="record only shard I of N (0-based) into OUT, for schedulers without a rendezvous (SLURM"
                    " arrays); combine all N with `lens-steer merge`. Under torchrun no --shard is needed")

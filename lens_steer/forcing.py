@@ -19,7 +19,7 @@ from lens_steer.distributed import barrier, current
 from lens_steer.errors import LensSteerError
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, get_detector, matches
-from lens_steer.models import ModelLike
+from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run
 from lens_steer.steer import Factor, Intervention, Steerer, parse_factor, parse_factors, parse_layers
 
@@ -165,11 +165,11 @@ class ForcingResult:
     files: list[Path]  # forcing.csv, generations.jsonl
 
 
-def forcing_for_run(run: Run, config: ForcingConfig, device: str = "cpu") -> ForcingResult:
+def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | None = None) -> ForcingResult:
     """Language forcing of a run directory: writes ``forcing.csv`` and appends the generations."""
     neurons = run.neurons()
     targets, skipped = neurons.targets(config.targets, strict=False)
-    model = run.model(device)
+    model = run.model(load)
     rows, records = run_forcing(model, Steerer(model, neurons, run.stats()), targets, config.parsed,
                                 get_detector(config.detector), max_new_tokens=config.max_new_tokens,
                                 batch_size=config.batch_size, progress=config.progress and current().main)
@@ -197,7 +197,8 @@ class SteerConfig:
         get_detector(self.detector)
 
 
-def steer_for_run(run: Run, prompt: str, config: SteerConfig, device: str = "cpu") -> tuple[list[dict[str, Any]], Path]:
+def steer_for_run(run: Run, prompt: str, config: SteerConfig,
+                  load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Greedy continuations of ``prompt`` without and with steering to each target; appended to the run's
     generations. Returns the records (baseline first) and the generations file."""
     factor = config.parsed
@@ -208,7 +209,7 @@ def steer_for_run(run: Run, prompt: str, config: SteerConfig, device: str = "cpu
                              f" {', '.join(neurons.languages)})")
     ivs = [Intervention(t, factor, layers=parse_layers(config.layers), positions=config.positions,
                         deactivate=config.deactivate) for t in targets]  # checks --positions before generating
-    model = run.model(device)
+    model = run.model(load)
     texts = greedy_generate(model, [prompt] * (len(ivs) + 1), max_new_tokens=config.max_new_tokens,
                             steerer=Steerer(model, neurons, run.stats()), interventions=[None, *ivs])
     detector = get_detector(config.detector)

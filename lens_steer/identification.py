@@ -21,7 +21,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_steer.distributed import World
-from lens_steer.models import EMBEDDED_MODEL
+from lens_steer.models import EMBEDDED_MODEL, LoadConfig
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_json
@@ -287,7 +287,6 @@ class IdentifyConfig:
     top_rate: float = 0.01
     filter_rate: float = 0.95
     activation_bar: float | str = 0.95
-    dtype: str | None = None
     record: Any = None  # a RecordConfig; None: the defaults
     progress: bool = True
 
@@ -304,7 +303,7 @@ class IdentifyConfig:
                 "activation_bar_ratio": self.activation_bar}
 
 
-def identify_for_run(run: Run, config: IdentifyConfig, device: str = "cpu",
+def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | None = None,
                      world: World | None = None) -> tuple[Stats, NeuronSet | None]:
     """Record the corpus into the run directory (resuming finished languages), identify, and write
     ``neurons.json`` and the manifest's ``identification``.
@@ -318,9 +317,11 @@ def identify_for_run(run: Run, config: IdentifyConfig, device: str = "cpu",
     from lens_steer.models import load_model
     from lens_steer.recorder import record
 
+
     world = world or current()
     texts = load_corpus(config.corpus, parse_languages(config.langs), split=config.split, path=config.corpus_path)
-    model = load_model(config.model, device=device, dtype=config.dtype)
+    load = LoadConfig(device=load) if isinstance(load, str) else (load or LoadConfig())
+    model = load_model(config.model, **load.kwargs())
     run.refuse_other_model(model.identity)
     stats = record(model, texts, config=config.record, run_dir=run.path, progress=config.progress, world=world,
                    corpus=corpus_description(config.corpus, config.split, config.corpus_path))

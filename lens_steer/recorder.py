@@ -147,50 +147,68 @@ def _skipped(model: Model, config: RecordConfig) -> int:
 
 
 class _Accumulator:
-    """Per-language running statistics, filled by hooks."""
+    """Per-language running statistics, filled by hooks.
 
-    def __init__(self, site: MLPSite, n_keep: int):
+    They live on one statistics ``device`` (the model's first; the CPU for devices without float64) in float64
+    whatever the model's dtype: a model split over devices gives the same numbers as on one, and on a GPU no hook
+    waits for a copy to the host (the totals move to the CPU once per language)."""
+
+    def __init__(self, site: MLPSite, n_keep: int, device: torch.device | str = "cpu"):
         layers, d = site.n_layers, site.d_mlp
-        self.over_zero = torch.zeros(layers, d, dtype=torch.float64)
-        self.act_sum = torch.zeros(layers, d, dtype=torch.float64)
-        self.act_sqsum = torch.zeros(layers, d, dtype=torch.float64)
-        self.sent_means = torch.zeros(n_keep, layers, d, dtype=torch.float32)
+        device = torch.device(device)
+        self.device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
+        zeros = dict(dtype=torch.float64, device=self.device)
+        self.over_zero = torch.zeros(layers, d, **zeros)
+        self.act_sum = torch.zeros(layers, d, **zeros)
+        self.act_sqsum = torch.zeros(layers, d, **zeros)
+        self.sent_means = torch.zeros(n_keep, layers, d, dtype=torch.float32, device=self.device)
         # Set per batch by the driver loop: the counted mask and which rows keep their sentence mean (and where).
         self.counted: Tensor = torch.zeros(0)
         self.keep_rows: Tensor = torch.zeros(0, dtype=torch.long)
         self.keep_slots: Tensor = torch.zeros(0, dtype=torch.long)
         self._index_of: Tensor | None = None
-        self._index: tuple[Tensor, Tensor, Tensor] = (torch.zeros(0), torch.zeros(0), torch.zeros(0))
+        self._index: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
 
     def _batch_index(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """(mask, row of each counted token, counted tokens per row) of the current batch, computed once per batch."""
+        """(flat index, row of each counted token, counted tokens per row) of the current batch on ``device``, computed
+        once per batch and device (a model split over devices runs its layers on several)."""
         if self._index_of is not self.counted:
+            self._index, self._index_of = {}, self.counted
+        if device not in self._index:
             mask = self.counted.to(device) > 0  # [batch, pos]
-            self._index = (mask, mask.nonzero()[:, 0], mask.sum(dim=1))
-            self._index_of = self.counted
-        return self._index
+            flat = mask.reshape(-1).nonzero()[:, 0]  # counted tokens as rows of the flattened [batch * pos] layout
+            self._index[device] = (flat, torch.div(flat, mask.shape[1], rounding_mode="floor"), mask.sum(dim=1))
+        return self._index[device]
 
     def add(self, layer: int, raw: Float[Tensor, "batch pos d_mlp"],
             act_fn: Callable[[Tensor], Tensor] | None = None) -> None:
         """Accumulate one layer's batch. ``raw`` is the neuron value itself (``act_fn(gate)``, or hook_post), or with
         ``act_fn`` the gate pre-activation hook_pre (value = act_fn(raw)). A neuron fires where its value is > 0:
         ``act_fn(gate) > 0``, the paper's definition (for SiLU/GELU/ReLU the same as ``gate > 0``)."""
-        mask, row_of, per_row = self._batch_index(raw.device)
-        # Select the counted tokens once: pads and BOS never enter a sum, and act_fn runs only on real tokens.
-        v = raw[mask].float()  # [n, d_mlp]
+        flat, row_of, per_row = self._batch_index(raw.device)
+        # Select the counted tokens once: pads and BOS never enter a sum, and act_fn runs only on real tokens
+        # (index_select of precomputed rows: cheaper than a boolean mask, which searches the mask every call).
+        v = raw.reshape(-1, raw.shape[-1]).index_select(0, flat).float()  # [n, d_mlp]
         if act_fn is not None:
             v = act_fn(v)
         # sign().clamp(0) is 1.0 where v > 0, else 0 (NaN stays NaN and is caught per language): about twice as
         # fast on CPU as (v > 0).sum(0), and exact in float32 for any batch (< 2**24 tokens).
-        self.over_zero[layer] += v.sign().clamp_(min=0).sum(dim=0).double().cpu()
+        here = self.device
+        self.over_zero[layer] += v.sign().clamp_(min=0).sum(dim=0).to(here, torch.float64)
         # Per-sentence sums in one pass; the token sum and the kept sentence means both come from them.
         row_sums = torch.zeros(raw.shape[0], raw.shape[-1], dtype=v.dtype, device=v.device).index_add_(0, row_of, v)
-        self.act_sum[layer] += row_sums.sum(dim=0).double().cpu()
-        self.act_sqsum[layer] += v.square().sum(dim=0).double().cpu()
+        self.act_sum[layer] += row_sums.sum(dim=0).to(here, torch.float64)
+        self.act_sqsum[layer] += v.square().sum(dim=0).to(here, torch.float64)
         if self.keep_rows.numel():
             rows = self.keep_rows.to(raw.device)
             means = row_sums[rows] / per_row[rows, None]
-            self.sent_means[self.keep_slots, layer] = means.cpu()
+            self.sent_means[self.keep_slots.to(here), layer] = means.to(here)
+
+
+    def to_cpu(self) -> None:
+        """Move the totals to the CPU (once per language), where the statistics are combined and written."""
+        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means"):
+            setattr(self, name, getattr(self, name).cpu())
 
 
 class _FastPathFailed(Exception):
@@ -303,10 +321,10 @@ def _run_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int]
 
 def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
                      batches: list[list[int]], desc: str, progress: bool) -> dict[str, Tensor]:
-    acc = _Accumulator(site, len(keep))
+    acc = _Accumulator(site, len(keep), model.device)
     slot_of = {s: i for i, s in enumerate(keep)}
     skip_first = _skipped(model, config)
-    model.masked_logits_ok()  # probed (once) before any statistics hook is attached: its forward must not count
+    model.masked_logits_ok(), model.direct_ok()  # probed (once) before any statistics hook: their forwards must not count
     mine = [i for batch in batches for i in batch]
     with (tqdm(total=sum(data.n_counted[i] for i in mine), desc=desc, unit="tok", disable=not progress,
                leave=False) as bar, torch.inference_mode(), _recording_hooks(model, site, config, acc) as check):
@@ -315,9 +333,10 @@ def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[i
             rows = [r for r, i in enumerate(batch) if i in slot_of]
             acc.keep_rows = torch.tensor(rows, dtype=torch.long)
             acc.keep_slots = torch.tensor([slot_of[batch[r]] for r in rows], dtype=torch.long)
-            model(ids, attention_mask=attn, return_type=None, **model.no_logits(ids))
+            model.activations_forward(ids, attn)
             check()
             bar.update(int(acc.counted.sum()))
+    acc.to_cpu()
     return {
         "over_zero": acc.over_zero.round().to(torch.int64),
         "n_tokens": torch.tensor(sum(data.n_counted[i] for i in mine), dtype=torch.int64),
@@ -443,6 +462,7 @@ def _manifest(model: Model, site: MLPSite, config: RecordConfig, languages: list
                          else "mlp.hook_post = act_fn(gate) * up"),
         "mlp": site.as_dict(),
         "dtype": identity.get("dtype"),
+        "placement": model.placement(),
         "bos": _bos_description(model, config),
         "template": None,
         "reference_compat": config.reference_compat,
@@ -469,7 +489,7 @@ def _resume_key(manifest: dict[str, Any], code: str, data: _Tokenised, keep: lis
     """A digest of everything that decides one language's numbers (settings and the exact token ids)."""
     # Not in the key: what never changes the numbers of a whole language (how many processes shared it, batch
     # size, padding). A shard's part depends on its index and on the batches dealt, so there they stay.
-    ignored = {"languages", "padding_side", "world_size", "tokens_per_rank"} | (
+    ignored = {"languages", "padding_side", "world_size", "tokens_per_rank", "placement"} | (
         set() if "shard" in manifest else {"batch_size"})
     settings = {k: v for k, v in manifest.items() if k not in ignored}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())

@@ -30,7 +30,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from lens_steer.models import Model
+    from lens_steer.models import LoadConfig, Model
     from lens_steer.neurons import NeuronSet
     from lens_steer.stats import Stats
 
@@ -152,12 +152,15 @@ class Run:
         return best
 
     # ---- the model ----
-    def model(self, device: str = "cpu") -> Model:
-        """The model the run's statistics were recorded with, on ``device``, in the recorded dtype."""
-        from lens_steer.models import load_model
+    def model(self, load: LoadConfig | str | None = None) -> Model:
+        """The model the run's statistics were recorded with, placed as ``load`` says (a
+        :class:`~lens_steer.models.LoadConfig`, or a device string), in the recorded dtype unless ``load.dtype``
+        names another (steering then says so: :func:`lens_steer.steer.check_stats_for_model`)."""
+        from lens_steer.models import LoadConfig, load_model
 
+        load = LoadConfig(device=load) if isinstance(load, str) else (load or LoadConfig())
         manifest = self.stats().manifest
-        return load_model(manifest["model"]["model"], device=device, dtype=manifest.get("dtype"))
+        return load_model(manifest["model"]["model"], **{**load.kwargs(), "dtype": load.dtype or manifest.get("dtype")})
 
     def refuse_other_model(self, identity: dict[str, Any]) -> None:
         """A run directory belongs to one model: never mix another model's statistics into it."""

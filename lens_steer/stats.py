@@ -320,7 +320,8 @@ def merge_shards(shards: list[Stats]) -> Stats:
                              f" {duplicates or 'none'}, shard counts {sorted({i['count'] for i in info})}")
     first = shards[0].manifest
     for shard in shards[1:]:
-        diff = sorted(k for k in set(first) | set(shard.manifest) if k != "shard" and
+        # Where each shard ran (its device, device map, attention kernel) may differ; what it recorded may not.
+        diff = sorted(k for k in set(first) | set(shard.manifest) if k not in ("shard", "placement") and
                       first.get(k) != shard.manifest.get(k))
         if diff:
             raise LensSteerError(f"cannot merge shard {shard.manifest['shard']['index']}: it differs from shard"

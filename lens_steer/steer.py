@@ -407,8 +407,8 @@ def check_stats_for_model(stats: Stats, site: MLPSite, model: Model | None = Non
         if recorded and recorded != dtype:
             import warnings
 
-            warnings.warn(f"statistics were recorded in {recorded} but the model runs in {dtype}; patched values may"
-                          " be slightly off", stacklevel=3)
+            warnings.warn(f"statistics were recorded in {recorded} and the model runs in {dtype}: the patched values"
+                          f" are the recorded ones rounded to {dtype}", stacklevel=3)
 
 
 class Steerer:

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import ACT_FNS, ModelLike, as_model
+from lens_steer.models import ACT_FNS, LoadConfig, ModelLike, as_model
 from lens_steer.recorder import RecordConfig, tokenise
 from lens_steer.run import Run
 
@@ -124,7 +124,7 @@ def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
 
 
 def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = (),
-                       device: str = "cpu") -> dict[str, list[TokenHit]]:
+                       load: LoadConfig | str | None = None) -> dict[str, list[TokenHit]]:
     """The neuron's top tokens per language over the run's corpus (or ``config.corpus``), read at the run's site
     with its token budget and length limit."""
     from lens_steer.corpora import load_corpus
@@ -143,5 +143,5 @@ def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = 
     record_config = RecordConfig(site=site, batch_size=config.batch_size,
                                  max_tokens=config.max_tokens or manifest.get("max_tokens"),
                                  max_length=manifest.get("max_length", 512))
-    return top_activating_tokens(run.model(device), texts, config.layer, config.neuron, site=site, top_k=config.top,
+    return top_activating_tokens(run.model(load), texts, config.layer, config.neuron, site=site, top_k=config.top,
                                  config=record_config)

@@ -31,6 +31,20 @@ def tiny_models(tiny_dirs: dict[str, Path]):
     return {arch: load_model(str(path)) for arch, path in tiny_dirs.items()}
 
 
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Saved tiny checkpoints shaped like the paper's model families (helpers.FAMILY_ARCHS; not in ARCHS)."""
+    root = tmp_path_factory.mktemp("families")
+    return {arch: helpers.save_tiny_hf(arch, root / arch) for arch in helpers.FAMILY_ARCHS}
+
+
+@pytest.fixture(scope="session")
+def family_models(family_dirs: dict[str, Path]):
+    from lens_steer.models import load_model
+
+    return {arch: load_model(str(path)) for arch, path in family_dirs.items()}
+
+
 @pytest.fixture(params=ARCHS)
 def tiny_model(request: pytest.FixtureRequest, tiny_models):
     return tiny_models[request.param]

@@ -46,7 +46,8 @@ def save_tokenizer(directory: Path) -> Path:
 
 
 def save_tiny_hf(arch: str, directory: Path, seed: int = 0) -> Path:
-    """Save a tiny random HF checkpoint of ``arch`` (qwen2, gemma2, llama, gpt2) with the test tokenizer."""
+    """Save a tiny random HF checkpoint of ``arch`` (qwen2, gemma2, llama, gpt2, or one of ``FAMILY_ARCHS``) with the
+    test tokenizer."""
     import transformers as tf
 
     save_tokenizer(directory)
@@ -67,11 +68,57 @@ def save_tiny_hf(arch: str, directory: Path, seed: int = 0) -> Path:
         cfg = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, vocab_size=400, bos_token_id=1,
                             eos_token_id=2, pad_token_id=0)
         cls = tf.GPT2LMHeadModel
+    elif arch in FAMILY_ARCHS:
+        cfg, cls = _family_config(arch, common)
     else:
         raise ValueError(arch)
     torch.manual_seed(seed)
     cls(cfg).save_pretrained(directory)
     return directory
+
+
+# Tiny stand-ins for the paper's model families: the real configs' shape-independent settings (tied embeddings,
+# RoPE base and scaling, soft-capping, sliding windows, activation, norms), at tiny sizes. The sliding windows (4)
+# are shorter than the test sequences, so the window really masks something.
+FAMILY_ARCHS = ("qwen2.5", "seallms3", "gemma2-soft", "gemma3", "llama3")
+FAMILY_SLIDING_WINDOW = 4
+
+
+def _family_config(arch: str, common: dict):
+    """(config, model class) of one of ``FAMILY_ARCHS``."""
+    import transformers as tf
+
+    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, **common)
+    if arch == "qwen2.5":  # Qwen/Qwen2.5-0.5B-Instruct (q/k/v biases are built into Qwen2)
+        cfg = tf.Qwen2Config(tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+                             rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=128, **tiny)
+        return cfg, tf.Qwen2ForCausalLM
+    if arch == "seallms3":  # SeaLLMs/SeaLLMs-v3-1.5B-Chat (a Qwen2 with untied embeddings)
+        cfg = tf.Qwen2Config(tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+                             rms_norm_eps=1e-6, hidden_act="silu", max_position_embeddings=128, **tiny)
+        return cfg, tf.Qwen2ForCausalLM
+    if arch == "gemma2-soft":  # google/gemma-2-2b: soft-capping, alternating sliding/full attention
+        cfg = tf.Gemma2Config(head_dim=8, query_pre_attn_scalar=8, sliding_window=FAMILY_SLIDING_WINDOW,
+                              attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                              hidden_activation="gelu_pytorch_tanh", max_position_embeddings=128,
+                              layer_types=["sliding_attention", "full_attention"], **tiny)
+        return cfg, tf.Gemma2ForCausalLM
+    if arch == "gemma3":  # google/gemma-3-270m (text only): local/global RoPE bases, qk-norm, sliding layers
+        cfg = tf.Gemma3TextConfig(
+            head_dim=8, query_pre_attn_scalar=8, sliding_window=FAMILY_SLIDING_WINDOW,
+            hidden_activation="gelu_pytorch_tanh", max_position_embeddings=128,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                             "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0}},
+            **dict(tiny, num_hidden_layers=3))
+        return cfg, tf.Gemma3ForCausalLM
+    if arch == "llama3":  # meta-llama/Llama-3.x: rope_theta 5e5 with llama3 RoPE scaling
+        cfg = tf.LlamaConfig(hidden_act="silu", max_position_embeddings=128, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500_000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}, **tiny)
+        return cfg, tf.LlamaForCausalLM
+    raise ValueError(arch)
 
 
 def native_bridge(tokenizer_dir: Path, seed: int = 0):
@@ -96,9 +143,11 @@ def hf_mlp(bridge, layer: int):
 
 @contextmanager
 def logits_to_keep_spy(model) -> Iterator[list]:
-    """Collect the ``logits_to_keep`` argument of every forward of ``model`` inside the block."""
+    """Collect the ``logits_to_keep`` argument of every forward of ``model``'s HF module inside the block (the bridge
+    passes it on; a direct forward, :func:`lens_steer.models.bare_hf`, calls the HF module itself)."""
     seen: list = []
     model = getattr(model, "bridge", model)  # a Model handle calls its bridge
+    model = getattr(model, "original_model", model)
     real = model.forward
 
     def spy(*args, **kwargs):

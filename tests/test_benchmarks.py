@@ -107,7 +107,7 @@ def test_summary_met_and_demo_timing(tmp_path):
 def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
     out = tmp_path / "results.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--model", "tiny", "--repeats", "1", "--skip-demo",
-           "--threads", "1", "--facts", "2", "--reference-facts", "1", "--out", str(out)]
+           "--threads", "1", "--facts", "2", "--reference-facts", "1", "--p7-device", "cpu", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,8 +115,10 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
     for key in ("P1_record_over_forward", "P2_speedup_vs_reference", "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x",
                 "P5_demo_seconds"):
         assert set(results[key]) >= {"median", "min", "max", "runs"}, key
-    for key in ("P1_record_over_forward", "P2_speedup_vs_reference", "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x",
-                "P6_torchrun_2_over_1", "P6_merge_share"):
+    for key in ("P1_record_over_forward", "P1_record_over_headless_forward", "P2_speedup_vs_reference",
+                "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x", "P6_torchrun_2_over_1", "P6_merge_share",
+                "P7_record_bf16_over_forward", "P7_lss_over_forward",  # the GPU code path, run on the CPU here
+                "P8_sdpa_over_eager_seconds", "P8_sdpa_over_eager_peak"):
         assert results[key]["runs"] == 1 and results[key]["median"] > 0, key
     assert results["details"]["P6_same_neurons"]
     assert results["P5_demo_seconds"]["runs"] == 0 and results["met"]["P5_demo_seconds"] is None
@@ -125,9 +127,20 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
     assert details["P2_agreement"]["same_counts"]
     assert details["P3_agreement"]["lss_mismatched_pairs"] == 0 and details["P3_agreement"]["pairs"] > 0
     assert 0 < details["P1_padding_efficiency"] <= 1
-    for key in ("P1_record_over_headless_forward", "P1_headless_over_hf", "P1_bridge_over_headless_forward",
+    assert details["P1_direct_forward"] and details["P1_direct_same_stats"]  # the direct forward counts the same
+    assert details["P7_device"] == "cpu" and details["P7_lss_forwards"] > 0
+    for key in ("P1_record_bridge_path_over_headless_forward", "P1_headless_over_hf", "P1_bridge_over_headless_forward",
                 "P1_record_over_bridge", "P2_ceiling_reference_over_plain_forward",
                 "P2_ceiling_reference_over_headless_forward"):  # where P1 and P2 come from
         assert details[key]["runs"] == 1 and details[key]["median"] > 0, key
-    assert (out.with_suffix(".md")).read_text().count("| `P") == 7
+    assert (out.with_suffix(".md")).read_text().count("| `P") == len(bench.TARGETS) == 12
     assert "P1_record_over_forward" in proc.stdout  # the printed table
+
+
+def test_gpu_benchmark_is_one_skipped_line_without_a_gpu(monkeypatch, capsys):
+    """P7 without CUDA (and without --p7-device): one "skipped: no GPU" line, no figures, nothing loaded."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = bench.build_parser().parse_args([])
+    out = bench.bench_gpu({"args": args, "model_path": "never-loaded"})
+    assert out == {"details": {"P7": "skipped: no GPU"}}
+    assert capsys.readouterr().err.strip().endswith("P7 skipped: no GPU")

@@ -129,3 +129,33 @@ def test_console_script_exit_code(tmp_path):
                            str(tmp_path / "r")], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "klingon" in done.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--n-devices", "2"], "--n-devices splits a model over CUDA GPUs and this machine has none"),
+    (["--device", "cpu", "--device-map", "auto"], "--device-map places the model itself; drop --device"),
+    (["--device-map", "missing.json"], "is neither auto, balanced, balanced_low_0, sequential nor a JSON file"),
+    (["--dtype", "float16"], "float16 is refused for gemma2 models"),
+])
+def test_bad_placement_is_one_line_and_writes_nothing(tiny_dirs, corpus_dir, tmp_path, capsys, monkeypatch, extra,
+                                                      message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    assert main(identify_args(tiny_dirs["gemma2"], corpus_dir, out, *extra)) == 2
+    assert message in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_identify_with_a_layer_split_device_map(tiny_dirs, corpus_dir, tmp_path):
+    """--device-map FILE.json (one entry per layer) records the statistics of a one-device run, and the manifest
+    says where the model ran."""
+    split = tmp_path / "map.json"
+    split.write_text(json.dumps({"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu",
+                                 "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}))
+    assert main(identify_args(tiny_dirs["qwen2"], corpus_dir, tmp_path / "a", "--device-map", str(split))) == 0
+    assert main(identify_args(tiny_dirs["qwen2"], corpus_dir, tmp_path / "b")) == 0
+    a, b = Stats.load(tmp_path / "a"), Stats.load(tmp_path / "b")
+    assert torch.equal(a.over_zero, b.over_zero) and torch.equal(a.act_sum, b.act_sum)
+    placement = json.loads((tmp_path / "a" / "manifest.json").read_text())["placement"]
+    assert placement["device"] is None and placement["device_map"]["model.layers.1"] == "cpu"
+    assert NeuronSet.load(tmp_path / "a").neurons == NeuronSet.load(tmp_path / "b").neurons

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from helpers import SENTENCES
 from lens_steer.cli import main
 
@@ -94,3 +96,15 @@ def test_lss_control_sweep_and_forcing(tiny_dirs, tmp_path, capsys):
     assert {"distinct2", "repetition", "baseline_repetition"} <= set(forcing[0])
     # forcing covers the amplifying factors and the control, never a deactivation (zero cannot force a language)
     assert {r["factor"] for r in forcing} == {"p_max", "control:p_max", "add:0.5", "add:1", "add:2", "add:4", "add:8"}
+
+
+def test_lss_in_another_dtype_is_reported(tiny_dirs, tmp_path, capsys):
+    """Statistics recorded in float32, LSS run in bfloat16: it works, one warning line says so, and the summary
+    records both dtypes."""
+    run = _identified(tiny_dirs, tmp_path)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="statistics were recorded in float32 and the model runs in bfloat16"):
+        assert main(["lss", str(run), "--max-facts", "2", "--factors", "p_max", "--quiet", "--dtype", "bfloat16"]) == 0
+    summary = json.loads((run / "lss_summary.json").read_text())
+    assert summary["stats_dtype"] == "float32" and summary["model"]["dtype"] == "bfloat16"
+    assert summary["model"]["attention"] == "eager" and summary["model"]["device"] == "cpu"

@@ -27,7 +27,7 @@ import torch
 
 from lens_steer.distributed import barrier, current
 from lens_steer.errors import LensSteerError
-from lens_steer.models import ModelLike, as_model
+from lens_steer.models import LoadConfig, ModelLike, as_model
 from lens_steer.evals import data
 from lens_steer.evals.tasks import (
     MT_PROMPTS,
@@ -456,7 +456,7 @@ def eval_languages(task: str, languages: Sequence[str], totals: dict[str, int], 
     return langs, [c for c in langs if totals.get(c, 0)]
 
 
-def eval_for_run(run: Run, config: EvalConfig, device: str = "cpu") -> EvalResult:
+def eval_for_run(run: Run, config: EvalConfig, load: LoadConfig | str | None = None) -> EvalResult:
     """One downstream task of a run directory, without and with each target's neurons amplified; writes
     ``eval_<label>.csv`` (and the generated outputs of translation tasks)."""
     from lens_steer.steer import Steerer, parse_factor
@@ -470,7 +470,7 @@ def eval_for_run(run: Run, config: EvalConfig, device: str = "cpu") -> EvalResul
         raise LensSteerError(f"no evaluation language ({', '.join(langs)}) has neurons in this run; pass --targets")
     setups = settings(factor, targets, positions=config.positions)  # a bad --positions fails here, before any work
     loaded = load_task_data(config.task, langs, path=config.data, limit=config.limit, join=config.join)
-    model = run.model(device)
+    model = run.model(load)
     world = current()  # under torchrun every rank scores its dealt batches; rank 0 writes
     rows, outputs = run_eval(config.task, model, Steerer(model, neurons, run.stats()), loaded, setups, factor.text,
                              batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
