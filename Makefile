@@ -19,7 +19,7 @@ help:
 	@echo "make test   - set up and run the test suite (offline)"
 	@echo "make test-fast - tests without the slow end-to-end ones"
 	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS if needed)"
-	@echo "make bench  - speed/memory benchmarks P1-P5 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
+	@echo "make bench  - speed/memory benchmarks P1-P8 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
 	@echo "make browser - install Debian's chromium (PNG/SVG export, report tests); part of setup"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -86,7 +86,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
-# P1-P5 side by side with their baselines (benchmarks/README.md); about 20-25 min on the 2-core CPU, `make demo` included.
+# P1-P8 side by side with their baselines (benchmarks/README.md); about 20-25 min on the 2-core CPU, `make demo` included.
 bench: setup
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 

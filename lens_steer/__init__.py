@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 from lens_steer.errors import LensSteerError  # noqa: E402
 from lens_steer.identification import (activated, ap, ap_lape, ap_scores, identify, lape,  # noqa: E402
                                  lape_from_probability, top_k_by_probability)
-from lens_steer.models import MLPSite, Model, as_model, describe_mlp, load_model  # noqa: E402
+from lens_steer.models import LoadConfig, MLPSite, Model, as_model, describe_mlp, load_model  # noqa: E402
 from lens_steer.neurons import NeuronSet  # noqa: E402
 # Imported eagerly: a lazy `record` would be shadowed by the submodule as soon as anything imported
 # lens_steer.recorder (the import system binds a loaded submodule's name on its package).
@@ -42,6 +42,6 @@ def __getattr__(name: str):  # PEP 562 lazy re-exports
     raise AttributeError(f"module 'lens_steer' has no attribute {name!r}")
 
 
-__all__ = ["LensSteerError", "MLPSite", "Model", "NeuronSet", "RecordConfig", "Run", "Stats", "activated", "ap",
-           "ap_lape", "ap_scores", "as_model", "describe_mlp", "identify", "lape", "lape_from_probability",
-           "load_model", "merge_stats", "record", "top_k_by_probability", *_LAZY]
+__all__ = ["LensSteerError", "LoadConfig", "MLPSite", "Model", "NeuronSet", "RecordConfig", "Run", "Stats",
+           "activated", "ap", "ap_lape", "ap_scores", "as_model", "describe_mlp", "identify", "lape",
+           "lape_from_probability", "load_model", "merge_stats", "record", "top_k_by_probability", *_LAZY]
