@@ -153,7 +153,7 @@ class _Accumulator:
     whatever the model's dtype: a model split over devices gives the same numbers as on one, and on a GPU no hook
     waits for a copy to the host (the totals move to the CPU once per language)."""
 
-    def __init__(self, site: MLPSite, n_keep: int, device: torch.device | str = "cpu"):
+    def __init__(self, site: MLPSite, n_keep: int, device: torch.device | str = "cpu", d_model: int = 0):
         layers, d = site.n_layers, site.d_mlp
         device = torch.device(device)
         self.device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
@@ -162,6 +162,7 @@ class _Accumulator:
         self.act_sum = torch.zeros(layers, d, **zeros)
         self.act_sqsum = torch.zeros(layers, d, **zeros)
         self.sent_means = torch.zeros(n_keep, layers, d, dtype=torch.float32, device=self.device)
+        self.resid_sum = torch.zeros(layers, d_model, **zeros)  # the residual stream after each layer
         # Set per batch by the driver loop: the counted mask and which rows keep their sentence mean (and where).
         self.counted: Tensor = torch.zeros(0)
         self.keep_rows: Tensor = torch.zeros(0, dtype=torch.long)
@@ -205,9 +206,15 @@ class _Accumulator:
             self.sent_means[self.keep_slots.to(here), layer] = means.to(here)
 
 
+    def add_resid(self, layer: int, resid: Float[Tensor, "batch pos d_model"]) -> None:
+        """Accumulate the residual stream after ``layer`` over the counted tokens (for residual DiffMean)."""
+        flat, _, _ = self._batch_index(resid.device)
+        picked = resid.reshape(-1, resid.shape[-1]).index_select(0, flat)
+        self.resid_sum[layer] += picked.sum(dim=0, dtype=torch.float32).to(self.device, torch.float64)
+
     def to_cpu(self) -> None:
         """Move the totals to the CPU (once per language), where the statistics are combined and written."""
-        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means"):
+        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means", "resid_sum"):
             setattr(self, name, getattr(self, name).cpu())
 
 
@@ -222,7 +229,9 @@ def _recording_hooks(model: Model, site: MLPSite, config: RecordConfig,
 
     Site ``act`` reads ``act_fn(gate)`` from the forward hook of the HF MLP's activation module when
     :meth:`~lens_steer.models.Model.act_modules` has verified it (no recomputation of act_fn), else from the bridge's
-    ``hook_pre`` through act_fn. Site ``post`` reads ``hook_post``. All hooks are removed on exit, errors included.
+    ``hook_pre`` through act_fn. Site ``post`` reads ``hook_post``. The residual stream after each layer is summed
+    from the HF decoder layer's output alongside the fast path (the same tensor as ``blocks.{l}.hook_resid_post``,
+    tested), else from that bridge hook. All hooks are removed on exit, errors included.
     """
     mods = model.act_modules() if config.site == "act" else None
     if mods is None:
@@ -234,8 +243,13 @@ def _recording_hooks(model: Model, site: MLPSite, config: RecordConfig,
         def from_post(post: Tensor, hook: Any) -> None:  # the down_proj input itself
             acc.add(hook.layer(), post)
 
+        def resid(x: Tensor, hook: Any) -> None:
+            acc.add_resid(hook.layer(), x)
+
         which, fn = ("hook_pre", from_pre) if config.site == "act" else ("hook_post", from_post)
-        with model.bridge.hooks(fwd_hooks=[(site.name(which, layer), fn) for layer in range(site.n_layers)]):
+        hooks = [(site.name(which, layer), fn) for layer in range(site.n_layers)]
+        hooks += [(f"blocks.{layer}.hook_resid_post", resid) for layer in range(site.n_layers)]
+        with model.bridge.hooks(fwd_hooks=hooks):
             yield lambda: None
         return
     calls = [0] * site.n_layers
@@ -246,12 +260,19 @@ def _recording_hooks(model: Model, site: MLPSite, config: RecordConfig,
             acc.add(layer, out)
         return hook
 
+    def layer_out(layer: int) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: tuple, out: Any) -> None:  # the decoder layer's output
+            acc.add_resid(layer, out[0] if isinstance(out, tuple) else out)
+        return hook
+
     def check() -> None:
         if any(c != 1 for c in calls):
             raise _FastPathFailed
         calls[:] = [0] * site.n_layers
 
     handles = [m.register_forward_hook(reader(layer)) for layer, m in enumerate(mods)]
+    handles += [model.bridge.blocks[layer].original_component.register_forward_hook(layer_out(layer))
+                for layer in range(site.n_layers)]
     try:
         yield check
     finally:
@@ -321,7 +342,7 @@ def _run_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int]
 
 def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
                      batches: list[list[int]], desc: str, progress: bool) -> dict[str, Tensor]:
-    acc = _Accumulator(site, len(keep), model.device)
+    acc = _Accumulator(site, len(keep), model.device, int(model.cfg.d_model))
     slot_of = {s: i for i, s in enumerate(keep)}
     skip_first = _skipped(model, config)
     model.masked_logits_ok(), model.direct_ok()  # probed (once) before any statistics hook: their forwards must not count
@@ -346,6 +367,7 @@ def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[i
         # Rounded to float16 here, as stored on disk (and by the reference): p_max / p_median are then the same
         # numbers in memory, in stats.safetensors, after a resume and after merging shards.
         "sent_means": acc.sent_means.to(torch.float16),
+        "resid_sum": acc.resid_sum,
     }
 
 
@@ -476,6 +498,7 @@ def _manifest(model: Model, site: MLPSite, config: RecordConfig, languages: list
         "n_sentence_means_requested": config.n_sentence_means,
         "n_sentence_means": n_keep,
         "min_sentence_tokens": config.mean_min_tokens,
+        "resid_means": "blocks.{l}.hook_resid_post (the decoder layer's output), summed over the counted tokens",
     }
 
 

@@ -14,6 +14,8 @@ tensor                    dtype        shape / meaning
 ``sent_min``              float32      [K, L, D] min of the N sentence means
 ``act_sum``               float64      [K, L, D] sum of the neuron value over counted tokens
 ``act_sqsum``             float64      [K, L, D] sum of squares
+``resid_sum``             float64      [K, L, d_model] sum of the residual stream after each layer
+                                       (``hook_resid_post``) over counted tokens; absent in older runs
 ``sent_means`` (own file) float16      [K, N, L, D] the kept per-sentence means themselves
 ========================  ===========  =================================================================
 
@@ -64,6 +66,9 @@ class Stats:
     act_sqsum: Float[Tensor, "lang layer d_mlp"]
     sent_means: Float[Tensor, "lang n_sent layer d_mlp"]
     manifest: dict[str, Any] = field(default_factory=dict)
+    # Sum of the residual stream after each layer (blocks.{l}.hook_resid_post) over the counted tokens; None for runs
+    # recorded before it existed (residual methods then refuse them).
+    resid_sum: Float[Tensor, "lang layer d_model"] | None = None
 
     def __post_init__(self) -> None:
         # One p_max definition: the means are stored as float16, so round them here too; otherwise p_max in memory
@@ -77,9 +82,10 @@ class Stats:
         def stack(key: str, dim: int = 0) -> Tensor:
             return torch.stack([p[key] for p in parts], dim=dim)
 
+        resid = stack("resid_sum") if all("resid_sum" in p for p in parts) else None
         return cls(over_zero=stack("over_zero", -1), n_tokens=stack("n_tokens"), n_sentences=stack("n_sentences"),
                    act_sum=stack("act_sum"), act_sqsum=stack("act_sqsum"), sent_means=stack("sent_means"),
-                   manifest=manifest)
+                   manifest=manifest, resid_sum=resid)
 
     # ---- derived quantities (pure functions of the stored tensors) ----
     @property
@@ -128,7 +134,16 @@ class Stats:
         idx = [self.languages.index(code) for code in languages]
         manifest = dict(self.manifest, languages=list(languages))
         return Stats(self.over_zero[..., idx], self.n_tokens[idx], self.n_sentences[idx], self.act_sum[idx],
-                     self.act_sqsum[idx], self.sent_means[idx], manifest)
+                     self.act_sqsum[idx], self.sent_means[idx], manifest,
+                     None if self.resid_sum is None else self.resid_sum[idx])
+
+    def resid_mean(self) -> Float[Tensor, "lang layer d_model"]:
+        """Per language, the mean residual stream after each layer over the counted tokens (``resid_sum /
+        n_tokens``); a one-line error for runs recorded before residual sums existed."""
+        if self.resid_sum is None:
+            raise LensSteerError("these statistics have no residual-stream means (recorded before lens_steer kept"
+                                 " them); record the run again with `lens-steer identify` to use resid: methods")
+        return (self.resid_sum / self.n_tokens.clamp(min=1)[:, None, None].double()).float()
 
     # ---- I/O ----
     def save(self, run_dir: str | Path) -> None:
@@ -145,6 +160,8 @@ class Stats:
             "act_sum": self.act_sum.to(torch.float64).contiguous(),
             "act_sqsum": self.act_sqsum.to(torch.float64).contiguous(),
         }
+        if self.resid_sum is not None:
+            tensors["resid_sum"] = self.resid_sum.to(torch.float64).contiguous()
         meta = {"languages": ",".join(self.languages)}
         with atomic_path(run_dir / STATS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -176,8 +193,12 @@ class Stats:
         if means.ndim != 4 or means.shape[0] != k or tuple(means.shape[2:]) != (layers, d):
             raise LensSteerError(f"{run_dir / SENT_MEANS_FILE} has shape {tuple(means.shape)}, which does not match"
                                  f" stats.safetensors; re-run `lens-steer identify`")
+        resid = tensors.get("resid_sum")
+        if resid is not None and (resid.ndim != 3 or resid.shape[:2] != (k, layers) or resid.dtype != torch.float64):
+            raise LensSteerError(f"{run_dir / STATS_FILE}: resid_sum is {tuple(resid.shape)} {resid.dtype}, expected"
+                                 f" ({k}, {layers}, d_model) float64; re-run `lens-steer identify`")
         return cls(tensors["over_zero"], tensors["n_tokens"], tensors["n_sentences"], tensors["act_sum"],
-                   tensors["act_sqsum"], means, manifest)
+                   tensors["act_sqsum"], means, manifest, resid)
 
 
 def fp16_values(x: Tensor) -> Float[Tensor, "..."]:
@@ -254,6 +275,8 @@ def merge_stats(shards: list[Stats]) -> Stats:
     act_sum = torch.zeros(k, layers, d, dtype=torch.float64)
     act_sqsum = torch.zeros(k, layers, d, dtype=torch.float64)
     kept: list[list[Tensor]] = [[] for _ in languages]
+    with_resid = all(s.resid_sum is not None for s in shards)
+    resid = torch.zeros(k, layers, shards[0].resid_sum.shape[-1], dtype=torch.float64) if with_resid else None
     for shard in shards:
         for i, code in enumerate(shard.languages):
             j = languages.index(code)
@@ -263,11 +286,13 @@ def merge_stats(shards: list[Stats]) -> Stats:
             act_sum[j] += shard.act_sum[i]
             act_sqsum[j] += shard.act_sqsum[i]
             kept[j].append(shard.sent_means[i])
+            if resid is not None:
+                resid[j] += shard.resid_sum[i]
     requested = int(first.manifest.get("n_sentence_means_requested", first.sent_means.shape[1]))
     n = min([requested] + [sum(int(t.shape[0]) for t in parts) for parts in kept])
     sent_means = torch.stack([torch.cat(parts)[:n] for parts in kept]) if k else torch.zeros(0, 0, layers, d)
     manifest = dict(first.manifest, languages=languages, merged_from=len(shards))
-    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest)
+    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest, resid)
 
 
 # Per language, the parts that add up: counts and float sums add; a kept sentence mean is computed by exactly one
@@ -293,7 +318,8 @@ def combine_parts(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     if len(parts) == 1:
         return parts[0]
     out = {}
-    for key in PART_KEYS:
+    keys = PART_KEYS + (("resid_sum",) if all("resid_sum" in p for p in parts) else ())
+    for key in keys:
         total = parts[0][key].double() if key == "sent_means" else parts[0][key].clone()
         for part in parts[1:]:
             total += part[key]
@@ -337,4 +363,5 @@ def merge_shards(shards: list[Stats]) -> Stats:
 def _language_part(stats: Stats, k: int) -> dict[str, Tensor]:
     """Language ``k`` of a shard's statistics as a part (the recorder's per-language dict)."""
     return {"over_zero": stats.over_zero[..., k], "n_tokens": stats.n_tokens[k], "n_sentences": stats.n_sentences[k],
-            "act_sum": stats.act_sum[k], "act_sqsum": stats.act_sqsum[k], "sent_means": stats.sent_means[k]}
+            "act_sum": stats.act_sum[k], "act_sqsum": stats.act_sqsum[k], "sent_means": stats.sent_means[k],
+            **({"resid_sum": stats.resid_sum[k]} if stats.resid_sum is not None else {})}

@@ -23,7 +23,15 @@ factor              act' =                                     (alpha, beta)
                     neurons and real positions of the row
 ``testmax+``        act + m                                     (1, m)
 ``p10`` (``pQ``)    the Q-th percentile of the same values      (0, q)
+``add:mean*a``      act + a * mean_t ("language arithmetics":   (1, a * mean_t)
+                    additive neuron steering)
+``diffmean*a``      act + a * (mean_t - mean of the other        (1, a * diff)
+                    languages' means): DiffMean in neuron space
 ==================  =========================================  ======================
+
+``resid:L*a`` is not a neuron factor: it adds ``a * (mu_t - mu_rest)`` to the residual stream after layer L
+(``blocks.{L}.hook_resid_post``) at every position it selects, mu being the per-language residual means recorded by
+``identify`` (residual DiffMean). ``control:resid:L*a`` adds a random direction of the same norm at the same layer.
 
 The last three are the paper's **test-time** factors: their value is computed in the forward itself, per row (the
 reference takes it over the whole padded batch, so its results depend on the batch: pitfall P4). ``testmax*A`` and
@@ -55,7 +63,11 @@ from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
 
 FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero, testmax, testmax+,"
-                " testmax*A, p10 (any pQ, Q in 1..99), control:p_max, control:p_median (matched random neurons)")
+                " testmax*A, p10 (any pQ, Q in 1..99), add:mean*A, diffmean*A, control:p_max, control:p_median,"
+                " control:diffmean*A (matched random neurons), resid:L*A (residual DiffMean after layer L),"
+                " control:resid:L*A (a random direction of the same norm)")
+SHIFTS = {"add:mean": "addmean", "diffmean": "diffmean"}
+"""The additive statistic factors of peers' methods (``act += a * statistic``) -> their kind."""
 PAPER_FACTORS = ("p_max", "p_median", "testmax", "testmax+", "zero", "p10")
 """The factors of the paper's factor table, in its order."""
 _STAT_OF = {"p_max": "max", "p_median": "median", "mean": "mean"}
@@ -66,7 +78,7 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 @dataclass(frozen=True)
 class Factor:
     """A parsed factor. ``kind`` is ``stat`` (uses ``stat``: max, median, mean), ``scale``, ``add``, ``set``,
-    ``zero`` or ``test`` (a test-time statistic of the forward itself; ``stat``: max, max+ or quantile); ``value`` is
+    ``zero``, ``addmean`` / ``diffmean`` (act += a * mean_t, or a * (mean_t - the other languages' mean)) or ``test`` (a test-time statistic of the forward itself; ``stat``: max, max+ or quantile); ``value`` is
     the multiple a, the scale, the addend, the set value, or the quantile (0.10 for ``p10``).
 
     >>> parse_factor("p_max*2")
@@ -84,10 +96,11 @@ class Factor:
     value: float
     stat: str | None = None
     control: bool = field(default=False, repr=False)  # control:F applies F to matched random neurons
+    layer: int | None = field(default=None, repr=False)  # resid:L*a: the layer whose output is shifted
 
     @property
     def needs_stats(self) -> bool:
-        return self.kind == "stat"
+        return self.kind in ("stat", "addmean", "diffmean")
 
     @property
     def test_time(self) -> bool:
@@ -111,6 +124,9 @@ class Factor:
         """
         if self.kind in ("scale", "add"):
             return self.kind
+        if self.kind in ("addmean", "diffmean", "resid"):
+            name = {"addmean": "add:mean", "diffmean": "diffmean", "resid": f"resid:{self.layer}"}[self.kind]
+            return f"control:{name}" if self.control else name
         if self.kind != "stat":
             return None
         name = _FAMILY_OF[self.stat or "max"]
@@ -127,7 +143,7 @@ class Factor:
         """
         if self.family is None:
             return None
-        if self.control and self.text.removeprefix("control:").strip() in _STAT_OF:
+        if self.control and re.fullmatch(r"[a-z_:]+(:\d+)?", self.text.removeprefix("control:").strip()):
             return None
         return self.value
 
@@ -137,10 +153,11 @@ def parse_factor(text: str) -> Factor:
     spec = text.strip()
     if spec.startswith("control:"):
         inner = parse_factor(spec[len("control:"):])
-        if inner.control or inner.kind != "stat":
+        if inner.control or not (inner.needs_stats or inner.kind == "resid"):
             raise LensSteerError(f"cannot parse factor {text!r}: a control applies a statistic factor (control:p_max,"
-                                 " control:p_median, control:p_max*2) to matched random neurons")
-        return Factor(spec, inner.kind, inner.value, inner.stat, control=True)
+                                 " control:p_median, control:p_max*2, control:diffmean*2) to matched random neurons,"
+                                 " or a residual direction (control:resid:6*4) as a random one of the same norm")
+        return Factor(spec, inner.kind, inner.value, inner.stat, control=True, layer=inner.layer)
     factor = _parse_plain(spec)
     if factor is None:
         raise LensSteerError(f"cannot parse factor {text!r}; valid forms: {FACTOR_FORMS} (A, B, V numbers)")
@@ -155,6 +172,13 @@ def _parse_plain(spec: str) -> Factor | None:
         return Factor(spec, "stat", 1.0, _STAT_OF[spec])
     if spec == "zero":
         return Factor(spec, "zero", 0.0)
+    m = re.fullmatch(rf"resid:\s*(\d+)(?:\s*\*\s*({_NUMBER}))?", spec)
+    if m:
+        return Factor(spec, "resid", float(m.group(2) or 1.0), "resid", layer=int(m.group(1)))
+    m = re.fullmatch(rf"(add:\s*mean|diffmean)(?:\s*\*\s*({_NUMBER}))?", spec)
+    if m:
+        kind = SHIFTS[re.sub(r"\s", "", m.group(1))]
+        return Factor(spec, kind, float(m.group(2) or 1.0), "mean")
     m = re.fullmatch(rf"(p_max|p_median|mean)\s*\*\s*({_NUMBER})", spec)
     if m:
         return Factor(spec, "stat", float(m.group(2)), _STAT_OF[m.group(1)])
@@ -396,6 +420,24 @@ def statistic(stats: Stats, factor: Factor, lang: str) -> Float[Tensor, "layer d
     return value
 
 
+def diff_mean(stats: Stats, lang: str) -> Float[Tensor, "layer d_mlp"]:
+    """DiffMean in neuron space: ``lang``'s token mean minus the unweighted mean of the other languages' token means.
+
+    >>> d = diff_mean(stats, "fr")
+    >>> k = stats.languages.index("fr"); means = stats.mean()
+    >>> torch.allclose(d, means[k] - torch.cat([means[:k], means[k + 1:]]).mean(0))
+    True
+    """
+    if lang not in stats.languages:
+        raise LensSteerError(f"the statistics have no language {lang!r}; they cover {', '.join(stats.languages)}")
+    if len(stats.languages) < 2:
+        raise LensSteerError("diffmean needs statistics of at least two languages (the target and the rest)")
+    k = stats.languages.index(lang)
+    means = stats.mean()
+    rest = torch.cat([means[:k], means[k + 1:]])
+    return means[k] - rest.mean(dim=0)
+
+
 def check_stats_for_model(stats: Stats, site: MLPSite, model: Model | None = None) -> None:
     """Statistics must come from this model's shape; a dtype difference only warns."""
     from lens_steer.stats import check_compatible
@@ -452,10 +494,11 @@ class Steerer:
             raise LensSteerError(f"language {iv.target!r} has no neuron set here; the run has"
                                  f" {', '.join(self.neurons.languages)}")
         values = self._stat_values(iv.target, factor) if factor.needs_stats else None
-        source = self.control_set(iv.seed) if factor.control else self.neurons
+        resid = factor.kind == "resid"  # shifts the residual stream (resid_plan), no neuron; deactivate still applies
+        source = self.control_set(iv.seed) if factor.control and not resid else self.neurons
         out: dict[int, _LayerPlan] = {}
         for layer in iv.layer_list(self.site.n_layers):
-            idx = source.indices(iv.target, layer)
+            idx = torch.zeros(0, dtype=torch.long) if resid else source.indices(iv.target, layer)
             alpha, beta, dyn = _affine(factor, idx.numel(), None if values is None else values[layer, idx].float())
             if iv.deactivate is not None:
                 off = self.neurons.indices(iv.deactivate, layer)
@@ -470,10 +513,41 @@ class Steerer:
     def _stat_values(self, target: str, factor: Factor) -> Tensor:
         if self.stats is None:
             raise LensSteerError(f"factor {factor.text} needs the run's statistics (stats.safetensors)")
-        key = (target, factor.stat or "max")
+        key = (target, "diffmean" if factor.kind == "diffmean" else factor.stat or "max")
         if key not in self._stat_cache:
-            self._stat_cache[key] = statistic(self.stats, factor, target)
+            self._stat_cache[key] = (diff_mean(self.stats, target) if factor.kind == "diffmean"
+                                     else statistic(self.stats, factor, target))
         return self._stat_cache[key] * factor.value
+
+    def resid_direction(self, target: str, layer: int, control_seed: int | None = None) -> Float[Tensor, " d_model"]:
+        """mu_t - mu_rest of the residual stream after ``layer`` (unweighted mean of the other languages), or with
+        ``control_seed`` a random direction of the same norm (seeded by the seed, layer and target)."""
+        if self.stats is None:
+            raise LensSteerError("resid: methods need the run's statistics (stats.safetensors)")
+        if not 0 <= layer < self.site.n_layers:
+            raise LensSteerError(f"resid:{layer} is out of range: this model has layers 0..{self.site.n_layers - 1}")
+        if target not in self.stats.languages:
+            raise LensSteerError(f"the statistics have no language {target!r}")
+        means = self.stats.resid_mean()[:, layer]  # [K, d_model]
+        k = self.stats.languages.index(target)
+        direction = means[k] - torch.cat([means[:k], means[k + 1:]]).mean(dim=0)
+        if control_seed is None:
+            return direction
+        seed = control_seed * 1_000_003 + layer * 1009 + self.stats.languages.index(target)
+        noise = torch.randn(direction.shape, generator=torch.Generator().manual_seed(seed))
+        return noise / noise.norm() * direction.norm()
+
+    def resid_plan(self, rows: Sequence[Intervention | None]) -> dict[int, Tensor]:
+        """layer -> [rows, d_model] additions to the residual stream after that layer (zero for other rows)."""
+        out: dict[int, Tensor] = {}
+        for r, iv in enumerate(rows):
+            factor = iv.parsed_factor() if iv is not None else None
+            if factor is None or factor.kind != "resid":
+                continue
+            layer = int(factor.layer or 0)
+            vec = self.resid_direction(iv.target, layer, iv.seed if factor.control else None) * factor.value
+            out.setdefault(layer, torch.zeros(len(rows), vec.numel()))[r] = vec
+        return out
 
     def plan(self, rows: Sequence[Intervention | None]) -> dict[int, _LayerPlan]:
         """Per-layer plans for a batch with one intervention (or None) per row.
@@ -528,7 +602,7 @@ class Steerer:
             return
         per_row = not isinstance(interventions, Intervention)
         rows = list(interventions) if per_row else [interventions]  # type: ignore[arg-type]
-        hooks = _SteeringHooks(self, rows, per_row, self.plan(rows), prompt_end, start_offset)
+        hooks = _SteeringHooks(self, rows, per_row, self.plan(rows), prompt_end, start_offset, self.resid_plan(rows))
         handle = self.model.bridge.register_forward_pre_hook(hooks.see_call, with_kwargs=True)
         try:
             with self.model.bridge.hooks(fwd_hooks=hooks.hook_list()):
@@ -546,6 +620,8 @@ def _affine(factor: Factor, n: int, values: Tensor | None) -> tuple[Tensor, Tens
         return torch.full((n,), factor.value), zeros, {}
     if factor.kind == "add":
         return ones, torch.full((n,), factor.value), {}
+    if factor.kind in ("addmean", "diffmean"):  # act += a * statistic (values already carry the multiple a)
+        return ones, values if values is not None else zeros, {}
     if factor.kind == "set":
         return zeros, torch.full((n,), factor.value), {}
     if factor.kind == "test":
@@ -560,10 +636,11 @@ class _SteeringHooks:
     the attention mask of the current call, and the position gate (computed once per forward)."""
 
     def __init__(self, steerer: Steerer, rows: list[Intervention | None], per_row: bool, plans: dict[int, _LayerPlan],
-                 prompt_end: Tensor | int | None, start_offset: int):
+                 prompt_end: Tensor | int | None, start_offset: int, resid: dict[int, Tensor] | None = None):
         self.site, self.value_is_post = steerer.site, steerer.value_is_post
         self.act_fn = ACT_FNS[steerer.site.act_fn]
         self.rows, self.per_row, self.plans, self.prompt_end = rows, per_row, plans, prompt_end
+        self.resid = resid or {}
         self.rules = [iv.position_rule() if iv is not None else ("all", 0) for iv in rows]
         self.need_positions = any(rule != "all" for rule, _ in self.rules)
         self.offset, self.this_len, self.first_len = start_offset, 0, None
@@ -581,7 +658,17 @@ class _SteeringHooks:
                 if plan.dyn:
                     hooks.append((self.site.name("hook_pre", layer), self.grab_pre))
             hooks.append((self.site.name("hook_post", layer), self.patch))
+        hooks += [(f"blocks.{layer}.hook_resid_post", self.shift) for layer in self.resid]
         return hooks
+
+    def shift(self, resid: Tensor, hook: Any) -> Tensor:
+        """Residual DiffMean: add each row's vector to the decoder layer's output at the positions it selects."""
+        add = self.resid[hook.layer()]
+        if self.per_row and resid.shape[0] != len(self.rows):
+            raise LensSteerError(f"{len(self.rows)} per-row interventions for a batch of {resid.shape[0]} rows")
+        add = add.to(resid.device, resid.dtype)[:, None, :]  # [rows|1, 1, d_model]
+        gate = self.position_gate(resid.shape[1], resid.dtype, resid.device)
+        return resid + (add if gate is None else gate * add)
 
     def see_call(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
         """Forward pre-hook on the model: remember this call's attention mask (test-time statistics need it)."""
@@ -626,7 +713,7 @@ class _SteeringHooks:
         """[rows or 1, pos, 1] mask of the positions each row's intervention touches; None = all."""
         if not self.need_positions:
             return None
-        key = (self.offset, length, dtype)
+        key = (self.offset, length, dtype, device)  # a model split over devices asks on each of them
         if self.gate_key == key:  # every layer of one forward shares the same gate
             return self.gate
         pos = torch.arange(self.offset, self.offset + length, device=device)[None, :]

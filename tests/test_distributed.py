@@ -34,7 +34,8 @@ def _assert_equivalent(a: Stats, b: Stats, exact: bool) -> None:
     assert a.languages == b.languages
     for name in ("over_zero", "n_tokens", "n_sentences", "sent_means"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
-    for name in ("act_sum", "act_sqsum"):
+    assert a.resid_sum is not None and b.resid_sum is not None  # residual sums go through the same merge
+    for name in ("act_sum", "act_sqsum", "resid_sum"):
         if exact:
             assert torch.equal(getattr(a, name), getattr(b, name)), name
         else:

@@ -369,3 +369,41 @@ def test_importing_the_recorder_never_shadows_ls_record():
 
     assert callable(ls.record) and ls.record is rec.record and ls.Model is not None
     assert callable(ls.identify) and ls.identify is ident.identify  # the same trap, the same cure
+
+
+def test_residual_sums_equal_a_direct_count_on_both_paths(tiny_models, tmp_path):
+    """resid_sum[k, l] is the sum of blocks.{l}.hook_resid_post over the counted tokens (BOS and pads out), the same
+    through the HF layers (fast path) and the bridge hooks; it survives save/load, and resid_mean divides by
+    n_tokens."""
+    model = tiny_models["gemma2"]
+    fast = _record(model, batch_size=3, padding_side="left", run_dir=tmp_path / "run")
+    undo = _force_bridge_hooks(model)
+    try:
+        slow = _record(model, batch_size=3, padding_side="left")
+    finally:
+        undo()
+    assert fast.resid_sum is not None and fast.resid_sum.shape == (4, 2, 32)
+    torch.testing.assert_close(fast.resid_sum, slow.resid_sum, rtol=1e-5, atol=1e-5)
+    k = list(TEXTS).index("ru")
+    want = torch.zeros(2, 32, dtype=torch.float64)
+    for sentence in TEXTS["ru"]:
+        ids = torch.tensor([[model.bos] + model.tokenizer(sentence, add_special_tokens=False)["input_ids"]])
+        seen = {}
+        with torch.inference_mode(), model.hooks(fwd_hooks=[
+                (f"blocks.{layer}.hook_resid_post", lambda x, hook: seen.__setitem__(hook.layer(), x[0, 1:].sum(0)))
+                for layer in range(2)]):
+            model(ids, return_type=None)
+        want += torch.stack([seen[0], seen[1]]).double()
+    torch.testing.assert_close(fast.resid_sum[k], want, rtol=1e-4, atol=1e-4)
+    loaded = Stats.load(tmp_path / "run")
+    assert torch.equal(loaded.resid_sum, fast.resid_sum)
+    torch.testing.assert_close(loaded.resid_mean()[k], (want / int(fast.n_tokens[k])).float())
+
+
+def test_runs_without_residual_sums_refuse_resid_means(native_model):
+    stats = _record(native_model)
+    assert stats.resid_sum is not None  # native models record them through the bridge hooks
+    old = Stats(stats.over_zero, stats.n_tokens, stats.n_sentences, stats.act_sum, stats.act_sqsum, stats.sent_means,
+                stats.manifest)
+    with pytest.raises(LensSteerError, match="record the run again with `lens-steer identify` to use resid: methods"):
+        old.resid_mean()

@@ -53,7 +53,8 @@ def hf_patched_logits(model, neurons, target, fn, tokens=TOKENS, mask=None):
             h.remove()
 
 
-@pytest.mark.parametrize("factor", ["p_max", "p_median*2", "mean", "scale:3", "add:0.5", "set:1.5", "zero"])
+@pytest.mark.parametrize("factor", ["p_max", "p_median*2", "mean", "scale:3", "add:0.5", "set:1.5", "zero",
+                                    "add:mean*2", "diffmean*3"])
 def test_intervention_equals_direct_hf_patching(tiny_model, stats_by_arch, factor):
     stats = next(s for a, s in stats_by_arch.items() if s.manifest["model"]["model"].endswith(
         tiny_model.identity["model"].rsplit("/", 1)[-1]))
@@ -61,8 +62,14 @@ def test_intervention_equals_direct_hf_patching(tiny_model, stats_by_arch, facto
     f = parse_factor(factor)
     k = stats.languages.index("fr")
     table = {"max": stats.sentence_stat("max"), "median": stats.sentence_stat("median"), "mean": stats.mean()}
+    means = stats.mean()
+    others = torch.stack([means[j] for j in range(len(stats.languages)) if j != k]).mean(0)
 
     def direct(act, layer, idx, _full):
+        if f.kind == "addmean":  # language arithmetics: act += a * mean_t
+            return act + f.value * means[k, layer, idx]
+        if f.kind == "diffmean":  # DiffMean in neuron space: act += a * (mean_t - mean of the others)
+            return act + f.value * (means[k, layer, idx] - others[layer, idx])
         if f.kind == "stat":
             return torch.zeros_like(act) + f.value * table[f.stat][k, layer, idx]
         if f.kind == "scale":
@@ -160,9 +167,16 @@ def test_steered_greedy_generation(tiny_models, stats_by_arch):
     assert torch.equal(model.generate(prompt, **kwargs), plain)  # hooks gone
 
 
-@pytest.mark.parametrize("bad", ["p_maximum", "scale:", "scale:x", "p_max*", "*2", "add 1", ""])
+@pytest.mark.parametrize("bad", ["p_maximum", "scale:", "scale:x", "p_max*", "*2", "add 1", "", "diffmean*x",
+                                 "add:mean*"])
 def test_bad_factor_names_the_valid_forms(bad):
     with pytest.raises(LensSteerError, match="valid forms"):
+        parse_factor(bad)
+
+
+@pytest.mark.parametrize("bad", ["control:zero", "control:scale:2", "control:control:p_max"])
+def test_controls_apply_only_statistic_factors(bad):
+    with pytest.raises(LensSteerError, match="a control applies a statistic factor"):
         parse_factor(bad)
 
 
@@ -263,3 +277,80 @@ def test_row_statistic_above_the_torch_quantile_limit():
 
     x = torch.arange(17_000_001, dtype=torch.float32).flip(0).reshape(1, 17_000_001, 1)
     assert float(row_statistic(x, None, ("quantile", 0.1))[0]) == pytest.approx(1_700_000.0)
+
+
+def test_diffmean_control_uses_the_matched_random_neurons(tiny_models, stats_by_arch):
+    """control:diffmean*A adds A * (mean_t - mean_rest) of the matched random neurons, to those neurons only."""
+    from lens_steer.steer import Steerer, diff_mean
+
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    neurons = neuron_set(model)
+    steerer = Steerer(model, neurons, stats)
+    plan = steerer.plan([Intervention("fr", "control:diffmean*2")])
+    random = steerer.control_set(0)
+    d = diff_mean(stats, "fr")
+    for layer, one in plan.items():
+        assert torch.equal(one.idx, torch.sort(random.indices("fr", layer)).values)
+        torch.testing.assert_close(one.beta[0], 2 * d[layer, one.idx].float())
+        assert torch.equal(one.alpha[0], torch.ones_like(one.alpha[0]))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2", "gpt2"])
+def test_residual_diffmean_equals_a_direct_hf_patch(tiny_models, stats_by_arch, arch):
+    """resid:L*A adds A * (mu_t - mu_rest) to the HF decoder layer L's output at every position: the same logits
+    as a forward hook on that HF layer adding the hand-computed vector."""
+    from lens_steer.steer import Steerer
+
+    model, stats = tiny_models[arch], stats_by_arch[arch]
+    mu = stats.resid_mean()[:, 1]  # layer 1, [K, d_model]
+    k = stats.languages.index("fr")
+    vec = 3.0 * (mu[k] - torch.cat([mu[:k], mu[k + 1:]]).mean(0))
+    layer = model.bridge.blocks[1].original_component
+
+    def add(module, args, out):
+        return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+
+    handle = layer.register_forward_hook(add)
+    try:
+        with torch.inference_mode():
+            expected = model.original_model(TOKENS).logits
+    finally:
+        handle.remove()
+    steerer = Steerer(model, neuron_set(model), stats)
+    with torch.inference_mode():
+        with steerer.apply(Intervention("fr", "resid:1*3")):
+            got = model(TOKENS)
+        baseline = model(TOKENS)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, baseline, atol=1e-3)
+
+
+def test_residual_control_is_a_random_direction_of_the_same_norm(tiny_models, stats_by_arch):
+    from lens_steer.steer import Steerer
+
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    steerer = Steerer(model, neuron_set(model), stats)
+    real = steerer.resid_direction("fr", 1)
+    fake = steerer.resid_direction("fr", 1, control_seed=0)
+    torch.testing.assert_close(fake.norm(), real.norm())
+    assert abs(float(torch.nn.functional.cosine_similarity(fake, real, dim=0))) < 0.9
+    assert torch.equal(fake, steerer.resid_direction("fr", 1, control_seed=0))  # seeded: the same draw again
+    assert not torch.equal(fake, steerer.resid_direction("fr", 1, control_seed=1))
+    plan = steerer.resid_plan([None, Intervention("fr", "control:resid:1*2"), Intervention("ru", "resid:0")])
+    assert set(plan) == {0, 1} and torch.equal(plan[1][0], torch.zeros_like(plan[1][0]))
+    torch.testing.assert_close(plan[1][1], 2 * fake)
+    assert plan[0][2].norm() > 0 and plan[0][:2].abs().sum() == 0
+
+
+def test_residual_methods_refuse_runs_without_residual_means(tiny_models, stats_by_arch):
+    from lens_steer.stats import Stats
+    from lens_steer.steer import Steerer
+
+    model, s = tiny_models["llama"], stats_by_arch["llama"]
+    old = Stats(s.over_zero, s.n_tokens, s.n_sentences, s.act_sum, s.act_sqsum, s.sent_means, s.manifest)
+    steerer = Steerer(model, neuron_set(model), old)
+    with pytest.raises(LensSteerError, match="record the run again"):
+        with steerer.apply(Intervention("fr", "resid:1*2")):
+            pass
+    with pytest.raises(LensSteerError, match="resid:9 is out of range"):
+        Steerer(model, neuron_set(model), s).resid_direction("fr", 9)
