@@ -77,6 +77,9 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     if interventions is not None and (steerer is None or len(interventions) != len(prompts)):
         raise LensSteerError("interventions need a steerer and one entry per prompt")
     model = as_model(model)
+    from lens_steer.steer import instructed
+
+    prompts = instructed(prompts, interventions)  # prompt:en / prompt:native ask in the prompt itself
     tok, bos = model.tokenizer, model.bos
     eos = tok.eos_token_id
     encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]

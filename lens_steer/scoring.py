@@ -102,6 +102,9 @@ def score(model: ModelLike, prompts: Sequence[str], answers: Sequence[Sequence[s
         raise LensSteerError("every prompt needs the same number of answers")
     n_a = n_ans.pop() if n_ans else 0
     model = as_model(model)
+    from lens_steer.steer import instructed
+
+    prompts = instructed(prompts, interventions)  # prompt:en / prompt:native ask in the prompt itself
     encoded = [_encode(model.tokenizer, model.bos, p, a) for p, a in zip(prompts, answers)]
     logp = torch.zeros(len(prompts), n_a, dtype=torch.float64)
     counts = torch.zeros(len(prompts), n_a, dtype=torch.long)

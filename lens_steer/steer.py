@@ -29,6 +29,10 @@ factor              act' =                                     (alpha, beta)
                     languages' means): DiffMean in neuron space
 ==================  =========================================  ======================
 
+``prompt:en`` / ``prompt:native`` touch no activation: the prompt asks for the target language instead (an English
+instruction, ``Answer in French.``, or the target's own name in its own language from CLDR, ``français:``, on a line
+before the prompt; :func:`instructed`). Combined with ``deactivate`` the source's neurons are still zeroed.
+
 ``resid:L*a`` is not a neuron factor: it adds ``a * (mu_t - mu_rest)`` to the residual stream after layer L
 (``blocks.{L}.hook_resid_post``) at every position it selects, mu being the per-language residual means recorded by
 ``identify`` (residual DiffMean). ``control:resid:L*a`` adds a random direction of the same norm at the same layer.
@@ -65,7 +69,7 @@ from lens_steer.stats import Stats
 FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero, testmax, testmax+,"
                 " testmax*A, p10 (any pQ, Q in 1..99), add:mean*A, diffmean*A, control:p_max, control:p_median,"
                 " control:diffmean*A (matched random neurons), resid:L*A (residual DiffMean after layer L),"
-                " control:resid:L*A (a random direction of the same norm)")
+                " control:resid:L*A (a random direction of the same norm), prompt:en, prompt:native (ask in the prompt)")
 SHIFTS = {"add:mean": "addmean", "diffmean": "diffmean"}
 """The additive statistic factors of peers' methods (``act += a * statistic``) -> their kind."""
 PAPER_FACTORS = ("p_max", "p_median", "testmax", "testmax+", "zero", "p10")
@@ -172,6 +176,9 @@ def _parse_plain(spec: str) -> Factor | None:
         return Factor(spec, "stat", 1.0, _STAT_OF[spec])
     if spec == "zero":
         return Factor(spec, "zero", 0.0)
+    m = re.fullmatch(r"prompt:\s*(en|native)", spec)
+    if m:
+        return Factor(spec, "prompt", 1.0, m.group(1))
     m = re.fullmatch(rf"resid:\s*(\d+)(?:\s*\*\s*({_NUMBER}))?", spec)
     if m:
         return Factor(spec, "resid", float(m.group(2) or 1.0), "resid", layer=int(m.group(1)))
@@ -420,6 +427,42 @@ def statistic(stats: Stats, factor: Factor, lang: str) -> Float[Tensor, "layer d
     return value
 
 
+def instruction(target: str, which: str) -> str:
+    r"""The line ``prompt:en`` / ``prompt:native`` puts before a prompt: an English instruction naming the target
+    language, or the language's own name (CLDR, via babel) followed by a colon.
+
+    >>> instruction("fr", "en"), instruction("fr", "native")
+    ('Answer in French.\n', 'Français:\n')
+    """
+    from lens_steer.languages import get_language
+
+    if which == "en":
+        return f"Answer in {get_language(target).name}.\n"
+    try:
+        from babel import Locale
+
+        name = Locale.parse(target).get_display_name(target) or get_language(target).name
+    except Exception:  # noqa: BLE001 - babel without this locale: the English name still names it
+        name = get_language(target).name
+    return f"{name[:1].upper()}{name[1:]}:\n"
+
+
+def instructed(prompts: Sequence[str], interventions: Sequence[Intervention | None] | None) -> list[str]:
+    r"""The prompts as the model sees them: a ``prompt:`` intervention puts its instruction first; others unchanged.
+
+    >>> instructed(["Paris is in", "x"], [Intervention("fr", "prompt:en"), None])
+    ['Answer in French.\nParis is in', 'x']
+    """
+    if interventions is None:
+        return list(prompts)
+    out = []
+    for p, iv in zip(prompts, interventions):
+        factor = iv.parsed_factor() if iv is not None else None
+        out.append(instruction(iv.target, factor.stat or "en") + p if factor is not None and factor.kind == "prompt"
+                   else p)
+    return out
+
+
 def diff_mean(stats: Stats, lang: str) -> Float[Tensor, "layer d_mlp"]:
     """DiffMean in neuron space: ``lang``'s token mean minus the unweighted mean of the other languages' token means.
 
@@ -494,7 +537,7 @@ class Steerer:
             raise LensSteerError(f"language {iv.target!r} has no neuron set here; the run has"
                                  f" {', '.join(self.neurons.languages)}")
         values = self._stat_values(iv.target, factor) if factor.needs_stats else None
-        resid = factor.kind == "resid"  # shifts the residual stream (resid_plan), no neuron; deactivate still applies
+        resid = factor.kind in ("resid", "prompt")  # no neuron of the target (the residual stream, or the prompt)
         source = self.control_set(iv.seed) if factor.control and not resid else self.neurons
         out: dict[int, _LayerPlan] = {}
         for layer in iv.layer_list(self.site.n_layers):

@@ -141,6 +141,33 @@ def hf_mlp(bridge, layer: int):
     return blocks[layer].mlp
 
 
+def act_module(model, layer: int) -> torch.nn.Module:
+    """The activation module HF's MLP of ``layer`` applies to its gate (its output is the neuron value)."""
+    hf = hf_mlp(model, layer).original_component
+    return getattr(hf, "act_fn", None) or getattr(hf, "act")
+
+
+def hf_patched_logits(model, neurons, target, fn, tokens, mask=None):
+    """Logits of the plain HF model with a forward hook on its act_fn output (the reference codes' way);
+    ``fn(selected, layer, idx, full_output)`` returns the new values of the target's neurons."""
+    handles = []
+    for layer in range(model.cfg.n_layers):
+        idx = neurons.indices(target, layer)
+
+        def hook(_m, _i, out, layer=layer, idx=idx):
+            out = out.clone()
+            out[..., idx] = fn(out[..., idx], layer, idx, out)
+            return out
+
+        handles.append(act_module(model, layer).register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            return model.original_model(tokens, attention_mask=mask).logits
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @contextmanager
 def logits_to_keep_spy(model) -> Iterator[list]:
     """Collect the ``logits_to_keep`` argument of every forward of ``model``'s HF module inside the block (the bridge

@@ -14,7 +14,8 @@ import contextlib
 import pytest
 import torch
 
-from helpers import FAMILY_ARCHS, FAMILY_SLIDING_WINDOW, SENTENCES, hf_mlp
+import helpers
+from helpers import FAMILY_ARCHS, FAMILY_SLIDING_WINDOW, SENTENCES, act_module
 from lens_steer.cloze import Fact
 from lens_steer.generation import greedy_generate
 from lens_steer.identification import lape
@@ -68,12 +69,6 @@ def random_neurons(model, languages=LANGS, seed=0, per_layer=6) -> NeuronSet:
     neurons = {c: [sorted(torch.randperm(d, generator=g)[:per_layer].tolist()) for _ in range(layers)]
                for c in languages}
     return NeuronSet(list(languages), neurons, layers, d)
-
-
-def act_module(model, layer: int) -> torch.nn.Module:
-    """The activation module HF's MLP of ``layer`` applies to its gate (its output is the neuron value)."""
-    hf = hf_mlp(model, layer).original_component
-    return getattr(hf, "act_fn", None) or getattr(hf, "act")
 
 
 # ---- the stand-ins are what they claim to be ----------------------------------------------------------------------
@@ -192,24 +187,8 @@ PADDED_MASK = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])
 
 
 def hf_patched_logits(model, neurons, target, fn, tokens=PADDED, mask=PADDED_MASK):
-    """Logits of the plain HF model with a forward hook on its act_fn output (the reference codes' way);
-    ``fn(selected, layer, idx)`` returns the new values of the target's neurons."""
-    handles = []
-    for layer in range(model.cfg.n_layers):
-        idx = neurons.indices(target, layer)
-
-        def hook(_m, _i, out, layer=layer, idx=idx):
-            out = out.clone()
-            out[..., idx] = fn(out[..., idx], layer, idx)
-            return out
-
-        handles.append(act_module(model, layer).register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            return model.original_model(tokens, attention_mask=mask).logits
-    finally:
-        for h in handles:
-            h.remove()
+    return helpers.hf_patched_logits(model, neurons, target, lambda act, layer, idx, _full: fn(act, layer, idx),
+                                     tokens, mask)
 
 
 @pytest.mark.parametrize("factor", ["p_max", "scale:3", "zero"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import SENTENCES, hf_mlp
+import helpers
+from helpers import SENTENCES
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.recorder import RecordConfig, record
@@ -31,26 +32,7 @@ TOKENS = torch.tensor([[1, 40, 41, 42, 43, 44, 45], [1, 50, 51, 52, 53, 54, 55]]
 
 
 def hf_patched_logits(model, neurons, target, fn, tokens=TOKENS, mask=None):
-    """Logits of the plain HF model with a forward hook on its act_fn output (the reference codes' way);
-    ``fn(selected, layer, idx, full_output)`` returns the new values of the target's neurons."""
-    handles = []
-    for layer in range(model.cfg.n_layers):
-        hf = hf_mlp(model, layer).original_component
-        module = getattr(hf, "act_fn", None) or getattr(hf, "act")
-        idx = neurons.indices(target, layer)
-
-        def hook(_m, _i, out, layer=layer, idx=idx):
-            out = out.clone()
-            out[..., idx] = fn(out[..., idx], layer, idx, out)
-            return out
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            return model.original_model(tokens, attention_mask=mask).logits
-    finally:
-        for h in handles:
-            h.remove()
+    return helpers.hf_patched_logits(model, neurons, target, fn, tokens, mask)
 
 
 @pytest.mark.parametrize("factor", ["p_max", "p_median*2", "mean", "scale:3", "add:0.5", "set:1.5", "zero",
@@ -354,3 +336,31 @@ def test_residual_methods_refuse_runs_without_residual_means(tiny_models, stats_
             pass
     with pytest.raises(LensSteerError, match="resid:9 is out of range"):
         Steerer(model, neuron_set(model), s).resid_direction("fr", 9)
+
+
+@pytest.mark.parametrize("which,line", [("en", "Answer in French.\n"), ("native", "Français:\n")])
+def test_prompt_methods_ask_in_the_prompt_and_touch_no_activation(tiny_models, stats_by_arch, which, line):
+    """prompt:en / prompt:native score and generate exactly as the instruction line + the prompt without any
+    intervention, and install no neuron or residual change (deactivate still zeroes the source's neurons)."""
+    from lens_steer.generation import greedy_generate
+    from lens_steer.scoring import score
+    from lens_steer.steer import Steerer
+
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    steerer = Steerer(model, neuron_set(model), stats)
+    iv = Intervention("fr", f"prompt:{which}")
+    assert steerer.plan([iv]) == {} and steerer.resid_plan([iv]) == {}
+    asked = score(model, ["Le chat"], [[" dort", " sleeps"]], steerer=steerer, interventions=[iv])
+    by_hand = score(model, [line + "Le chat"], [[" dort", " sleeps"]])
+    assert torch.equal(asked.logp, by_hand.logp)
+    assert not torch.equal(asked.logp, score(model, ["Le chat"], [[" dort", " sleeps"]]).logp)
+    got = greedy_generate(model, ["Le chat"], max_new_tokens=4, steerer=steerer, interventions=[iv], stop_at_eos=False)
+    assert got == greedy_generate(model, [line + "Le chat"], max_new_tokens=4, stop_at_eos=False)
+    both = Intervention("fr", f"prompt:{which}", deactivate="en")
+    assert set(steerer.plan([both])) == set(range(model.cfg.n_layers))  # the source's neurons are still zeroed
+
+
+@pytest.mark.parametrize("bad", ["prompt:", "prompt:fr", "prompt:en*2", "control:prompt:en"])
+def test_bad_prompt_methods(bad):
+    with pytest.raises(LensSteerError):
+        parse_factor(bad)
