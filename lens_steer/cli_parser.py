@@ -149,7 +149,8 @@ def _add_lss(sub, shared) -> None:
     p.add_argument("--langs", default=None, help="languages (default: the run's languages the cloze covers)")
     p.add_argument("--factors", default="p_max,p_median,testmax,testmax+,zero,p10",
                    help="comma-separated factors (default: the paper's, in its order): p_max, p_median, testmax,"
-                   " testmax+, zero, p10 (pQ), mean, p_max*A, testmax*A, scale:A, add:B, set:V, control:p_max")
+                   " testmax+, zero, p10 (pQ), mean, p_max*A, testmax*A, scale:A, add:B, set:V, control:p_max; peers' methods:"
+                   " add:mean*A, diffmean*A, resid:L*A, control:resid:L*A, prompt:en, prompt:native")
     p.add_argument("--sweep", default=None, metavar="FAMILY",
                    help="add a dose-response grid: p_max or p_median (x0.25..8) or add (0.5..8), comma-separated")
     p.add_argument("--seeds", type=_positive_int, default=3,

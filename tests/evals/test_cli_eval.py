@@ -166,3 +166,12 @@ def test_bad_inputs(run, capsys, argv, message):
 def test_missing_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path), "--task", "udhr-ppl", "--factor", "p_max"]) == 2
     assert "lens-steer identify" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("factor", ["diffmean*4", "resid:1*4", "prompt:en"])
+def test_eval_with_the_peers_methods(run, capsys, factor):
+    """The peers' methods run downstream like any factor and are written back verbatim."""
+    assert main(["eval", str(run), "--task", "xwinograd", "--data", str(FIXTURES / "xwinograd"),
+                 "--factor", factor, "--eval-langs", "fr", "--targets", "fr", "--quiet"]) == 0
+    rows = _rows(run / "eval_xwinograd.csv")
+    assert [r["factor"] for r in rows if r["intervened"] == "fr"] == [factor]
