@@ -138,7 +138,8 @@ def _steer(args: argparse.Namespace) -> int:
     from lens_steer.forcing import SteerConfig, steer_for_run
 
     config = SteerConfig(to=args.to, factor=args.factor, layers=args.layers, positions=args.positions,
-                         deactivate=args.deactivate, max_new_tokens=args.max_new_tokens, detector=args.detector)
+                         deactivate=args.deactivate, max_new_tokens=args.max_new_tokens, detector=args.detector,
+                         chat_template=args.chat_template)
     records, path = steer_for_run(Run(args.run_dir), args.prompt, config, _load(args))
     print(format_steer(args.prompt, records))
     print(f"appended to {path}")
@@ -149,7 +150,8 @@ def _forcing(args: argparse.Namespace) -> int:
     from lens_steer.forcing import ForcingConfig, forcing_for_run
 
     config = ForcingConfig(targets=args.targets, factors=args.factors, detector=args.detector,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           chat_template=args.chat_template)
     result = forcing_for_run(Run(args.run_dir), config, _load(args))
     if result.skipped:
         print(f"lens-steer: warning: skipping {', '.join(result.skipped)} (no neurons)", file=sys.stderr)

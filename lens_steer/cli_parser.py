@@ -61,6 +61,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    " and leaner on long inputs; lens_steer never reads attention patterns) (default: eager)")
 
 
+def _chat_template(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chat-template", action="store_true",
+                   help="wrap each prompt as the user turn of the tokenizer's own chat template (instruct models; a"
+                   " base model without one is refused)")
+
+
 def _batch_size(p: argparse.ArgumentParser, default: int, what: str) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=default, help=f"{what} per forward (default: {default})")
 
@@ -184,6 +190,7 @@ def _add_steer(sub, shared) -> None:
     p.add_argument("--positions", default="all", help="all, prompt, generated or last:K (default: all)")
     p.add_argument("--deactivate", default=None, help="also zero this language's neurons (e.g. the prompt's)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=30, help="(default: 30; stops at EOS)")
+    _chat_template(p)
 
 
 def _add_forcing(sub, shared) -> None:
@@ -195,6 +202,7 @@ def _add_forcing(sub, shared) -> None:
     p.add_argument("--targets", default=None, help="target languages (default: every run language with neurons)")
     p.add_argument("--factors", default="p_max,p_median", help="comma-separated factors (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=30, help="(default: 30)")
+    _chat_template(p)
     _batch_size(p, 16, "prompts")
 
 

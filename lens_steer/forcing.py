@@ -93,8 +93,10 @@ def append_generations(run_dir: str | Path, records: Sequence[dict[str, Any]]) -
 
 def run_forcing(model: ModelLike, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
                 *, prompts: dict[str, Sequence[str]] | None = None, max_new_tokens: int = 30,
-                batch_size: int = 16, progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Forcing success per (factor, target) over neutral prompts whose source language is not the target.
+                batch_size: int = 16, progress: bool = False,
+                chat: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Forcing success per (factor, target) over neutral prompts whose source language is not the target
+    (``chat``: each prompt as the user turn of the tokenizer's chat template).
 
     Returns:
         ``(rows, records)``: the ``forcing.csv`` rows and the ``generations.jsonl`` records.
@@ -102,14 +104,14 @@ def run_forcing(model: ModelLike, steerer: Steerer, targets: Sequence[str], fact
     prompts = prompts or NEUTRAL_PROMPTS
     flat = [(s, p) for s, ps in prompts.items() for p in ps]
     baseline = greedy_generate(model, [p for _, p in flat], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               split=True)
+                               split=True, chat=chat)
     records = [generation_record("forcing", p, text, detector, target=None, factor=None, source=s, steered=False)
                for (s, p), text in zip(flat, baseline)]
     base_lang = [r["detected"] for r in records]
     jobs = [(f, t, i) for f in factors for t in targets for i, (s, _) in enumerate(flat) if s != t]
     texts = greedy_generate(model, [flat[i][1] for _, _, i in jobs], max_new_tokens=max_new_tokens,
                             steerer=steerer, interventions=[Intervention(t, f) for f, t, _ in jobs],
-                            batch_size=batch_size, progress=progress, desc="forcing", split=True)
+                            batch_size=batch_size, progress=progress, desc="forcing", split=True, chat=chat)
     rows = []
     for factor in factors:
         for t in targets:
@@ -150,6 +152,7 @@ class ForcingConfig:
     max_new_tokens: int = 30
     batch_size: int = 16
     progress: bool = True
+    chat_template: bool = False  # wrap the neutral prompts in the tokenizer's chat template (instruct models)
     parsed: list[Factor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -172,7 +175,8 @@ def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | No
     model = run.model(load)
     rows, records = run_forcing(model, Steerer(model, neurons, run.stats()), targets, config.parsed,
                                 get_detector(config.detector), max_new_tokens=config.max_new_tokens,
-                                batch_size=config.batch_size, progress=config.progress and current().main)
+                                batch_size=config.batch_size, progress=config.progress and current().main,
+                                chat=config.chat_template)
     files = [write_forcing(run.path, rows), append_generations(run.path, records)] if current().main else []
     barrier()
     return ForcingResult(rows, config.parsed, skipped, files)
@@ -189,6 +193,7 @@ class SteerConfig:
     deactivate: str | None = None
     max_new_tokens: int = 30
     detector: str = "cld2"
+    chat_template: bool = False  # wrap the prompt in the tokenizer's chat template (instruct models)
     parsed: Factor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -211,10 +216,11 @@ def steer_for_run(run: Run, prompt: str, config: SteerConfig,
                         deactivate=config.deactivate) for t in targets]  # checks --positions before generating
     model = run.model(load)
     texts = greedy_generate(model, [prompt] * (len(ivs) + 1), max_new_tokens=config.max_new_tokens,
-                            steerer=Steerer(model, neurons, run.stats()), interventions=[None, *ivs])
+                            steerer=Steerer(model, neurons, run.stats()), interventions=[None, *ivs],
+                            chat=config.chat_template)
     detector = get_detector(config.detector)
     extra = {"layers": config.layers, "positions": config.positions, "deactivate": config.deactivate,
-             "max_new_tokens": config.max_new_tokens}
+             "max_new_tokens": config.max_new_tokens, "chat_template": config.chat_template}
     records = [generation_record("steer", prompt, texts[0], detector, target=None, factor=None, steered=False,
                                  **extra)]
     records += [generation_record("steer", prompt, text, detector, target=t, factor=factor.text, steered=True,

@@ -55,7 +55,8 @@ def reached_stop(text: str, stop: str) -> bool:
 def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens: int = 30, steerer: Any = None,
                     interventions: Sequence[Any] | None = None, batch_size: int = 16,
                     stop_at_eos: bool = True, stop_text: str | None = None,
-                    progress: bool = False, desc: str = "generating", split: bool = False) -> list[str]:
+                    progress: bool = False, desc: str = "generating", split: bool = False,
+                    chat: bool = False) -> list[str]:
     """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
 
     ``stop_text`` (e.g. ``"\\n"``) ends a row once the text generated so far holds it after its first non-whitespace
@@ -80,6 +81,8 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     from lens_steer.steer import instructed
 
     prompts = instructed(prompts, interventions)  # prompt:en / prompt:native ask in the prompt itself
+    if chat:  # an instruct model's own template around each (instructed) prompt, as its user turn
+        prompts = chat_prompts(model, prompts)
     tok, bos = model.tokenizer, model.bos
     eos = tok.eos_token_id
     encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -107,6 +110,24 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     for batch, new in zip(batches, results):
         for i, ids in zip(batch, new):
             out[i] = tok.decode(ids, skip_special_tokens=True)
+    return out
+
+
+def chat_prompts(model: ModelLike, prompts: Sequence[str]) -> list[str]:
+    """Each prompt as the user turn of the tokenizer's own chat template, with the generation prompt appended; the
+    template's leading BOS text is dropped (generation prepends the BOS id itself). One line for a model without a
+    template (a base model such as the embedded Gemma-3-270M)."""
+    model = as_model(model)
+    tok = model.tokenizer
+    if not getattr(tok, "chat_template", None):
+        name = model.identity.get("model", "this model")
+        raise LensSteerError(f"{name} has no chat template (a base model); drop --chat-template, or use an instruct"
+                             " model whose tokenizer has one")
+    bos_text = tok.bos_token if model.bos is not None and tok.bos_token else None
+    out = []
+    for p in prompts:
+        text = tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        out.append(text[len(bos_text):] if bos_text and text.startswith(bos_text) else text)
     return out
 
 

@@ -49,6 +49,7 @@ def test_steer_prints_and_appends(run, capsys):
     (["--to", "fr", "--layers", "x-y"], "cannot parse layers"),
     (["--to", "fr", "--positions", "middle"], "unknown positions"),
     (["--to", "fr", "--detector", "magic"], "magic"),
+    (["--to", "fr", "--chat-template"], "has no chat template (a base model); drop --chat-template"),
 ])
 def test_steer_bad_inputs(run, capsys, args, message):
     assert main(["steer", str(run), *args, "The cat"]) == 2

@@ -97,3 +97,40 @@ def test_cut_generation(text, stop, cut):
     if stop and reached_stop(text, stop):  # stopping here is safe: nothing generated later survives the cut
         assert cut_generation(text + "more\n", stop) == cut
     assert not reached_stop("\n \n", "\n")  # whitespace so far: keep generating
+
+
+def _chat_model(tiny_dirs, tmp_path):
+    """The tiny Llama with a tokenizer that has a chat template (saved to disk, as an instruct model ships it)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from lens_steer.models import load_model
+
+    d = tmp_path / "chat"
+    shutil.copytree(tiny_dirs["llama"], d)
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<|user|> {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+    tok.save_pretrained(d)
+    return load_model(str(d))
+
+
+def test_chat_template_wraps_the_prompt_as_a_user_turn(tiny_dirs, tmp_path):
+    """--chat-template: the prompt goes through the tokenizer's own template (its BOS text dropped: generation adds
+    the BOS id), and a prompt: method's instruction sits inside the user turn."""
+    from lens_steer.generation import chat_prompts
+    model = _chat_model(tiny_dirs, tmp_path)
+    assert chat_prompts(model, ["Le chat"]) == ["<|user|> Le chat\n<|assistant|> "]
+    wrapped = greedy_generate(model, ["Le chat"], max_new_tokens=4, stop_at_eos=False, chat=True)
+    assert wrapped == greedy_generate(model, ["<|user|> Le chat\n<|assistant|> "], max_new_tokens=4, stop_at_eos=False)
+    neurons = NeuronSet(["fr"], {"fr": [[0], [1]]}, 2, model.cfg.d_mlp)
+    asked = greedy_generate(model, ["Le chat"], max_new_tokens=4, stop_at_eos=False, chat=True,
+                            steerer=Steerer(model, neurons), interventions=[Intervention("fr", "prompt:en")])
+    assert asked == greedy_generate(model, ["<|user|> Answer in French.\nLe chat\n<|assistant|> "], max_new_tokens=4,
+                                    stop_at_eos=False)
+
+
+def test_chat_template_is_refused_for_a_model_without_one(tiny_models):
+    with pytest.raises(LensSteerError, match="has no chat template \\(a base model\\); drop --chat-template"):
+        greedy_generate(tiny_models["qwen2"], ["x"], max_new_tokens=2, chat=True)
