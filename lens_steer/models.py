@@ -299,14 +299,17 @@ class Model:
         """Use the bridge hooks from now on (the modules stopped matching the probe, e.g. weights processed since)."""
         self._act_modules = None
 
-    def activations_forward(self, ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"]) -> None:
+    def activations_forward(self, ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
+                            direct: bool | None = None) -> None:
         """One forward run only for what hooks on the HF modules see (the recorder's): no logits, no cache.
 
         When :meth:`direct_ok` has proved it equivalent and no bridge hook is attached, the forward goes through the
         HF modules the bridge wraps, its wrappers taken out for the call (:func:`bare_hf`): the same modules and
         weights, bit-identical activations, at the speed of a plain HF forward. Otherwise through the bridge.
+        ``direct`` is that decision made once by a caller's loop (:meth:`goes_direct`; scanning the bridge's hooks
+        costs about a millisecond).
         """
-        if self.direct_ok() and not self._bridge_hooked():
+        if self.goes_direct() if direct is None else direct:
             self._direct_forward(ids, attention_mask, **self.no_logits(ids))
             return
         self.bridge(ids, attention_mask=attention_mask, return_type=None, **self.no_logits(ids))
@@ -332,6 +335,10 @@ class Model:
             mods = self.act_modules()
             self._direct = mods is not None and self._probe_direct(mods)
         return self._direct
+
+    def goes_direct(self) -> bool:
+        """Would :meth:`activations_forward` skip the bridge now (proved equivalent, and no bridge hook attached)?"""
+        return self.direct_ok() and not self._bridge_hooked()
 
     def _bridge_hooked(self) -> bool:
         """Is any bridge hook attached (a user's, or a steering context)? Then forwards must go through the bridge."""
@@ -496,7 +503,7 @@ ATTENTIONS = ("eager", "sdpa")
 _NAMED_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | None = None) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """The compute dtype named by ``dtype``: float32 (the default, and the only sensible one on CPU), bfloat16 or
     float16 (refused for Gemma by :func:`load_model`, whose activations overflow in fp16).
 
@@ -542,7 +549,7 @@ class LoadConfig:
     """
 
     device: str | None = None
-    dtype: str | None = None
+    dtype: str | torch.dtype | None = None  # normalised to its name (bfloat16) when built
     device_map: str | dict[str, Any] | None = None
     n_devices: int | None = None
     attention: str = "eager"
@@ -643,8 +650,7 @@ def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: 
         The :class:`Model` (``model.bridge`` is the ``TransformerBridge``; ``model.identity`` is what manifests
         record).
     """
-    load = LoadConfig(device=device, dtype=None if dtype is None else dtype_name(resolve_dtype(dtype)),
-                      device_map=device_map, n_devices=n_devices, attention=attention)
+    load = LoadConfig(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices, attention=attention)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch_dtype = resolve_dtype(load.dtype)
     from transformers.utils import logging as hf_logging

@@ -349,12 +349,13 @@ def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[i
     mine = [i for batch in batches for i in batch]
     with (tqdm(total=sum(data.n_counted[i] for i in mine), desc=desc, unit="tok", disable=not progress,
                leave=False) as bar, torch.inference_mode(), _recording_hooks(model, site, config, acc) as check):
+        direct = model.goes_direct()  # decided once: this loop's hooks are attached and stay as they are
         for batch in batches:
             ids, attn, acc.counted = model.padded([data.ids[i] for i in batch], config.padding_side, skip_first)
             rows = [r for r, i in enumerate(batch) if i in slot_of]
             acc.keep_rows = torch.tensor(rows, dtype=torch.long)
             acc.keep_slots = torch.tensor([slot_of[batch[r]] for r in rows], dtype=torch.long)
-            model.activations_forward(ids, attn)
+            model.activations_forward(ids, attn, direct)
             check()
             bar.update(int(acc.counted.sum()))
     acc.to_cpu()
