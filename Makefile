@@ -12,13 +12,14 @@ export TOKENIZERS_PARALLELISM := false
 # kaleido (PNG/SVG export) and the report tests use this Chromium; Debian's package is installed by `make browser`.
 export BROWSER_PATH ?= /usr/bin/chromium
 
-.PHONY: setup data browser demo figures test test-fast bench bench-tiny help
+.PHONY: setup data browser demo figures notebooks test test-fast bench bench-tiny help
 
 help:
 	@echo "make demo   - set up (.venv, deps, Chromium, embedded Gemma-3-270M, UDHR), identify 18 languages, LSS + control + forcing, choose a factor, UDHR downstream analogs, report.html"
 	@echo "make test   - set up and run the test suite (offline)"
 	@echo "make test-fast - tests without the slow end-to-end ones"
-	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS if needed)"
+	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS + compare if needed)"
+	@echo "make notebooks - execute notebooks/*.ipynb at the full budget and write them back with their outputs (about 10 min)"
 	@echo "make bench  - speed/memory benchmarks P1-P8 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
 	@echo "make browser - install Debian's chromium (PNG/SVG export, report tests); part of setup"
 
@@ -73,12 +74,20 @@ demo: setup
 # identify resumes, so after `make demo` (same RUN) only the LSS sweep runs.
 FIG_LANGS   ?= en,fr,ja,ru,vi,sw
 FIG_FACTORS ?= p_max*0.25,p_max*0.5,p_max,p_max*2,p_max*4,p_median,zero,control:p_max
+# The method comparison (lens-steer compare; about 10 min on the 2-core CPU): the README's table and figure.
+COMPARE_LANGS   ?= en,fr,ja,sw
+COMPARE_METHODS ?= p_max,add:mean*best,diffmean*best,resid:best,prompt:en,prompt:native
 figures: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN) --quiet
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(FIG_LANGS) --max-facts 10 --factors '$(FIG_FACTORS)' \
 	  --per-layer p_max --quiet
+	$(VENV)/bin/lens-steer compare $(RUN) --langs $(COMPARE_LANGS) --max-facts 10 --methods '$(COMPARE_METHODS)' --quiet
 	$(VENV)/bin/lens-steer figures $(RUN) --out figures --format png
 	$(VENV)/bin/lens-steer report $(RUN)
+
+# The committed form of the notebooks: executed in a fresh kernel, outputs kept (notebooks/README.md).
+notebooks: setup
+	$(PY) notebooks/execute.py $(NOTEBOOKS)
 
 test: setup
 	$(PY) -m pytest

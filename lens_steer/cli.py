@@ -18,8 +18,8 @@ from pathlib import Path
 from lens_steer.cli_parser import build_parser
 from lens_steer.errors import LensSteerError
 from lens_steer.run import FORCING_CSV, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, STATS_FILE, Run
-from lens_steer.tables import (format_counts, format_eval, format_forcing, format_lss_result, format_neuron,
-                               format_steer, format_top_tokens)
+from lens_steer.tables import (format_compare, format_counts, format_eval, format_forcing, format_lss_result,
+                               format_neuron, format_steer, format_top_tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +174,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from lens_steer.compare import CompareConfig, compare_for_run
+
+    start = time.perf_counter()
+    config = CompareConfig(methods=args.methods, langs=args.langs, cloze=args.cloze, cloze_path=args.cloze_path,
+                           max_facts=args.max_facts, held_out=args.held_out_facts, forcing_tokens=args.forcing_tokens,
+                           forcing_prompts=args.forcing_prompts, seeds=args.seeds, ppl_articles=args.ppl_articles,
+                           damage_bound=args.damage_bound, detector=args.detector, join=args.join,
+                           batch_size=args.batch_size, progress=not args.quiet)
+    result = compare_for_run(Run(args.run_dir), config, _load(args))
+    print(format_compare(result.rows))
+    for text, detail in result.summary["methods"].items():
+        if "reason" in detail:
+            print(f"{text}: chose {detail['factor']} on held-out facts; {detail['reason']}")
+    print(f"results: {', '.join(str(f) for f in result.files)} ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from lens_steer.top_tokens import InspectConfig, neuron_profile, top_tokens_for_run
 
@@ -223,10 +241,10 @@ def _setup(args: argparse.Namespace) -> int:
     return 0
 
 
-SPLIT_COMMANDS = ("identify", "lss", "forcing", "eval")  # the commands whose work torchrun's ranks share
+SPLIT_COMMANDS = ("identify", "lss", "forcing", "eval", "compare")  # the commands whose work torchrun's ranks share
 HANDLERS = {"identify": _identify, "merge": _merge, "neurons": _neurons, "lss": _lss, "steer": _steer,
-            "forcing": _forcing, "eval": _eval, "inspect": _inspect, "report": _report, "figures": _figures,
-            "setup": _setup}
+            "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "report": _report,
+            "figures": _figures, "setup": _setup}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shared = _parents()
-    for add in (_add_identify, _add_merge, _add_neurons, _add_lss, _add_steer, _add_forcing, _add_eval, _add_inspect,
-                _add_report, _add_figures, _add_setup):
+    for add in (_add_identify, _add_merge, _add_neurons, _add_lss, _add_steer, _add_forcing, _add_eval, _add_compare,
+                _add_inspect, _add_report, _add_figures, _add_setup):
         add(sub, shared)
     return parser
 
@@ -231,6 +231,39 @@ def _add_eval(sub, shared) -> None:
                    help="xcopa/xwinograd/include: how context and continuation are joined: auto (a space iff the"
                    " language writes spaces) or reference (the authors' code); reference is written as <task>-refjoin")
     _batch_size(p, 16, "rows")
+
+
+def _add_compare(sub, shared) -> None:
+    from lens_steer.compare import DEFAULT_METHODS
+
+    p = sub.add_parser("compare", parents=[shared["run"], shared["device"], shared["quiet"], shared["detector"]],
+                       help="neuron amplification against peers' steering methods, each with its control, one table",
+                       description="Measure every method and its control under one set of metrics (LSS, target wins,"
+                       " gain, damage, specificity on the cloze; forcing success and repetition on neutral prompts;"
+                       " UDHR perplexity ratio self/cross) and write RUN_DIR/compare.csv (one row per method, one per"
+                       " control, the method column verbatim) and RUN_DIR/compare_summary.json (the held-out choices)."
+                       " A method is a factor (see `lens-steer lss --help`) or one with best for its multiple"
+                       " (diffmean*best) or layer (resid:best*4); resid:best chooses both, on held-out facts.")
+    p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated methods (default: %(default)s)")
+    p.add_argument("--langs", default=None, help="languages (default: the run's languages the cloze covers)")
+    p.add_argument("--cloze", default="cldr", help="cldr (offline) or mlama-dod (default: %(default)s)")
+    p.add_argument("--cloze-path", default=None, help="local copy of the mlama-dod data")
+    p.add_argument("--max-facts", type=_positive_int, default=10,
+                   help="reported facts per source language: the first N (default: %(default)s)")
+    p.add_argument("--held-out-facts", type=_positive_int, default=None,
+                   help="facts after the reported ones on which best choices are made (default: as many as reported)")
+    p.add_argument("--forcing-tokens", type=_positive_int, default=20,
+                   help="new tokens per greedy forcing continuation (default: %(default)s)")
+    p.add_argument("--forcing-prompts", type=_positive_int, default=1,
+                   help="neutral prompts per prompt language (en, fr, id, ru, ja; at most 3) (default: %(default)s)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help="matched random draws per control (default: %(default)s)")
+    p.add_argument("--ppl-articles", type=_positive_int, default=1,
+                   help="held-out UDHR paragraphs per language for the perplexity ratios (default: %(default)s)")
+    p.add_argument("--damage-bound", type=float, default=10.0,
+                   help="best choices: the largest mean source damage in nats a candidate may do (default: 10)")
+    p.add_argument("--join", default="auto", choices=["auto", "reference"], help="prompt/answer separator, as `lss`")
+    _batch_size(p, 32, "prompt rows")
 
 
 def _add_inspect(sub, shared) -> None:

@@ -80,7 +80,8 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     model = as_model(model)
     from lens_steer.steer import instructed
 
-    prompts = instructed(prompts, interventions)  # prompt:en / prompt:native ask in the prompt itself
+    # prompt:en / prompt:native ask in the prompt itself (their control names another of the run's languages)
+    prompts = instructed(prompts, interventions, steerer)
     if chat:  # an instruct model's own template around each (instructed) prompt, as its user turn
         prompts = chat_prompts(model, prompts)
     tok, bos = model.tokenizer, model.bos

@@ -23,8 +23,8 @@ from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_text
-from lens_steer.run import (EVAL_GLOB, FORCING_CSV, GENERATIONS_FILE, LSS_CSV, LSS_SUMMARY, REPORT_FILE, STATS_FILE,
-                             Run)
+from lens_steer.run import (COMPARE_CSV, COMPARE_SUMMARY, EVAL_GLOB, FORCING_CSV, GENERATIONS_FILE, LSS_CSV,
+                            LSS_SUMMARY, REPORT_FILE, STATS_FILE, Run)
 from lens_steer import plots
 from lens_steer.stats import Stats
 from lens_steer.steer import is_control
@@ -102,6 +102,8 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
             figs["lss_per_layer"] = plots.layer_lss_curve(lss)
         if {"target_gain", "source_damage"} <= set(lss.columns):
             figs["gain_vs_damage"] = plots.gain_damage(lss)
+    if (run_dir / COMPARE_CSV).exists():
+        figs["compare_methods"] = plots.compare_methods(plots.read_table(run_dir / COMPARE_CSV))
     for path in sorted(run_dir.glob(EVAL_GLOB)):
         frame = plots.read_table(path)
         deltas = eval_deltas(frame)
@@ -236,6 +238,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     gens = _generations(run_dir)
     if gens:
         sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))
+    if "compare_methods" in figs:
+        sections.append(("compare", "Steering methods compared (lens-steer compare)", _compare_html(run_dir, figs)))
     evals = [k for k in figs if k.startswith("downstream_")]
     if evals:
         sections.append(("downstream", "Downstream evaluation under amplification",
@@ -288,6 +292,19 @@ def _lss_summary_html(run_dir: Path) -> str:
             f" Cloze: {html.escape(str(summary.get('cloze')))}.</p>")
     if rows:
         part += _table(pd.DataFrame(rows))
+    return part
+
+
+def _compare_html(run_dir: Path, figs: dict[str, go.Figure]) -> str:
+    """The comparison: the figure, the table, and the held-out choices of the ``best`` methods."""
+    part = _figure_html(figs["compare_methods"], "fig-compare_methods")
+    part += _table(plots.read_table(run_dir / COMPARE_CSV))
+    if (run_dir / COMPARE_SUMMARY).exists():
+        summary = json.loads((run_dir / COMPARE_SUMMARY).read_text(encoding="utf-8"))
+        chosen = [f"<li><b>{html.escape(m)}</b>: {html.escape(str(d.get('factor')))} ({html.escape(str(d['reason']))})"
+                  "</li>" for m, d in summary.get("methods", {}).items() if isinstance(d, dict) and "reason" in d]
+        if chosen:
+            part += "<p>Chosen on held-out facts:</p><ul>" + "".join(chosen) + "</ul>"
     return part
 
 

@@ -8,6 +8,7 @@ A run directory is made by ``lens-steer identify`` and grown by every later stag
     lss.csv  lss_summary.json                                             (lss)
     forcing.csv  generations.jsonl                                        (lss --forcing, forcing, steer)
     eval_<task>.csv  eval_<task>_outputs.jsonl                            (eval)
+    compare.csv  compare_summary.json                                     (compare)
     report.html                                                           (report)
 
 Every file is written atomically (a temporary name, then a rename), so an interrupted stage never leaves a
@@ -43,6 +44,8 @@ LSS_CSV = "lss.csv"
 LSS_SUMMARY = "lss_summary.json"
 FORCING_CSV = "forcing.csv"
 GENERATIONS_FILE = "generations.jsonl"
+COMPARE_CSV = "compare.csv"
+COMPARE_SUMMARY = "compare_summary.json"
 REPORT_FILE = "report.html"
 EVAL_GLOB = "eval_*.csv"
 

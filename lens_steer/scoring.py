@@ -104,7 +104,8 @@ def score(model: ModelLike, prompts: Sequence[str], answers: Sequence[Sequence[s
     model = as_model(model)
     from lens_steer.steer import instructed
 
-    prompts = instructed(prompts, interventions)  # prompt:en / prompt:native ask in the prompt itself
+    # prompt:en / prompt:native ask in the prompt itself (their control names another of the run's languages)
+    prompts = instructed(prompts, interventions, steerer)
     encoded = [_encode(model.tokenizer, model.bos, p, a) for p, a in zip(prompts, answers)]
     logp = torch.zeros(len(prompts), n_a, dtype=torch.float64)
     counts = torch.zeros(len(prompts), n_a, dtype=torch.long)

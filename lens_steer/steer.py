@@ -31,7 +31,9 @@ factor              act' =                                     (alpha, beta)
 
 ``prompt:en`` / ``prompt:native`` touch no activation: the prompt asks for the target language instead (an English
 instruction, ``Answer in French.``, or the target's own name in its own language from CLDR, ``français:``, on a line
-before the prompt; :func:`instructed`). Combined with ``deactivate`` the source's neurons are still zeroed.
+before the prompt; :func:`instructed`). Combined with ``deactivate`` the source's neurons are still zeroed. Their
+control, ``control:prompt:en``, is the same instruction naming another run language, drawn per seed
+(:func:`control_language`): the form of the intervention without its information about t.
 
 ``resid:L*a`` is not a neuron factor: it adds ``a * (mu_t - mu_rest)`` to the residual stream after layer L
 (``blocks.{L}.hook_resid_post``) at every position it selects, mu being the per-language residual means recorded by
@@ -69,7 +71,8 @@ from lens_steer.stats import Stats
 FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero, testmax, testmax+,"
                 " testmax*A, p10 (any pQ, Q in 1..99), add:mean*A, diffmean*A, control:p_max, control:p_median,"
                 " control:diffmean*A (matched random neurons), resid:L*A (residual DiffMean after layer L),"
-                " control:resid:L*A (a random direction of the same norm), prompt:en, prompt:native (ask in the prompt)")
+                " control:resid:L*A (a random direction of the same norm), prompt:en, prompt:native (ask in the prompt),"
+                " control:prompt:en (ask for another language)")
 SHIFTS = {"add:mean": "addmean", "diffmean": "diffmean"}
 """The additive statistic factors of peers' methods (``act += a * statistic``) -> their kind."""
 PAPER_FACTORS = ("p_max", "p_median", "testmax", "testmax+", "zero", "p10")
@@ -157,10 +160,11 @@ def parse_factor(text: str) -> Factor:
     spec = text.strip()
     if spec.startswith("control:"):
         inner = parse_factor(spec[len("control:"):])
-        if inner.control or not (inner.needs_stats or inner.kind == "resid"):
+        if inner.control or not (inner.needs_stats or inner.kind in ("resid", "prompt")):
             raise LensSteerError(f"cannot parse factor {text!r}: a control applies a statistic factor (control:p_max,"
                                  " control:p_median, control:p_max*2, control:diffmean*2) to matched random neurons,"
-                                 " or a residual direction (control:resid:6*4) as a random one of the same norm")
+                                 " a residual direction (control:resid:6*4) as a random one of the same norm, or an"
+                                 " instruction (control:prompt:en) naming another language")
         return Factor(spec, inner.kind, inner.value, inner.stat, control=True, layer=inner.layer)
     factor = _parse_plain(spec)
     if factor is None:
@@ -447,8 +451,25 @@ def instruction(target: str, which: str) -> str:
     return f"{name[:1].upper()}{name[1:]}:\n"
 
 
-def instructed(prompts: Sequence[str], interventions: Sequence[Intervention | None] | None) -> list[str]:
+def control_language(target: str, seed: int, languages: Sequence[str]) -> str:
+    """The language a ``control:prompt:`` instruction names instead of ``target``: one of the other ``languages``,
+    drawn by ``seed`` (and the target), the same every run.
+
+    >>> control_language("fr", 0, ["en", "fr", "ja"]) in ("en", "ja")
+    True
+    """
+    others = [c for c in languages if c != target]
+    if not others:
+        raise LensSteerError("control:prompt: needs a run of at least two languages (another language to name)")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + sum(map(ord, target)))
+    return others[int(torch.randint(len(others), (1,), generator=g))]
+
+
+def instructed(prompts: Sequence[str], interventions: Sequence[Intervention | None] | None,
+               steerer: Any = None) -> list[str]:
     r"""The prompts as the model sees them: a ``prompt:`` intervention puts its instruction first; others unchanged.
+    A ``control:prompt:`` one names :func:`control_language` of the run's languages (``steerer.neurons``) instead
+    of the target.
 
     >>> instructed(["Paris is in", "x"], [Intervention("fr", "prompt:en"), None])
     ['Answer in French.\nParis is in', 'x']
@@ -458,8 +479,16 @@ def instructed(prompts: Sequence[str], interventions: Sequence[Intervention | No
     out = []
     for p, iv in zip(prompts, interventions):
         factor = iv.parsed_factor() if iv is not None else None
-        out.append(instruction(iv.target, factor.stat or "en") + p if factor is not None and factor.kind == "prompt"
-                   else p)
+        if factor is None or factor.kind != "prompt":
+            out.append(p)
+            continue
+        lang = iv.target
+        if factor.control:
+            languages = getattr(getattr(steerer, "neurons", None), "languages", None)  # any steerer-like object
+            if languages is None:
+                raise LensSteerError("control:prompt: needs the run's languages (score or generate with a steerer)")
+            lang = control_language(iv.target, iv.seed, languages)
+        out.append(instruction(lang, factor.stat or "en") + p)
     return out
 
 

@@ -148,3 +148,28 @@ def format_top_tokens(hits: dict[str, Sequence[Any]], site: str) -> str:
         lines += [f"  {h.value:>8.3f}  {h.left[-30:]!s:>30}[{h.token}]{h.right[:30]}".replace("\n", " ")
                   for h in items]
     return "\n".join(lines)
+
+
+def format_compare(rows: Sequence[dict[str, Any]]) -> str:
+    """``compare.csv`` as a table: one line per method and control, what it used and every metric.
+
+    >>> print(format_compare([dict(method="none", alpha=float("nan"), layer="-", lss=float("nan"), target_wins=0.2,
+    ...       target_gain=0.0, source_damage=0.0, specificity=float("nan"), forcing=0.1, repetition=0.3,
+    ...       udhr_ppl_self=1.0, udhr_ppl_cross=1.0, seconds=float("nan"))]).splitlines()[2])
+    none                       -     -     -  0.20   +0.0    +0.0     -    0.10   0.30       1       1     -
+    """
+    head = (f"{'method':<22} {'alpha':>5} {'layer':>5} {'LSS':>5} {'wins':>5} {'gain':>6} {'damage':>7} {'spec':>5}"
+            f" {'forcing':>7} {'repeat':>6} {'ppl_s':>7} {'ppl_x':>7} {'sec':>5}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = [_cell(r.get(k), spec) for k, spec in (
+            ("lss", ">5.2f"), ("target_wins", ">5.2f"), ("target_gain", ">+6.1f"), ("source_damage", ">+7.1f"),
+            ("specificity", ">5.2f"), ("forcing", ">7.2f"), ("repetition", ">6.2f"), ("udhr_ppl_self", ">7.3g"),
+            ("udhr_ppl_cross", ">7.3g"), ("seconds", ">5.0f"))]  # a broken model's ratios run to 1e10: 3 digits
+        lines.append(f"{str(r['method'])[:22]:<22} {_cell(r.get('alpha'), '>5.3g')} {str(r.get('layer', '')):>5} "
+                     + " ".join(cells))
+    lines.append("LSS, wins, gain, damage, spec: on the reported cloze facts (as `lss`); forcing: greedy outputs of the"
+                 " neutral prompts detected as the target; repeat: repeated trigrams; ppl_s / ppl_x: UDHR perplexity"
+                 " ratio against no intervention, evaluated in the steered language / in the others; sec: the method"
+                 " with its choice and its control")
+    return "\n".join(lines)

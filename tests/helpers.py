@@ -28,6 +28,21 @@ SENTENCES = {
 }
 
 
+def tiny_run(model_dir: Path, root: Path, langs, top_rate: str = "0.2") -> Path:
+    """``root/run``: ``lens-steer identify`` of a tiny checkpoint over :data:`SENTENCES` of ``langs`` as a
+    ``--corpus files`` folder (``root/corpus``), LAPE keeping ``top_rate`` of the neurons so every language has some."""
+    from lens_steer.cli import main
+
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for code in langs:
+        (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
+    run = root / "run"
+    assert main(["identify", "--model", str(model_dir), "--corpus", "files", "--corpus-path", str(corpus),
+                 "--langs", ",".join(langs), "--out", str(run), "--quiet", "--top-rate", top_rate]) == 0
+    return run
+
+
 def save_tokenizer(directory: Path) -> Path:
     """Train a small byte-level BPE on SENTENCES and save it (an in-memory tokenizer crashes the bridge)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -360,7 +360,28 @@ def test_prompt_methods_ask_in_the_prompt_and_touch_no_activation(tiny_models, s
     assert set(steerer.plan([both])) == set(range(model.cfg.n_layers))  # the source's neurons are still zeroed
 
 
-@pytest.mark.parametrize("bad", ["prompt:", "prompt:fr", "prompt:en*2", "control:prompt:en"])
+def test_prompt_control_names_another_run_language(tiny_models, stats_by_arch):
+    """control:prompt:en scores exactly as the instruction for the language control_language draws (never the
+    target, the same per seed, another for some seed), and refuses to run without the run's languages."""
+    from lens_steer.scoring import score
+    from lens_steer.steer import Steerer, control_language, instruction, instructed
+
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    steerer = Steerer(model, neuron_set(model), stats)
+    drawn = {control_language("fr", seed, LANGS) for seed in range(12)}
+    assert "fr" not in drawn and len(drawn) > 1 and drawn <= set(LANGS)
+    iv = Intervention("fr", "control:prompt:en", seed=3)
+    u = control_language("fr", 3, LANGS)
+    assert control_language("fr", 3, LANGS) == u
+    asked = score(model, ["Le chat"], [[" dort", " sleeps"]], steerer=steerer, interventions=[iv])
+    by_hand = score(model, [instruction(u, "en") + "Le chat"], [[" dort", " sleeps"]])
+    assert torch.equal(asked.logp, by_hand.logp)
+    assert steerer.plan([iv]) == {} and steerer.resid_plan([iv]) == {}
+    with pytest.raises(LensSteerError, match="run's languages"):
+        instructed(["Le chat"], [iv])
+
+
+@pytest.mark.parametrize("bad", ["prompt:", "prompt:fr", "prompt:en*2", "control:control:prompt:en", "control:zero"])
 def test_bad_prompt_methods(bad):
     with pytest.raises(LensSteerError):
         parse_factor(bad)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SENTENCES
+from helpers import SENTENCES, tiny_run
 from lens_steer.cli import main
 from lens_steer.evals import EVAL_COLUMNS
 
@@ -19,13 +19,7 @@ LANGS = ("en", "fr", "ru", "zh")
 
 @pytest.fixture(scope="module")
 def run(tiny_dirs, tmp_path_factory) -> Path:
-    corpus = tmp_path_factory.mktemp("corpus")
-    for code in LANGS:
-        (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
-    run = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["identify", "--model", str(tiny_dirs["llama"]), "--corpus", "files", "--corpus-path", str(corpus),
-                 "--langs", ",".join(LANGS), "--out", str(run), "--quiet", "--top-rate", "0.2"]) == 0
-    return run
+    return tiny_run(tiny_dirs["llama"], tmp_path_factory.mktemp("eval"), LANGS)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

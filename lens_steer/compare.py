@@ -1,0 +1,424 @@
+"""One comparison of steering methods under one set of metrics: the paper's neuron amplification against the methods
+peers use (additive and DiffMean neuron steering, residual DiffMean, asking in the prompt), each next to its control.
+
+For every method, on the same data and model:
+
+* on the **reported** cloze facts (the first ``max_facts`` per source language): LSS, target wins, target gain,
+  source damage and specificity (:mod:`lens_steer.lss`);
+* on the neutral prompts: language-forcing success and repetition (:mod:`lens_steer.forcing`);
+* on the held-out UDHR articles: the perplexity ratio against no intervention, self-language (the evaluated
+  language is the steered one) and cross-language (:mod:`lens_steer.evals`).
+
+A method is a factor of the grammar (:mod:`lens_steer.steer`) or a factor with ``best`` in place of its number:
+``diffmean*best`` chooses the multiple, ``resid:L*best`` the multiple at layer L, ``resid:best*A`` the layer, and
+``resid:best`` both. The choice is made on **held-out** facts (the ``held_out`` facts after the reported ones), with
+the factor rule of :func:`lens_steer.lss.choose_factor` without forcing (LSS above chance, source damage within the
+bound, then the most target wins; within 0.01 the least damage), over at most :data:`MAX_ALPHAS` multiples
+(:data:`BEST_ALPHAS`) and every :data:`LAYER_STRIDE`-rd layer.
+
+Every method gets a control row ``control:<method>`` where the grammar has one: matched random neurons (neuron
+methods), a random direction of the same norm at the same layer (``resid:``), the instruction naming another run
+language (``prompt:``); it uses the method's chosen multiple and layer. The first row, ``none``, is the model without
+intervention (its target wins, forcing and repetition are the baselines).
+
+>>> [m.text for m in parse_methods("p_max, diffmean*best, resid:best")]
+['p_max', 'diffmean*best', 'resid:best']
+>>> [f.text for f in parse_method("diffmean*best").candidates(18)]
+['diffmean*1', 'diffmean*2', 'diffmean*4', 'diffmean*8']
+>>> len(parse_method("resid:best").candidates(18))  # layers 0, 3, ..., 15 x 4 multiples
+24
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lens_steer.errors import LensSteerError
+from lens_steer.steer import Factor, parse_factor
+
+BEST_ALPHAS: dict[str, tuple[float, ...]] = {
+    "stat": (0.5, 1.0, 2.0, 4.0),  # p_max*a: a multiple of the recorded statistic
+    "addmean": (1.0, 2.0, 4.0, 8.0),  # act += a * mean_t
+    "diffmean": (1.0, 2.0, 4.0, 8.0),  # act += a * (mean_t - mean_rest)
+    # resid += a * (mu_t - mu_rest): on Gemma-3-270M the direction is 5-25% of the mean's norm
+    "resid": (1.0, 2.0, 4.0, 8.0),
+    "scale": (2.0, 4.0, 8.0, 16.0),
+    "add": (0.5, 1.0, 2.0, 4.0),
+    "set": (0.5, 1.0, 2.0, 4.0),
+    "test": (0.5, 1.0, 2.0, 4.0),  # testmax*a
+}
+"""The candidate multiples of a ``*best`` method, by factor kind (at most :data:`MAX_ALPHAS`)."""
+MAX_ALPHAS = 4
+LAYER_STRIDE = 3
+COMPARE_COLUMNS = ("method", "factor", "alpha", "layer", "chosen", "lss", "lss_low", "lss_high", "target_wins",
+                   "target_wins_base", "target_gain", "source_damage", "specificity", "forcing", "repetition",
+                   "udhr_ppl_self", "udhr_ppl_cross", "n_pairs", "seconds", "note")
+_BEST = re.compile(r"\bbest\b")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method as typed: a fixed factor, or a factor template whose multiple and/or layer are chosen.
+
+    ``template`` is the factor text with ``{alpha}`` / ``{layer}`` where ``best`` stood.
+    """
+
+    text: str
+    template: str
+    kind: str
+    choose_alpha: bool = False
+    choose_layer: bool = False
+
+    @property
+    def chooses(self) -> bool:
+        return self.choose_alpha or self.choose_layer
+
+    @property
+    def chosen(self) -> str:
+        """What is chosen on held-out facts: ``-``, ``alpha``, ``layer`` or ``layer+alpha``."""
+        return "+".join(w for w, on in (("layer", self.choose_layer), ("alpha", self.choose_alpha)) if on) or "-"
+
+    def factor(self, alpha: float | None = None, layer: int | None = None) -> Factor:
+        if not self.chooses:
+            return parse_factor(self.text)
+        return parse_factor(self.template.format(alpha=_number(alpha), layer=layer))
+
+    @property
+    def alphas(self) -> tuple[float, ...]:
+        return BEST_ALPHAS[self.kind][:MAX_ALPHAS]
+
+    def candidates(self, n_layers: int) -> list[Factor]:
+        """Every factor a ``best`` method may end on (just the factor of a fixed one); :func:`search` measures at
+        most the layers plus the multiples of them."""
+        if not self.chooses:
+            return [self.factor()]
+        alphas = self.alphas if self.choose_alpha else (None,)
+        layers = range(0, n_layers, LAYER_STRIDE) if self.choose_layer else (None,)
+        return [self.factor(a, layer) for layer in layers for a in alphas]
+
+
+def _number(x: float | None) -> str:
+    return "1" if x is None else f"{x:g}"
+
+
+def parse_method(text: str) -> Method:
+    """One method string: a factor of the grammar, or one with ``best`` for its multiple (``diffmean*best``,
+    ``scale:best``) or its layer (``resid:best*4``); ``resid:best`` chooses both. Controls are not methods: every
+    method brings its own.
+
+    >>> m = parse_method("resid:best*4")
+    >>> (m.chosen, m.factor(layer=6).text)
+    ('layer', 'resid:6*4')
+    >>> parse_method("zero*best")
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: cannot compare 'zero*best': best stands for the multiple of a factor that has one (p_max*best, add:mean*best, diffmean*best, scale:best, resid:L*best) or for the layer of resid: (resid:best, resid:best*A)
+    """
+    spec = text.strip()
+    if spec.startswith("control:"):
+        raise LensSteerError(f"cannot compare {text!r}: compare adds each method's control itself; list the method"
+                             f" ({spec.removeprefix('control:')})")
+    if not _BEST.search(spec):
+        factor = parse_factor(spec)
+        return Method(spec, spec, factor.kind)
+    template, choose_layer = spec, False
+    m = re.fullmatch(r"resid:\s*best(\s*\*\s*\S+)?", spec)
+    if m:
+        choose_layer = True
+        template = "resid:{layer}" + (m.group(1) or "*best")
+    choose_alpha = bool(re.search(r"(\*\s*|:\s*)best$", template))
+    template = re.sub(r"(\*\s*|:\s*)best$", r"\g<1>{alpha}", template)
+    try:  # a best left anywhere else, or a stray brace, is no method
+        probe = None if _BEST.search(template) else parse_factor(template.format(alpha="2", layer=0))
+    except (LensSteerError, KeyError, IndexError, ValueError):
+        probe = None
+    if probe is None or probe.control or probe.kind not in BEST_ALPHAS:
+        raise LensSteerError(f"cannot compare {text!r}: best stands for the multiple of a factor that has one"
+                             " (p_max*best, add:mean*best, diffmean*best, scale:best, resid:L*best) or for the layer"
+                             " of resid: (resid:best, resid:best*A)")
+    return Method(spec, template, probe.kind, choose_alpha=choose_alpha, choose_layer=choose_layer)
+
+
+def parse_methods(text: str) -> list[Method]:
+    """A comma-separated list of methods, each once (a repeat is refused: its rows would be ambiguous)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise LensSteerError("no method given; e.g. --methods p_max,diffmean*best,resid:best,prompt:en")
+    seen = [p for i, p in enumerate(parts) if p in parts[:i]]
+    if seen:
+        raise LensSteerError(f"method {seen[0]!r} is listed twice; list each method once")
+    return [parse_method(p) for p in parts]
+
+
+def control_of(factor: Factor) -> Factor | None:
+    """The control the grammar has for a factor (``control:`` + its text), or None (scale, add, set, zero, test-time).
+
+    >>> control_of(parse_factor("diffmean*2")).text, control_of(parse_factor("scale:4"))
+    ('control:diffmean*2', None)
+    """
+    if factor.needs_stats or factor.kind in ("resid", "prompt"):
+        return parse_factor(f"control:{factor.text}")
+    return None
+
+
+_ALPHA_KINDS = ("stat", "addmean", "diffmean", "resid", "scale", "add", "set", "test")
+
+
+def alpha_of(factor: Factor) -> float:
+    """The multiple a method uses (NaN where it has none: prompt, zero, pQ)."""
+    if factor.kind in _ALPHA_KINDS and not (factor.kind == "test" and factor.stat == "quantile"):
+        return float(factor.value)
+    return float("nan")
+
+
+def layer_of(factor: Factor) -> int | str:
+    """The layer a method acts on: L of ``resid:L``, ``all`` for neuron methods, ``-`` for prompting."""
+    if factor.kind == "resid":
+        return int(factor.layer or 0)
+    return "-" if factor.kind == "prompt" else "all"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure pieces: choosing on held-out facts, turning a method's measurements into rows
+# ---------------------------------------------------------------------------------------------------------------
+def choose(rows: Sequence[dict[str, Any]], candidates: Sequence[Factor],
+           damage_bound: float) -> tuple[Factor, str, list[dict[str, Any]]]:
+    """The candidate :func:`lens_steer.lss.choose_factor` picks from held-out LSS rows (no forcing), the reason, and
+    one line per candidate (its held-out mean LSS, target wins and source damage)."""
+    from lens_steer.lss import choose_factor, summarise
+
+    summary = summarise(rows, candidates, damage_bound=damage_bound)
+    best, reason = choose_factor(summary["factors"], candidates, damage_bound)
+    table = [{"factor": f.text, **{k: summary["factors"][f.text][k]
+                                  for k in ("mean_lss", "target_wins", "source_damage", "n_pairs")}}
+             for f in candidates]
+    return next(f for f in candidates if f.text == best), reason, table
+
+
+def search(method: Method, n_layers: int, measure: Callable[[list[Factor]], list[dict[str, Any]]],
+           damage_bound: float) -> tuple[Factor, str, list[dict[str, Any]]]:
+    """Choose a ``best`` method's factor with :func:`choose` on the LSS rows ``measure`` returns for candidates.
+
+    One search over the multiples, or over the layers; ``resid:best`` (both) goes coordinate-wise, so that it
+    measures layers + multiples candidates rather than their product: every :data:`LAYER_STRIDE`-rd layer at the
+    smallest multiple, then every multiple at the layer chosen. The smallest, because larger pushes break the damage
+    bound at most layers of Gemma-3-270M, and a layer chosen among ineligible candidates says little: the layer kept
+    is the one where a small push wins most. The table lists every measured candidate.
+    """
+    if not (method.choose_layer and method.choose_alpha):
+        candidates = method.candidates(n_layers)
+        return choose(measure(candidates), candidates, damage_bound)
+    layers = [method.factor(method.alphas[0], layer) for layer in range(0, n_layers, LAYER_STRIDE)]
+    rows = measure(layers)
+    at_layer, _, first = choose(rows, layers, damage_bound)
+    alphas = [method.factor(a, at_layer.layer) for a in method.alphas]
+    new = [f for f in alphas if f.text != at_layer.text]
+    rows = [r for r in rows if r["factor"] == at_layer.text] + measure(new)
+    best, reason, second = choose(rows, alphas, damage_bound)
+    return best, f"layer {at_layer.layer} (of {len(layers)} candidate layers), then {reason}", first + [
+        r for r in second if r["factor"] != at_layer.text]
+
+
+def ppl_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Perplexity ratios against no intervention from ``eval_ppl`` rows (``nll_macro``): exp of the mean NLL change,
+    over cells whose evaluated language is the intervened one (``self``) or another (``cross``). 1 = unchanged.
+
+    >>> rows = [dict(intervened="none", eval_lang=e, metric="nll_macro", value=1.0) for e in "ab"]
+    >>> rows += [dict(intervened="a", eval_lang=e, metric="nll_macro", value=v) for e, v in (("a", 1.5), ("b", 1.0))]
+    >>> {k: round(v, 3) for k, v in ppl_ratios(rows).items()}
+    {'self': 1.649, 'cross': 1.0}
+    """
+    nll = [r for r in rows if r["metric"] == "nll_macro"]
+    base = {r["eval_lang"]: r["value"] for r in nll if r["intervened"] == "none"}
+    deltas: dict[str, list[float]] = {"self": [], "cross": []}
+    for r in nll:
+        if r["intervened"] != "none" and r["eval_lang"] in base:
+            deltas["self" if r["eval_lang"] == r["intervened"] else "cross"].append(r["value"] - base[r["eval_lang"]])
+    return {k: math.exp(sum(v) / len(v)) if v else float("nan") for k, v in deltas.items()}
+
+
+def method_row(text: str, factor: Factor, chosen: str, entry: dict[str, Any], ppl: dict[str, float],
+               seconds: float, note: str = "") -> dict[str, Any]:
+    """One ``compare.csv`` row from a factor's LSS summary entry (:func:`lens_steer.lss.summarise`, with forcing)."""
+    get = (lambda k: entry.get(k, float("nan")))  # noqa: E731
+    return {"method": text, "factor": factor.text, "alpha": alpha_of(factor), "layer": layer_of(factor),
+            "chosen": chosen, "lss": get("mean_lss"), "lss_low": get("ci_low"), "lss_high": get("ci_high"),
+            "target_wins": get("target_wins"), "target_wins_base": get("target_wins_base"),
+            "target_gain": get("target_gain"), "source_damage": get("source_damage"),
+            "specificity": get("specificity"), "forcing": get("forcing"), "repetition": get("repetition"),
+            "udhr_ppl_self": ppl.get("self", float("nan")), "udhr_ppl_cross": ppl.get("cross", float("nan")),
+            "n_pairs": entry.get("n_pairs", 0), "seconds": seconds, "note": note}
+
+
+def baseline_row(lss_entry: dict[str, Any], forcing_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``none`` row: no intervention. Its target wins, forcing and repetition are the baselines the methods
+    are measured against; gain, damage and the perplexity ratios are 0 and 1 by definition."""
+    scored = [r for r in forcing_rows if r["n"]]
+    mean = (lambda k: sum(r[k] for r in scored) / len(scored) if scored else float("nan"))  # noqa: E731
+    return {"method": "none", "factor": "-", "alpha": float("nan"), "layer": "-", "chosen": "-",
+            "target_wins": lss_entry.get("target_wins_base", float("nan")),
+            "target_wins_base": lss_entry.get("target_wins_base", float("nan")), "target_gain": 0.0,
+            "source_damage": 0.0, "forcing": mean("baseline_strict"), "repetition": mean("baseline_repetition"),
+            "udhr_ppl_self": 1.0, "udhr_ppl_cross": 1.0, "n_pairs": lss_entry.get("n_pairs", 0),
+            "seconds": float("nan"), "note": "no intervention"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The comparison of a run directory: what `lens-steer compare` does, as a config + function pair
+# ---------------------------------------------------------------------------------------------------------------
+DEFAULT_METHODS = "p_max,add:mean*best,diffmean*best,resid:best,prompt:en,prompt:native"
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything ``lens-steer compare`` takes besides the run. Checked when built: a bad method, detector or size
+    fails before any model work.
+
+    ``max_facts`` reported facts per source; ``held_out`` facts after them for the ``best`` choices (None: as many
+    as reported); ``forcing_prompts`` neutral prompts per prompt language (of 3); ``seeds`` matched random draws per
+    control; ``ppl_articles`` held-out UDHR paragraphs per language for the perplexity ratios. The defaults keep
+    4 languages x 10 facts with the default methods within 10 minutes on a 2-core CPU.
+    """
+
+    methods: str = DEFAULT_METHODS
+    langs: str | None = None
+    cloze: str = "cldr"
+    cloze_path: str | None = None
+    max_facts: int = 10
+    held_out: int | None = None
+    forcing_tokens: int = 20
+    forcing_prompts: int = 1
+    seeds: int = 1
+    ppl_articles: int = 1
+    damage_bound: float = 10.0
+    detector: str = "cld2"
+    join: str = "auto"
+    batch_size: int = 32
+    forcing_batch_size: int = 64  # generation and perplexity: 64 is ~20% faster than 16 on the 2-core CPU
+    progress: bool = True
+    parsed: list[Method] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from lens_steer.lid import get_detector
+
+        object.__setattr__(self, "parsed", parse_methods(self.methods))
+        get_detector(self.detector)
+        for name in ("max_facts", "forcing_tokens", "forcing_prompts", "seeds", "ppl_articles"):
+            if getattr(self, name) < 1:
+                raise LensSteerError(f"{name.replace('_', '-')} must be >= 1, not {getattr(self, name)}")
+        if self.held_out is not None and self.held_out < 1:
+            raise LensSteerError(f"held-out facts must be >= 1, not {self.held_out}")
+
+
+@dataclass
+class CompareResult:
+    rows: list[dict[str, Any]]  # compare.csv
+    summary: dict[str, Any]  # compare_summary.json
+    files: list[Any]
+
+
+def split_facts(facts: dict[str, list[Any]], n_report: int, n_held: int) -> tuple[dict[str, list[Any]],
+                                                                                   dict[str, list[Any]]]:
+    """Per source, the first ``n_report`` facts (reported) and the ``n_held`` after them (held out for choices).
+
+    >>> split_facts({"en": list(range(5))}, 2, 2)
+    ({'en': [0, 1]}, {'en': [2, 3]})
+    """
+    return ({s: v[:n_report] for s, v in facts.items()}, {s: v[n_report:n_report + n_held] for s, v in facts.items()})
+
+
+def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> CompareResult:
+    """Compare the methods of ``config`` on a run directory; writes ``compare.csv`` and ``compare_summary.json``."""
+    from lens_steer.cloze import load_cloze
+    from lens_steer.distributed import barrier, current
+    from lens_steer.evals import eval_ppl, settings
+    from lens_steer.evals.data import load_udhr_eval
+    from lens_steer.forcing import NEUTRAL_PROMPTS, run_forcing
+    from lens_steer.lid import get_detector
+    from lens_steer.lss import lss_languages, run_lss, summarise
+    from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY
+    from lens_steer.steer import Steerer
+
+    methods, detector = config.parsed, get_detector(config.detector)
+    neurons, stats = run.neurons(), run.stats()
+    langs = lss_languages(neurons, config.langs, config.cloze)
+    cloze = load_cloze(config.cloze, langs, path=config.cloze_path)
+    every = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
+    n_held = config.held_out or config.max_facts
+    reported, held = split_facts(every, config.max_facts, n_held)
+    choosers = [m for m in methods if m.chooses]
+    if choosers and not any(held.values()):
+        raise LensSteerError(f"no held-out facts to choose {choosers[0].text} on: the cloze has at most"
+                             f" {max(map(len, every.values()), default=0)} facts per language; lower --max-facts")
+    if any(m.kind == "resid" for m in methods):
+        stats.resid_mean()  # a run recorded before residual means existed: one line, before the model loads
+    texts = load_udhr_eval(langs, limit=config.ppl_articles)
+    targets = [t for t in langs if neurons.totals().get(t, 0)]
+    prompts = {s: ps[:config.forcing_prompts] for s, ps in NEUTRAL_PROMPTS.items()}
+    model = run.model(load)
+    n_layers = model.site.n_layers
+    for m in methods:  # a layer out of range fails before any scoring
+        for f in m.candidates(n_layers):
+            if f.kind == "resid" and not 0 <= int(f.layer or 0) < n_layers:
+                raise LensSteerError(f"{m.text}: layer {f.layer} is out of range: this model has layers"
+                                     f" 0..{n_layers - 1}")
+    steerer = Steerer(model, neurons, stats)
+    world = current()
+    progress = config.progress and world.main
+    lss_kw = dict(batch_size=config.batch_size, join=config.join, progress=False)
+    # The perplexity baseline once; each method's settings are then only its intervened ones.
+    base_ppl = eval_ppl("udhr-ppl", model, steerer, texts, settings(None, targets), "-",
+                        batch_size=config.forcing_batch_size)
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    baseline: dict[str, Any] | None = None
+    for i, method in enumerate(methods):
+        start = time.perf_counter()
+        if progress:
+            print(f"[{i + 1}/{len(methods)}] {method.text}", flush=True)
+        detail: dict[str, Any] = {"chosen": method.chosen}
+        if method.chooses:
+            factor, reason, table = search(
+                method, n_layers, lambda fs: run_lss(model, neurons, stats, held, langs, fs, n_seeds=1, **lss_kw),
+                config.damage_bound)
+            detail.update(factor=factor.text, reason=reason, candidates=table)
+        else:
+            factor = method.factor()
+            detail["factor"] = factor.text
+        control = control_of(factor)
+        factors = [factor] + ([control] if control is not None else [])
+        lss_rows = run_lss(model, neurons, stats, reported, langs, factors, n_seeds=config.seeds, **lss_kw)
+        forcing_rows, _ = run_forcing(model, steerer, targets, factors, detector, prompts=prompts,
+                                      max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size)
+        entries = summarise(lss_rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)["factors"]
+        ppl = {f.text: ppl_ratios(base_ppl + eval_ppl("udhr-ppl", model, steerer, texts, settings(f, targets)[1:],
+                                                       f.text, batch_size=config.forcing_batch_size))
+               for f in factors}
+        seconds = time.perf_counter() - start
+        if baseline is None:
+            baseline = baseline_row(entries[factor.text], [r for r in forcing_rows if r["factor"] == factor.text])
+            rows.append(baseline)
+        note = "" if control is not None else "no control in the grammar for this kind"
+        rows.append(method_row(method.text, factor, method.chosen, entries[factor.text], ppl[factor.text], seconds,
+                               note))
+        if control is not None:
+            rows.append(method_row(f"control:{method.text}", control, method.chosen, entries[control.text],
+                                   ppl[control.text], float("nan"), f"seeds: {config.seeds}"))
+        detail["seconds"] = seconds
+        details[method.text] = detail
+    summary = {"languages": langs, "targets": targets, "cloze": cloze.name,
+               "n_facts": {s: len(v) for s, v in reported.items()}, "n_held_out": {s: len(v) for s, v in held.items()},
+               "seeds": config.seeds, "forcing_tokens": config.forcing_tokens,
+               "forcing_prompts": sum(map(len, prompts.values())), "ppl_articles": config.ppl_articles,
+               "damage_bound": config.damage_bound, "best_alphas": {k: list(v) for k, v in BEST_ALPHAS.items()},
+               "layer_stride": LAYER_STRIDE, "methods": details, "model": model.placement(), "world_size": world.size}
+    files = []
+    if world.main:
+        files = [run.write_csv(COMPARE_CSV, rows, COMPARE_COLUMNS), run.write_json(COMPARE_SUMMARY, summary)]
+    barrier()
+    return CompareResult(rows, summary, files)

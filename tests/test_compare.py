@@ -1,0 +1,259 @@
+"""`lens-steer compare`: the method grammar, the held-out choice, the table round trip, and every bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from helpers import SENTENCES, tiny_run
+from lens_steer.cli import main
+from lens_steer.compare import (COMPARE_COLUMNS, LAYER_STRIDE, CompareConfig, Method, control_of, parse_method,
+                                parse_methods, ppl_ratios, search, split_facts)
+from lens_steer.errors import LensSteerError
+from lens_steer.steer import parse_factor
+
+LANGS = ("en", "fr", "ru", "zh")
+METHODS = "p_max,diffmean*best,resid:best,prompt:en,scale:2"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The method grammar (no model)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,chosen,factor", [
+    ("p_max", "-", "p_max"), ("diffmean*4", "-", "diffmean*4"), ("prompt:native", "-", "prompt:native"),
+    ("diffmean*best", "alpha", "diffmean*2"), ("add:mean*best", "alpha", "add:mean*2"),
+    ("p_max*best", "alpha", "p_max*2"),
+    ("scale:best", "alpha", "scale:2"), ("resid:3*best", "alpha", "resid:3*2"), ("resid:best*4", "layer", "resid:6*4"),
+    ("resid:best", "layer+alpha", "resid:6*2"), ("testmax*best", "alpha", "testmax*2"),
+])
+def test_methods_parse(text, chosen, factor):
+    m = parse_method(text)
+    assert m.text == text and m.chosen == chosen
+    assert m.factor(alpha=2.0, layer=6).text == factor
+
+
+def test_candidates_are_bounded():
+    assert [f.value for f in parse_method("diffmean*best").candidates(18)] == [1.0, 2.0, 4.0, 8.0]
+    grid = parse_method("resid:best").candidates(18)
+    assert sorted({f.layer for f in grid}) == list(range(0, 18, LAYER_STRIDE)) and len(grid) == 6 * 4
+    assert [f.layer for f in parse_method("resid:best*4").candidates(7)] == [0, 3, 6]
+    assert [f.text for f in parse_method("p_max").candidates(18)] == ["p_max"]
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("control:p_max", "adds each method's control itself"), ("zero*best", "best stands for"),
+    ("prompt:best", "best stands for"), ("p_max*bestest", "cannot parse factor"), ("best", "best stands for"),
+    ("p_max*best*2", "best stands for"), ("resid:best:best", "best stands for"), ("{alpha}*best", "best stands for"),
+    ("p_maximum", "cannot parse factor"), ("p_max,p_max", "listed twice"), (" , ", "no method given"),
+])
+def test_bad_methods_are_one_error(bad, message):
+    with pytest.raises(LensSteerError, match=message):
+        parse_methods(bad)
+
+
+def test_controls_follow_the_grammar():
+    assert control_of(parse_factor("p_max*2")).text == "control:p_max*2"
+    assert control_of(parse_factor("resid:3*4")).text == "control:resid:3*4"
+    assert control_of(parse_factor("prompt:en")).text == "control:prompt:en"
+    assert control_of(parse_factor("scale:2")) is None and control_of(parse_factor("zero")) is None
+
+
+def test_held_out_facts_follow_the_reported_ones():
+    facts = {"en": list(range(30)), "fr": list(range(5))}
+    reported, held = split_facts(facts, 10, 10)
+    assert reported["en"] == list(range(10)) and held["en"] == list(range(10, 20))
+    assert reported["fr"] == list(range(5)) and held["fr"] == []
+    assert not set(reported["en"]) & set(held["en"])
+
+
+def _fake_rows(factors, best_layer=6, best_alpha=4.0):
+    """Held-out LSS rows whose target wins peak at (best_layer, best_alpha): what run_lss returns, in small."""
+    rows = []
+    for f in factors:
+        wins = 1.0 - 0.1 * abs((f.layer or 0) - best_layer) - 0.05 * abs(math.log2(f.value / best_alpha))
+        rows.append({"factor": f.text, "layers": "all", "lss": 0.9, "target_wins": wins, "source_damage": -1.0,
+                     "target_gain": 1.0, "mean_shift": 1.0, "target_wins_base": 0.1, "chance": 0.25,
+                     "specificity": 0.2})
+    return rows
+
+
+def test_resid_best_searches_layers_then_multiples():
+    """resid:best measures every 3rd layer at the smallest multiple, then the multiples at the chosen layer:
+    layers + multiples - 1 candidates (not their product), and ends on the best of both."""
+    measured: list[list[str]] = []
+
+    def measure(factors):
+        measured.append([f.text for f in factors])
+        return _fake_rows(factors, best_layer=6, best_alpha=2.0)
+
+    best, reason, table = search(parse_method("resid:best"), 18, measure, damage_bound=10.0)
+    assert measured[0] == [f"resid:{layer}*1" for layer in range(0, 18, 3)]
+    assert measured[1] == ["resid:6*2", "resid:6*4", "resid:6*8"]
+    assert best.text == "resid:6*2" and "layer 6" in reason
+    assert [r["factor"] for r in table] == measured[0] + measured[1]
+
+
+def test_a_choice_respects_the_damage_bound():
+    def measure(factors):
+        rows = _fake_rows(factors, best_alpha=8.0)
+        for r in rows:
+            r["source_damage"] = -20.0 if r["factor"].endswith("*8") else -1.0
+        return rows
+
+    best, _, _ = search(parse_method("diffmean*best"), 4, measure, damage_bound=10.0)
+    assert best.text == "diffmean*4"  # *8 wins most but damages beyond the bound
+
+
+def test_ppl_ratios_by_hand():
+    rows = [dict(intervened="none", eval_lang=e, metric="nll_macro", value=v) for e, v in (("a", 2.0), ("b", 3.0))]
+    rows += [dict(intervened="a", eval_lang="a", metric="nll_macro", value=2.5),
+             dict(intervened="a", eval_lang="b", metric="nll_macro", value=3.1),
+             dict(intervened="b", eval_lang="a", metric="nll_macro", value=2.3),
+             dict(intervened="a", eval_lang="a", metric="ppl_macro", value=99.0)]
+    got = ppl_ratios(rows)
+    assert got["self"] == pytest.approx(math.exp(0.5))
+    assert got["cross"] == pytest.approx(math.exp((0.1 + 0.3) / 2))
+
+
+def test_config_checks_itself():
+    with pytest.raises(LensSteerError, match="detector"):
+        CompareConfig(methods="p_max", detector="nope")
+    with pytest.raises(LensSteerError, match="seeds"):
+        CompareConfig(methods="p_max", seeds=0)
+    assert [m.text for m in CompareConfig().parsed][:2] == ["p_max", "add:mean*best"]
+    assert isinstance(CompareConfig(methods="resid:best").parsed[0], Method)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On a tiny model
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tiny_dirs, tmp_path_factory) -> Path:
+    return tiny_run(tiny_dirs["llama"], tmp_path_factory.mktemp("compare"), LANGS)
+
+
+@pytest.fixture
+def udhr(monkeypatch):
+    """A UDHR-shaped stand-in (our own sentences): the tests never need the real declaration."""
+    from lens_steer.evals import data
+
+    monkeypatch.setattr(data, "load_udhr_eval", lambda langs, limit=None: {c: SENTENCES[c][:limit] for c in langs})
+
+
+COMPARE = ["--langs", "en,fr,ru", "--max-facts", "2", "--held-out-facts", "2", "--forcing-tokens", "3", "--quiet"]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == COMPARE_COLUMNS
+        return list(reader)
+
+
+@pytest.fixture(scope="module")
+def compared(run, tiny_dirs):
+    """One comparison of five methods on the tiny run (the UDHR stand-in patched for the module)."""
+    from lens_steer.evals import data
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(data, "load_udhr_eval", lambda langs, limit=None: {c: SENTENCES[c][:limit] for c in langs})
+    try:
+        assert main(["compare", str(run), "--methods", METHODS, *COMPARE]) == 0
+    finally:
+        mp.undo()
+    return run
+
+
+def test_compare_table_round_trips(compared):
+    from lens_steer.plots import read_table
+
+    rows = _csv(compared / "compare.csv")
+    assert [r["method"] for r in rows] == ["none", "p_max", "control:p_max", "diffmean*best", "control:diffmean*best",
+                                           "resid:best", "control:resid:best", "prompt:en", "control:prompt:en",
+                                           "scale:2"]
+    by = {r["method"]: r for r in rows}
+    for method in ("p_max", "diffmean*best", "resid:best", "prompt:en"):
+        assert by[f"control:{method}"]["factor"] == f"control:{by[method]['factor']}"
+        assert by[f"control:{method}"]["alpha"] == by[method]["alpha"]
+        assert by[f"control:{method}"]["layer"] == by[method]["layer"]
+    assert by["diffmean*best"]["factor"] in {f"diffmean*{a}" for a in ("1", "2", "4", "8")}
+    assert float(by["diffmean*best"]["alpha"]) == parse_factor(by["diffmean*best"]["factor"]).value
+    assert by["resid:best"]["layer"] == "0" and by["resid:best"]["chosen"] == "layer+alpha"  # 2 layers: only 0
+    assert by["p_max"]["layer"] == "all" and by["prompt:en"]["layer"] == "-" and by["prompt:en"]["alpha"] == ""
+    assert by["scale:2"]["note"] and by["none"]["udhr_ppl_self"] == "1"
+    for r in rows[1:]:
+        assert 0 <= float(r["lss"]) <= 1 and 0 <= float(r["forcing"]) <= 1 and float(r["udhr_ppl_self"]) > 0
+    frame = read_table(compared / "compare.csv")  # what the report and figures read
+    assert list(frame["method"]) == [r["method"] for r in rows]
+    summary = json.loads((compared / "compare_summary.json").read_text())
+    assert summary["n_facts"] == {"en": 2, "fr": 2, "ru": 2} and summary["n_held_out"] == {"en": 2, "fr": 2, "ru": 2}
+    chosen = summary["methods"]["diffmean*best"]
+    assert chosen["factor"] == by["diffmean*best"]["factor"] and len(chosen["candidates"]) == 4
+    assert "candidates" not in summary["methods"]["p_max"]
+
+
+def test_compare_numbers_are_the_lss_numbers(compared, tmp_path, udhr):
+    """A method's LSS, wins, gain and damage are exactly what `lss` reports for its factor on the same facts."""
+    import shutil
+
+    rows = {r["method"]: r for r in _csv(compared / "compare.csv")}
+    factor = rows["diffmean*best"]["factor"]
+    copy = tmp_path / "run"
+    shutil.copytree(compared, copy, ignore=shutil.ignore_patterns("partial"))
+    assert main(["lss", str(copy), "--langs", "en,fr,ru", "--max-facts", "2", "--factors", factor, "--quiet"]) == 0
+    summary = json.loads((copy / "lss_summary.json").read_text())["factors"][factor]
+    for col, key in (("lss", "mean_lss"), ("target_wins", "target_wins"), ("target_gain", "target_gain"),
+                     ("source_damage", "source_damage")):
+        assert float(rows["diffmean*best"][col]) == pytest.approx(summary[key], rel=1e-5, abs=1e-9), col
+
+
+def test_compare_figure_and_report(compared):
+    from lens_steer.report import build_report, run_figures
+
+    fig = run_figures(compared)["compare_methods"]
+    names = [t.name for t in fig.data]
+    assert names[0] == "none" and "resid:best" in names and "resid:best (control)" in names
+    html = build_report(compared).read_text(encoding="utf-8")
+    assert "Steering methods compared" in html and "Chosen on held-out facts" in html
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("control:p_max", "adds each method's control itself"), ("zero*best", "best stands for"),
+    ("p_maximum", "cannot parse factor"), ("resid:9*2", "out of range"),
+])
+def test_bad_methods_are_one_line_and_write_nothing(run, udhr, capsys, bad, message, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("partial", "compare*"))
+    capsys.readouterr()
+    assert main(["compare", str(copy), "--methods", f"p_max,{bad}", *COMPARE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (copy / "compare.csv").exists()
+
+
+def test_runs_without_residual_means_refuse_resid_methods(run, udhr, capsys, tmp_path):
+    import shutil
+
+    from lens_steer.stats import Stats
+
+    copy = tmp_path / "old"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("partial", "compare*"))
+    s = Stats.load(copy)
+    Stats(s.over_zero, s.n_tokens, s.n_sentences, s.act_sum, s.act_sqsum, s.sent_means, s.manifest).save(copy)
+    capsys.readouterr()
+    assert main(["compare", str(copy), "--methods", "p_max,resid:best", *COMPARE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "record the run again" in err
+    assert not (copy / "compare.csv").exists()
+
+
+def test_no_held_out_facts_is_one_line(run, udhr, capsys):
+    assert main(["compare", str(run), "--methods", "diffmean*best", "--langs", "en,fr", "--max-facts", "500",
+                 "--quiet"]) == 2
+    assert "no held-out facts" in capsys.readouterr().err
