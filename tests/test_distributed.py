@@ -196,6 +196,28 @@ def test_sweeps_under_torchrun_equal_one_process(runs, tmp_path):
     assert n_gen == len((multi / "generations.jsonl").read_text().splitlines())  # rank 0 alone appends
 
 
+@pytest.mark.udhr  # the perplexity ratios read the embedded UDHR (the subprocesses cannot be monkeypatched)
+def test_compare_under_torchrun_equals_one_process(runs, tmp_path):
+    """compare deals its LSS rows, generations and perplexity batches to 2 ranks; rank 0 writes the table one
+    process writes (the held-out choices included), apart from the seconds."""
+    import shutil
+
+    root, _ = runs
+    args = ["--methods", "p_max,diffmean*best,resid:best,prompt:en", "--langs", "en,fr,ru", "--max-facts", "2",
+            "--held-out-facts", "2", "--forcing-tokens", "3", "--quiet"]
+    for name in ("single", "multi"):
+        shutil.copytree(root / "one", tmp_path / name, ignore=shutil.ignore_patterns("partial"))
+    assert main(["compare", str(tmp_path / "single"), *args]) == 0
+    done = _torchrun(tmp_path, "-m", "lens_steer.cli", "compare", str(tmp_path / "multi"), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ([{k: v for k, v in r.items() if k != "seconds"} for r in _csv(tmp_path / d / "compare.csv")]
+                for d in ("single", "multi"))
+    _same_table(one, two, exact=("method", "factor", "alpha", "layer", "chosen", "n_pairs", "note"))
+    s1, s2 = (json.loads((tmp_path / d / "compare_summary.json").read_text()) for d in ("single", "multi"))
+    assert s1["world_size"] == 1 and s2["world_size"] == 2
+    assert [m["factor"] for m in s1["methods"].values()] == [m["factor"] for m in s2["methods"].values()]
+
+
 def test_bad_shard_and_merge_input_are_one_line_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["identify", "--out", str(out), "--shard", "2/2"]) == 2
