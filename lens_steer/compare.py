@@ -370,6 +370,9 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
     steerer = Steerer(model, neurons, stats)
     world = current()
     progress = config.progress and world.main
+    # Each fact set's baseline scores once for every method (run_lss reuses them: the same numbers).
+    held_base: dict[str, Any] = {}
+    reported_base: dict[str, Any] = {}
     lss_kw = dict(batch_size=config.batch_size, join=config.join, progress=False)
     # The perplexity baseline once; each method's settings are then only its intervened ones.
     base_ppl = eval_ppl("udhr-ppl", model, steerer, texts, settings(None, targets), "-",
@@ -384,15 +387,16 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
         detail: dict[str, Any] = {"chosen": method.chosen}
         if method.chooses:
             factor, reason, table = search(
-                method, n_layers, lambda fs: run_lss(model, neurons, stats, held, langs, fs, n_seeds=1, **lss_kw),
-                config.damage_bound)
+                method, n_layers, lambda fs: run_lss(model, neurons, stats, held, langs, fs, n_seeds=1,
+                                                     baselines=held_base, **lss_kw), config.damage_bound)
             detail.update(factor=factor.text, reason=reason, candidates=table)
         else:
             factor = method.factor()
             detail["factor"] = factor.text
         control = control_of(factor)
         factors = [factor] + ([control] if control is not None else [])
-        lss_rows = run_lss(model, neurons, stats, reported, langs, factors, n_seeds=config.seeds, **lss_kw)
+        lss_rows = run_lss(model, neurons, stats, reported, langs, factors, n_seeds=config.seeds,
+                           baselines=reported_base, **lss_kw)
         forcing_rows, _ = run_forcing(model, steerer, targets, factors, detector, prompts=prompts,
                                       max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size)
         entries = summarise(lss_rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)["factors"]

@@ -114,7 +114,8 @@ def win_stats(base_norm: Tensor, int_norm: Tensor, base: Tensor, steered: Tensor
 def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: dict[str, Sequence[Fact]],
             languages: Sequence[str], factors: Sequence[Factor], *, per_layer: bool | Sequence[str] = False,
             batch_size: int = 32, n_seeds: int = CONTROL_SEEDS, join: str = "auto",
-            progress: bool = True, ranks_out: list[int] | None = None) -> list[dict[str, Any]]:
+            progress: bool = True, ranks_out: list[int] | None = None,
+            baselines: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """LSS rows for every factor (and layer setting), source and target != source.
 
     Args:
@@ -127,6 +128,9 @@ def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: di
         join: how a prompt and its answers are joined (:func:`lens_steer.languages.separator`): ``auto`` (one
             space iff the prompt's language writes spaces, the same for every answer) or ``reference`` (one space).
         ranks_out: if given, filled with the number of rows each rank scored (one entry without torchrun).
+        baselines: a dict kept between calls on the same facts (``lens-steer compare`` scores several factor lists
+            on one fact set): each source's unintervened scores are computed once and reused while its facts,
+            languages and targets are the same (the same numbers: a baseline does not depend on the factors).
 
     A target without neurons gets rows with an empty ``lss`` and a note: it is in no mean, interval or choice.
     """
@@ -144,9 +148,13 @@ def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: di
     targets = {s: [t for t in languages if t != s and t not in empty] for s in sources}
     # Under torchrun the baselines (each source's once) and then the sweep rows are dealt to the ranks, most costly
     # first; every unit runs on the shapes one process would use, so the rows are the same wherever they ran.
-    baselines, _ = run_dealt(sources, [len(facts[s]) * len(languages) for s in sources], lambda s: _Source.score(
+    known = baselines if baselines is not None else {}
+    todo = [s for s in sources if not (s in known and known[s].items == list(facts[s])
+                                       and known[s].languages == list(languages) and known[s].targets == targets[s])]
+    scored, _ = run_dealt(todo, [len(facts[s]) * len(languages) for s in todo], lambda s: _Source.score(
         model, s, list(facts[s]), languages, targets[s], join, batch_size))
-    src_of = dict(zip(sources, baselines))
+    known.update(zip(todo, scored))
+    src_of = {s: known[s] for s in sources}
     work = [(s, f, layers) for s in sources for f in factors for layers in layer_settings(f)]
     bar = tqdm(total=len(work), desc="LSS", disable=not progress)
 

@@ -486,22 +486,18 @@ def gain_damage(lss: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figure:
     return _style(fig, "Target gain against source damage, per factor", height=480, width=720)
 
 
-def _joined_labels(points: pd.DataFrame, near: tuple[float, float] = (0.1, 0.05)) -> dict[str, str]:
-    """Point labels that do not print over each other: methods within ``near`` of an earlier one (x as a share of
-    the x span, 0 included; y in its own units) share its label ("prompt:en, prompt:native") and show none of their
-    own.
+def _joined_labels(points: pd.DataFrame, dx: float, dy: float = 0.05) -> dict[str, str]:
+    """Point labels that do not print over each other: methods within ``dx`` and ``dy`` of an earlier one share its
+    label ("prompt:en, prompt:native") and show none of their own.
 
     >>> _joined_labels(pd.DataFrame({"source_damage": [0.1, 0.2, -4.0], "forcing": [0.0, 0.0, 0.6]},
-    ...                             index=["prompt:en", "prompt:native", "p_max"]))
+    ...                             index=["prompt:en", "prompt:native", "p_max"]), dx=0.5)
     {'prompt:en': 'prompt:en, prompt:native', 'prompt:native': '', 'p_max': 'p_max'}
     """
     labels: dict[str, str] = {}
     anchors: list[tuple[str, float, float]] = []
-    xs = points.iloc[:, 0].dropna()
-    span = max(float(xs.max()), 0.0) - min(float(xs.min()), 0.0) if len(xs) else 0.0
-    dx = near[0] * span or near[0]
     for name, (x, y) in zip(points.index, points.itertuples(index=False)):
-        hit = next((a for a, ax, ay in anchors if abs(x - ax) < dx and abs(y - ay) < near[1]), None)
+        hit = next((a for a, ax, ay in anchors if abs(x - ax) < dx and abs(y - ay) < dy), None)
         if hit is None:
             anchors.append((name, x, y))
             labels[name] = name
@@ -543,7 +539,9 @@ def compare_methods(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figu
                                  marker=dict(symbol="x", size=12, color="black"),
                                  hovertemplate="no intervention<br>forcing %{y:.2f}<extra></extra>"))
     methods = [m for m in frame["method"] if m != "none" and not m.startswith("control:")]
-    labels = _joined_labels(frame.set_index("method").loc[methods, ["source_damage", "forcing"]])
+    # a tenth of the x span (0 included) apart, or their labels overlap
+    labels = _joined_labels(frame.set_index("method").loc[methods, ["source_damage", "forcing"]],
+                            dx=0.1 * (hi - lo) or 0.1)
     for i, m in enumerate(methods):
         colour = DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]
         r = frame[frame["method"] == m].iloc[0]

@@ -122,3 +122,32 @@ def test_lss_batch_1_equals_batch_32_and_files(tiny_models, tmp_path):
     assert table[0]["factor"] == "set:3"
     assert all((r["lss"] == "") == (r["target"] == "ru") for r in table)  # skipped targets: empty, not 0
     assert json.loads((tmp_path / "lss_summary.json").read_text())["best_factor"] in ("set:3", "zero")
+
+
+def test_kept_baselines_are_scored_once_and_change_nothing(tiny_models, monkeypatch):
+    """run_lss(baselines=cache) scores each source's baseline on the first call only and gives the rows of a call
+    without the cache; other facts for a source are scored again (the cache never answers for different facts)."""
+    import lens_steer.lss as lss_module
+
+    model = tiny_models["qwen2"]
+    d = model.cfg.d_mlp
+    neurons = NeuronSet(LANGS, {c: [[1 + i, 2 + i], [3 + i]] for i, c in enumerate(LANGS)}, 2, d)
+    scored: list[str] = []
+    real = lss_module._Source.score.__func__
+
+    def counting(cls, model, s, *args):
+        scored.append(s)
+        return real(cls, model, s, *args)
+
+    monkeypatch.setattr(lss_module._Source, "score", classmethod(counting))
+    cache: dict = {}
+    first = run_lss(model, neurons, None, facts(), LANGS, [parse_factor("set:3")], baselines=cache, progress=False)
+    second = run_lss(model, neurons, None, facts(), LANGS, [parse_factor("zero"), parse_factor("set:3")],
+                     baselines=cache, progress=False)
+    assert scored == LANGS  # the second call reused all three
+    plain = run_lss(model, neurons, None, facts(), LANGS, [parse_factor("zero"), parse_factor("set:3")],
+                    progress=False)
+    assert second == plain and [r for r in second if r["factor"] == "set:3"] == first
+    fewer = {s: v[:2] for s, v in facts().items()}
+    run_lss(model, neurons, None, fewer, LANGS, [parse_factor("zero")], baselines=cache, progress=False)
+    assert scored == LANGS + LANGS + LANGS  # the plain call scored again, and so did the other facts
