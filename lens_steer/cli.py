@@ -39,15 +39,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         with quiet:  # every rank computes; rank 0 alone prints
             return HANDLERS[args.command](args)
     except LensSteerError as exc:
+        end_progress_bars()
         if world.main:  # every rank stops with the same error; one of them says it
             print(f"lens-steer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lens-steer: interrupted; finished languages are kept and a rerun resumes", file=sys.stderr)
+        end_progress_bars()
+        if world.main:
+            print(f"lens-steer: interrupted; {interrupted_message(args)}", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = formatwarning
         distributed.shutdown()
+
+
+def end_progress_bars() -> None:
+    """Close every progress bar still on screen, so the line printed next starts a line of its own.
+
+    Why: a tqdm bar redraws its line with a carriage return and no newline; an error raised under it would be
+    printed after the bar's last frame (and the bar, closed later by the garbage collector, redrawn below it).
+    Closing a bar ends its line (leave=True) or clears it (leave=False); innermost (highest position) first.
+    """
+    std = sys.modules.get("tqdm.std")  # no bar can be open if tqdm was never imported
+    if std is None:
+        return
+    for bar in sorted(list(std.tqdm._instances), key=lambda b: -abs(getattr(b, "pos", 0))):
+        bar.close()
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind and what a rerun does (:data:`INTERRUPTED`, filled from args)."""
+    return INTERRUPTED[args.command].format(**vars(args))
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' signature
@@ -139,7 +161,7 @@ def _steer(args: argparse.Namespace) -> int:
 
     config = SteerConfig(to=args.to, factor=args.factor, layers=args.layers, positions=args.positions,
                          deactivate=args.deactivate, max_new_tokens=args.max_new_tokens, detector=args.detector,
-                         chat_template=args.chat_template)
+                         chat_template=args.chat_template, max_prompt_tokens=args.max_prompt_tokens)
     records, path = steer_for_run(Run(args.run_dir), args.prompt, config, _load(args))
     print(format_steer(args.prompt, records))
     print(f"appended to {path}")
@@ -151,7 +173,7 @@ def _forcing(args: argparse.Namespace) -> int:
 
     config = ForcingConfig(targets=args.targets, factors=args.factors, detector=args.detector,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           chat_template=args.chat_template)
+                           chat_template=args.chat_template, progress=not args.quiet)
     result = forcing_for_run(Run(args.run_dir), config, _load(args))
     if result.skipped:
         print(f"lens-steer: warning: skipping {', '.join(result.skipped)} (no neurons)", file=sys.stderr)
@@ -198,7 +220,7 @@ def _inspect(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     config = InspectConfig(layer=args.layer, neuron=args.neuron, top=args.top, langs=args.langs, corpus=args.corpus,
                            corpus_path=args.corpus_path, split=args.split, max_tokens=args.max_tokens,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, progress=not args.quiet)
     owners, table = neuron_profile(run, args.layer, args.neuron)
     print(format_neuron(args.layer, args.neuron, owners, run.neurons().provenance.get("method", "?"), table))
     hits = top_tokens_for_run(run, config, owners, _load(args))
@@ -242,6 +264,26 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 SPLIT_COMMANDS = ("identify", "lss", "forcing", "eval", "compare")  # the commands whose work torchrun's ranks share
+# What Ctrl-C leaves, per command (read off each stage's writes): only identify keeps work in progress; the others
+# write their results atomically once complete, so an interrupted one wrote nothing and a rerun starts over.
+INTERRUPTED = {
+    "identify": "finished languages are kept in {out}/partial; rerun the same command to resume from them",
+    "merge": "merge writes {out} only once the shards are combined, so nothing was written; a rerun starts over",
+    "neurons": "nothing was written; a rerun starts over",
+    "lss": "lss writes lss.csv and lss_summary.json only when every factor is done, so neither was written (an"
+           " earlier run's are left as they were); a rerun starts over",
+    "steer": "steer appends to generations.jsonl only after generating, so nothing was appended; a rerun starts over",
+    "forcing": "forcing writes forcing.csv and its generations only when every target is done, so nothing was"
+               " written; a rerun starts over",
+    "eval": "eval writes its {task} table only when every language is done, so nothing was written; a rerun starts"
+            " over",
+    "compare": "compare writes compare.csv and compare_summary.json only after the last method, so nothing was"
+               " written; a rerun starts over",
+    "inspect": "inspect writes no files; a rerun starts over",
+    "report": "report writes the page only when it is complete, so nothing was written; a rerun starts over",
+    "figures": "every file listed as written is complete and kept; a rerun writes them all again",
+    "setup": "the UDHR and the converted model are each cached only once complete; a rerun redoes what was unfinished",
+}
 HANDLERS = {"identify": _identify, "merge": _merge, "neurons": _neurons, "lss": _lss, "steer": _steer,
             "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "report": _report,
             "figures": _figures, "setup": _setup}

@@ -179,7 +179,7 @@ def _add_lss(sub, shared) -> None:
 
 
 def _add_steer(sub, shared) -> None:
-    p = sub.add_parser("steer", parents=[shared["run"], shared["device"], shared["detector"]],
+    p = sub.add_parser("steer", parents=[shared["run"], shared["device"], shared["quiet"], shared["detector"]],
                        help="greedy continuations of a prompt, without and with steering",
                        description="Print the baseline and steered greedy continuations of PROMPT with the language"
                        " detected for each, and append them to RUN_DIR/generations.jsonl.")
@@ -190,6 +190,9 @@ def _add_steer(sub, shared) -> None:
     p.add_argument("--positions", default="all", help="all, prompt, generated or last:K (default: all)")
     p.add_argument("--deactivate", default=None, help="also zero this language's neurons (e.g. the prompt's)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=30, help="(default: 30; stops at EOS)")
+    p.add_argument("--max-prompt-tokens", type=_positive_int, default=1024,
+                   help="a longer prompt keeps its last N tokens, with a warning (default: %(default)s; the model's"
+                   " context less --max-new-tokens always bounds it)")
     _chat_template(p)
 
 
@@ -197,7 +200,8 @@ def _add_forcing(sub, shared) -> None:
     what = ("Continue neutral prompts (en, fr, id, ru, ja; written by lens_steer) greedily under the intervention for"
             " every target language and factor, detect the output language, and write RUN_DIR/forcing.csv (success ="
             " share of outputs detected as the target) plus the generations to RUN_DIR/generations.jsonl.")
-    p = sub.add_parser("forcing", parents=[shared["run"], shared["device"], shared["detector"]], description=what,
+    p = sub.add_parser("forcing", parents=[shared["run"], shared["device"], shared["quiet"], shared["detector"]],
+                       description=what,
                        help="language-forcing success of every target and factor on neutral prompts")
     p.add_argument("--targets", default=None, help="target languages (default: every run language with neurons)")
     p.add_argument("--factors", default="p_max,p_median", help="comma-separated factors (default: %(default)s)")
@@ -267,7 +271,7 @@ def _add_compare(sub, shared) -> None:
 
 
 def _add_inspect(sub, shared) -> None:
-    p = sub.add_parser("inspect", parents=[shared["run"], shared["device"]],
+    p = sub.add_parser("inspect", parents=[shared["run"], shared["device"], shared["quiet"]],
                        help="one neuron: its statistics per language and the tokens that drive it",
                        description="Print the neuron's activation probability, p_max and p_median per language and"
                        " the languages it is assigned to, then rerun the model over the run's corpus (or"
@@ -292,11 +296,31 @@ def _add_report(sub, shared) -> None:
     p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
 
 
+# Every file stem lens_steer.report.run_figures can return, with the artifact that makes it (`figures --help` lists
+# them; tests/test_cli_messages.py checks run_figures against this list, so a new figure cannot go unlisted).
+FIGURES = (
+    ("layer_distribution", "neurons per layer and language (two runs side by side: --compare)"),
+    ("overlap_counts", "neurons shared by each pair of languages"),
+    ("overlap_jaccard", "the same as Jaccard similarity"),
+    ("layer_inspector", "per-layer neuron inspector (stats.safetensors)"),
+    ("lss_matrix", "LSS per source and target, a factor menu in the figure (lss.csv)"),
+    ("lss_vs_factor", "LSS against the dose (2+ multiples of one factor, e.g. lss --sweep)"),
+    ("target_wins_vs_factor", "target wins against the dose (as lss_vs_factor)"),
+    ("forcing_vs_factor", "forcing success against the dose (as lss_vs_factor, forcing.csv)"),
+    ("lss_per_layer", "LSS of single-layer interventions (lss --per-layer)"),
+    ("gain_vs_damage", "target gain against source damage per factor (lss.csv)"),
+    ("compare_methods", "every method of `lens-steer compare` (compare.csv)"),
+    ("downstream_<task>", "change of the metric per eval and intervened language (eval_<task>.csv)"),
+)
+
+
 def _add_figures(sub, shared) -> None:
-    p = sub.add_parser("figures", parents=[shared["run"]], help="the paper-style figures of a run as PNG/SVG/HTML files",
-                       description="Write every figure the run's artifacts allow (layer distribution, overlap counts,"
-                       " Jaccard, layer inspector, LSS matrix, LSS against the factor, per-layer LSS, downstream"
-                       " deltas) into OUT. PNG and SVG need Chromium (installed by `make setup`).")
+    listed = "\n".join(f"  {name:<22} {what}" for name, what in FIGURES)
+    p = sub.add_parser("figures", parents=[shared["run"]], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="the paper-style figures of a run as PNG/SVG/HTML files",
+                       description="Write every figure the run's artifacts allow into OUT, one file per figure and"
+                       " format\n(STEM.png, .svg or .html). PNG and SVG need Chromium (installed by `make setup`).\n\n"
+                       f"figures (stem, what it shows, what makes it):\n{listed}")
     p.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     p.add_argument("--format", default="png", help="png, svg or html, comma-separated (default: %(default)s)")
     p.add_argument("--compare", default=None, metavar="RUN_DIR2",

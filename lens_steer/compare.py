@@ -12,7 +12,7 @@ For every method, on the same data and model:
 A method is a factor of the grammar (:mod:`lens_steer.steer`) or a factor with ``best`` in place of its number:
 ``diffmean*best`` chooses the multiple, ``resid:L*best`` the multiple at layer L, ``resid:best*A`` the layer, and
 ``resid:best`` both. The choice is made on **held-out** facts (the ``held_out`` facts after the reported ones), with
-the factor rule of :func:`lens_steer.lss.choose_factor` without forcing (LSS above chance, source damage within the
+the factor rule of :func:`lens_steer.lss.choose_factor` without forcing (LSS above its null, source damage within the
 bound, then the most target wins; within 0.01 the least damage), over at most :data:`MAX_ALPHAS` multiples
 (:data:`BEST_ALPHAS`) and every :data:`LAYER_STRIDE`-rd layer.
 
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lens_steer.errors import LensSteerError
+from lens_steer.run import writes
 from lens_steer.steer import Factor, parse_factor
 
 BEST_ALPHAS: dict[str, tuple[float, ...]] = {
@@ -332,6 +333,22 @@ def split_facts(facts: dict[str, list[Any]], n_report: int, n_held: int) -> tupl
     return ({s: v[:n_report] for s, v in facts.items()}, {s: v[n_report:n_report + n_held] for s, v in facts.items()})
 
 
+def check_method_layers(methods: Sequence[Method], n_layers: int) -> None:
+    """Refuse a ``resid:L`` method whose layer L is out of ``0..n_layers-1``.
+
+    >>> check_method_layers(parse_methods("p_max,resid:9*best"), 4)
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: resid:9*best: layer 9 is out of range: this model has layers 0..3
+    """
+    for m in methods:
+        for f in m.candidates(n_layers):
+            if f.kind == "resid" and not 0 <= int(f.layer or 0) < n_layers:
+                raise LensSteerError(f"{m.text}: layer {f.layer} is out of range: this model has layers"
+                                     f" 0..{n_layers - 1}")
+
+
+@writes("compare")
 def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> CompareResult:
     """Compare the methods of ``config`` on a run directory; writes ``compare.csv`` and ``compare_summary.json``."""
     from lens_steer.cloze import load_cloze
@@ -347,6 +364,9 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
     methods, detector = config.parsed, get_detector(config.detector)
     neurons, stats = run.neurons(), run.stats()
     langs = lss_languages(neurons, config.langs, config.cloze)
+    recorded = stats.manifest.get("model") or {}
+    if isinstance(recorded.get("n_layers"), int):  # a layer out of range fails before any data or model loads
+        check_method_layers(methods, recorded["n_layers"])
     cloze = load_cloze(config.cloze, langs, path=config.cloze_path)
     every = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
     n_held = config.held_out or config.max_facts
@@ -362,11 +382,7 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
     prompts = {s: ps[:config.forcing_prompts] for s, ps in NEUTRAL_PROMPTS.items()}
     model = run.model(load)
     n_layers = model.site.n_layers
-    for m in methods:  # a layer out of range fails before any scoring
-        for f in m.candidates(n_layers):
-            if f.kind == "resid" and not 0 <= int(f.layer or 0) < n_layers:
-                raise LensSteerError(f"{m.text}: layer {f.layer} is out of range: this model has layers"
-                                     f" 0..{n_layers - 1}")
+    check_method_layers(methods, n_layers)  # a manifest without the layer count: before any scoring
     steerer = Steerer(model, neurons, stats)
     world = current()
     progress = config.progress and world.main

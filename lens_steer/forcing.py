@@ -20,7 +20,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, get_detector, matches
 from lens_steer.models import LoadConfig, ModelLike
-from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run
+from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run, writes
 from lens_steer.steer import Factor, Intervention, Steerer, parse_factor, parse_factors, parse_layers
 
 NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
@@ -168,10 +168,12 @@ class ForcingResult:
     files: list[Path]  # forcing.csv, generations.jsonl
 
 
+@writes("forcing")
 def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | None = None) -> ForcingResult:
     """Language forcing of a run directory: writes ``forcing.csv`` and appends the generations."""
     neurons = run.neurons()
     targets, skipped = neurons.targets(config.targets, strict=False)
+    check_before_loading(run, config.parsed, chat_template=config.chat_template)
     model = run.model(load)
     rows, records = run_forcing(model, Steerer(model, neurons, run.stats()), targets, config.parsed,
                                 get_detector(config.detector), max_new_tokens=config.max_new_tokens,
@@ -194,19 +196,40 @@ class SteerConfig:
     max_new_tokens: int = 30
     detector: str = "cld2"
     chat_template: bool = False  # wrap the prompt in the tokenizer's chat template (instruct models)
+    max_prompt_tokens: int = 1024  # a longer prompt keeps its last this many tokens (with a warning)
     parsed: Factor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parsed", parse_factor(self.factor))
         parse_layers(self.layers)
         get_detector(self.detector)
+        if self.max_prompt_tokens < 1:
+            raise LensSteerError(f"--max-prompt-tokens must be >= 1, not {self.max_prompt_tokens}")
 
 
+def check_before_loading(run: Run, factors: Sequence[Factor] = (), layers: str | int | Sequence[int] = "all",
+                         chat_template: bool = False) -> None:
+    """What the run's manifest can refuse before the model loads: layers (``resid:L``, ``--layers``) out of the
+    recorded model's range, and ``--chat-template`` for a model whose tokenizer files hold no template."""
+    from lens_steer.models import has_chat_template
+    from lens_steer.steer import check_layers
+
+    recorded = run.stats().manifest.get("model") or {}  # the manifest Run.model loads the model from
+    check_layers(recorded.get("n_layers"), factors, layers)
+    if chat_template and isinstance(recorded.get("model"), str):
+        if has_chat_template(recorded["model"], recorded.get("revision")) is False:
+            raise LensSteerError(f"{recorded['model']} has no chat template (a base model); drop --chat-template, or"
+                                 " use an instruct model whose tokenizer has one")
+
+
+@writes("steer")
 def steer_for_run(run: Run, prompt: str, config: SteerConfig,
                   load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Greedy continuations of ``prompt`` without and with steering to each target; appended to the run's
     generations. Returns the records (baseline first) and the generations file."""
     factor = config.parsed
+    if not prompt.strip():
+        raise LensSteerError("the prompt is empty or only whitespace; give some text to continue")
     neurons = run.neurons()
     targets, _ = neurons.targets(config.to, strict=True)
     if config.deactivate and config.deactivate not in neurons.languages:
@@ -214,10 +237,11 @@ def steer_for_run(run: Run, prompt: str, config: SteerConfig,
                              f" {', '.join(neurons.languages)})")
     ivs = [Intervention(t, factor, layers=parse_layers(config.layers), positions=config.positions,
                         deactivate=config.deactivate) for t in targets]  # checks --positions before generating
+    check_before_loading(run, [factor], parse_layers(config.layers), chat_template=config.chat_template)
     model = run.model(load)
     texts = greedy_generate(model, [prompt] * (len(ivs) + 1), max_new_tokens=config.max_new_tokens,
                             steerer=Steerer(model, neurons, run.stats()), interventions=[None, *ivs],
-                            chat=config.chat_template)
+                            chat=config.chat_template, max_prompt_tokens=config.max_prompt_tokens)
     detector = get_detector(config.detector)
     extra = {"layers": config.layers, "positions": config.positions, "deactivate": config.deactivate,
              "max_new_tokens": config.max_new_tokens, "chat_template": config.chat_template}

@@ -56,7 +56,7 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
                     interventions: Sequence[Any] | None = None, batch_size: int = 16,
                     stop_at_eos: bool = True, stop_text: str | None = None,
                     progress: bool = False, desc: str = "generating", split: bool = False,
-                    chat: bool = False) -> list[str]:
+                    chat: bool = False, max_prompt_tokens: int | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (without the prompt), one intervention (or None) per prompt.
 
     ``stop_text`` (e.g. ``"\\n"``) ends a row once the text generated so far holds it after its first non-whitespace
@@ -65,6 +65,10 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     with one, and stopping there left the translation empty. The intervention acts on every position it selects
     (``positions="all"``: prompt and generated tokens; the prompt ends where generation starts, so
     ``prompt``/``generated``/``last:K`` work too).
+
+    A prompt longer than ``max_prompt_tokens``, or than the model's context less ``max_new_tokens``, keeps its last
+    tokens (the end is what is continued), with a one-line warning. Generated text never shows special or control
+    tokens (:meth:`~lens_steer.models.Model.decode`).
 
     >>> from lens_steer.steer import Intervention, Steerer
     >>> prompts = ["Once upon a time"] * 2  # the second row with fr's neurons set to their p_max
@@ -80,15 +84,21 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     model = as_model(model)
     from lens_steer.steer import instructed
 
+    tok, bos = model.tokenizer, model.bos
+    if any(not p.strip() for p in prompts):
+        raise LensSteerError("a prompt is empty or only whitespace; give every prompt some text")
+    room = prompt_room(model, max_new_tokens)
+    # Cut the text itself, before an instruction or a chat template is put around it: those must stay whole.
+    prompts = cut_prompts(model, prompts, max_prompt_tokens, room)
     # prompt:en / prompt:native ask in the prompt itself (their control names another of the run's languages)
     prompts = instructed(prompts, interventions, steerer)
     if chat:  # an instruct model's own template around each (instructed) prompt, as its user turn
         prompts = chat_prompts(model, prompts)
-    tok, bos = model.tokenizer, model.bos
     eos = tok.eos_token_id
     encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if any(len(e) == 0 for e in encoded):
-        raise LensSteerError("a prompt is empty; give every prompt some text")
+    if room is not None and any(len(e) > room for e in encoded):  # what an instruction or template added
+        encoded = [(e[:1] + e[len(e) - room + 1:]) if bos is not None and len(e) > room else e[-room:]
+                   for e in encoded]
     out: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     from tqdm.auto import tqdm
@@ -99,7 +109,7 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     def one(batch: list[int]) -> list[list[int]]:
         rows = [interventions[i] for i in batch] if interventions is not None else None
         new = _generate_batch(model, [encoded[i] for i in batch], eos if stop_at_eos else None, max_new_tokens,
-                              steerer, rows, (tok, stop_text) if stop_text else None)
+                              steerer, rows, (model, stop_text) if stop_text else None)
         bar.update(1)
         return new
 
@@ -110,7 +120,59 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     bar.close()
     for batch, new in zip(batches, results):
         for i, ids in zip(batch, new):
-            out[i] = tok.decode(ids, skip_special_tokens=True)
+            out[i] = model.decode(ids)
+    return out
+
+
+def prompt_room(model: ModelLike, max_new_tokens: int) -> int | None:
+    """How many prompt tokens (BOS included) fit the model's context with ``max_new_tokens`` after them; None for a
+    model whose context is unknown."""
+    model = as_model(model)
+    context = model.context
+    if context is None:
+        return None
+    if max_new_tokens >= context:
+        raise LensSteerError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt: this model reads at most"
+                             f" {context} tokens; ask for fewer new tokens")
+    return context - max_new_tokens
+
+
+def cut_prompts(model: ModelLike, prompts: Sequence[str], max_prompt_tokens: int | None,
+                room: int | None = None) -> list[str]:
+    """Each prompt cut to its last ``max_prompt_tokens`` tokens, and to ``room`` with the BOS; one warning line
+    for all of them, saying which limit cut and how to change it.
+
+    >>> import warnings
+    >>> ids = bridge.tokenizer("a b c d e f g h", add_special_tokens=False)["input_ids"]
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     cut = cut_prompts(bridge, ["a b c d e f g h"], 2)
+    >>> cut == [bridge.tokenizer.decode(ids[-2:])], str(seen[0].message).endswith("raise it to keep more)")
+    (True, True)
+    """
+    model = as_model(model)
+    tok = model.tokenizer
+    limits = [n for n in (max_prompt_tokens, None if room is None else room - (model.bos is not None)) if n]
+    if not limits:
+        return list(prompts)
+    limit = max(1, min(limits))
+    out, longest = [], 0
+    for p in prompts:
+        if 2 * len(p.encode("utf-8")) < limit:  # far fewer bytes than the limit: no tokenizer gets past it
+            out.append(p)
+            continue
+        ids = tok(p, add_special_tokens=False)["input_ids"]
+        if len(ids) > limit:
+            longest = max(longest, len(ids))
+            p = tok.decode(ids[-limit:])
+        out.append(p)
+    if longest:
+        import warnings
+
+        why = (f"--max-prompt-tokens {limit}; raise it to keep more" if max_prompt_tokens == limit
+               else f"the model reads at most {model.context} tokens and {model.context - room} of them are new"
+                    " ones; ask for fewer new tokens to keep more")
+        warnings.warn(f"a prompt of {longest} tokens was cut to its last {limit} ({why})", stacklevel=2)
     return out
 
 
@@ -165,6 +227,6 @@ def _stopped(stop: tuple[Any, str], generated: torch.Tensor, done: torch.Tensor)
     """Rows still running whose text so far reached the stop. The whole row is decoded (not the last token alone):
     whether text came before the stop is a property of the text, and a character split over tokens decodes right
     only as a whole."""
-    tok, text = stop
-    return torch.tensor([not d and reached_stop(tok.decode(row, skip_special_tokens=True), text)
+    model, text = stop
+    return torch.tensor([not d and reached_stop(model.decode(row), text)
                          for d, row in zip(done.tolist(), generated.tolist())])

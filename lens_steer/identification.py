@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_steer.distributed import World
-from lens_steer.models import EMBEDDED_MODEL, LoadConfig
+from lens_steer.models import EMBEDDED_MODEL, LoadConfig, check_model_spec
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_json
-from lens_steer.run import MANIFEST_FILE, Run
+from lens_steer.run import MANIFEST_FILE, Run, writes
 from lens_steer.stats import Stats, read_manifest
 
 METHODS = ("lape", "activated", "ap", "ap-lape")
@@ -270,7 +271,8 @@ def _provenance(method: str, params: dict[str, Any], stats: Stats) -> dict[str, 
     m = stats.manifest
     return {"method": method, "params": params,
             "stats": {key: m.get(key) for key in ("model", "corpus", "site", "dtype", "bos", "reference_compat",
-                                                   "max_tokens", "n_sentence_means", "lens_steer_version")}}
+                                                   "max_tokens", "n_sentence_means", "lens_steer_version")},
+            "stats_fingerprint": stats.fingerprint()}
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,24 @@ class IdentifyConfig:
         if self.method not in METHODS:
             raise LensSteerError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
         object.__setattr__(self, "activation_bar", check_rate("--activation-bar", self.activation_bar))
+        object.__setattr__(self, "top_rate", check_rate("--top-rate", self.top_rate))  # before recording, not after
+        object.__setattr__(self, "filter_rate", check_rate("--filter-rate", self.filter_rate))
+        check_model_spec(self.model)  # an unknown model fails before the corpus is read
+
+    def check_for_model(self, n_layers: int, d_mlp: int) -> None:
+        """Refuse a ``--top-rate`` that keeps no neuron of a model of ``n_layers`` x ``d_mlp`` (LAPE keeps
+        ``round(top_rate * L * D)``), before anything is recorded.
+
+        >>> IdentifyConfig(top_rate=1e-9).check_for_model(18, 2048)
+        Traceback (most recent call last):
+        lens_steer.errors.LensSteerError: --top-rate 1e-09 keeps round(1e-09 x 18 x 2048) = 0 neurons; use at least 2.7e-05 (one neuron) for this model
+        """
+        if self.method == "activated":
+            return
+        total = n_layers * d_mlp
+        if round(self.top_rate * total) < 1:
+            raise LensSteerError(f"--top-rate {self.top_rate:g} keeps round({self.top_rate:g} x {n_layers} x {d_mlp}) ="
+                                 f" 0 neurons; use at least {1 / total:.2g} (one neuron) for this model")
 
     def params(self) -> dict[str, Any]:
         """The identification parameters of :func:`identify` (none for ``activated``)."""
@@ -303,6 +323,7 @@ class IdentifyConfig:
                 "activation_bar_ratio": self.activation_bar}
 
 
+@writes("identify")
 def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | None = None,
                      world: World | None = None) -> tuple[Stats, NeuronSet | None]:
     """Record the corpus into the run directory (resuming finished languages), identify, and write
@@ -323,6 +344,7 @@ def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | 
     load = LoadConfig(device=load) if isinstance(load, str) else (load or LoadConfig())
     model = load_model(config.model, **load.kwargs())
     run.refuse_other_model(model.identity)
+    config.check_for_model(model.site.n_layers, model.site.d_mlp)  # before the recording, which is the long part
     stats = record(model, texts, config=config.record, run_dir=run.path, progress=config.progress, world=world,
                    corpus=corpus_description(config.corpus, config.split, config.corpus_path))
     if world.sharded:
@@ -330,10 +352,22 @@ def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | 
         return stats, None
     neurons = identify(stats, config.method, **config.params())
     if world.writes:
-        neurons.save(run.path)
-        write_identification(run.path, neurons)
+        write_neurons(run, neurons)
     barrier()  # no rank leaves before rank 0 has written the run
     return stats, neurons
+
+
+def write_neurons(run: Run, neurons: NeuronSet) -> None:
+    """Write a run's new neuron set: first move the results of a previous, different one aside
+    (:meth:`~lens_steer.run.Run.retire_derived`), then ``neurons.json`` and the manifest's ``identification``.
+    An empty set is written (it is a result) with a one-line warning."""
+    run.retire_derived(neurons.fingerprint())
+    neurons.save(run.path)
+    write_identification(run.path, neurons)
+    if not sum(neurons.totals().values()):
+        params = neurons.provenance.get("params", {})
+        warnings.warn(f"no language-specific neurons were found ({neurons.provenance.get('method')}, {params}); raise"
+                      " --top-rate or lower --activation-bar / --filter-rate", stacklevel=2)
 
 
 def write_pending_identification(run_dir: str | Path, method: str, params: dict[str, Any]) -> None:
@@ -357,7 +391,7 @@ def merge_for_run(shard_dirs: list[str | Path], out: Run) -> tuple[Stats, Neuron
     params = {k: v for k, v in pending[0].items() if k != "method"}
     neurons = identify(stats, pending[0]["method"], **params)
     stats.manifest.pop("identify", None)
-    stats.save(out.path)
-    neurons.save(out.path)
-    write_identification(out.path, neurons)
+    with out.writing("merge"):
+        stats.save(out.path)
+        write_neurons(out, neurons)
     return stats, neurons

@@ -24,7 +24,7 @@ from lens_steer.distributed import barrier, current, run_dealt
 from lens_steer.errors import LensSteerError
 from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.neurons import NeuronSet
-from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run
+from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run, writes
 from lens_steer.scoring import score
 from lens_steer.steer import Factor, Intervention, Steerer
 from lens_steer.stats import Stats
@@ -276,7 +276,8 @@ RULE = ("among amplifying factors (not controls, not zero, not a low percentile 
 
 def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
               forcing: Sequence[dict[str, Any]] | None = None, damage_bound: float = DAMAGE_BOUND) -> dict[str, Any]:
-    """Per factor (all-layer rows): mean LSS with a bootstrap interval, gain, damage, target wins, specificity, the
+    """Per factor (all-layer rows): mean LSS over the scored (source != target) pairs with a bootstrap interval, the
+    mean with the diagonal counted as 0 (:func:`with_diagonal`), gain, damage, target wins, specificity, the
     control's seed spread and (if given ``forcing.csv`` rows) forcing success and degeneration; and the chosen
     factor by :data:`RULE`, with the reason. ``best_lss_factor`` is the paper's choice: the highest mean LSS.
     ``n_pairs`` counts scored pairs only; targets skipped for having no neurons are listed in ``skipped_targets``
@@ -292,7 +293,8 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
             xs = [r[key] for r in mine if key in r and r[key] == r[key]]
             return sum(xs) / len(xs) if xs else float("nan")
 
-        entry = {"mean_lss": float(vals.mean()) if vals.numel() else float("nan"), "ci_low": lo, "ci_high": hi,
+        entry = {"mean_lss": float(vals.mean()) if vals.numel() else float("nan"),
+                 "mean_lss_with_diagonal": with_diagonal(mine), "ci_low": lo, "ci_high": hi,
                  "n_pairs": int(vals.numel()), "mean_shift": mean("mean_shift"), "target_gain": mean("target_gain"),
                  "source_damage": mean("source_damage"), "target_wins": mean("target_wins"),
                  "target_wins_base": mean("target_wins_base"), "chance": mean("chance"),
@@ -319,6 +321,22 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
             "skipped_targets": skipped, "damage_bound": damage_bound}
 
 
+def with_diagonal(rows: Sequence[dict[str, Any]]) -> float:
+    """Mean LSS over the whole source x target matrix of ``rows`` (one factor's scored pairs), each diagonal cell
+    (s = t, a source that is also a target) counted as 0: the authors' result CSVs hold LSS(s, s) = 0, so a mean
+    over their matrix is this one. It is ``mean_lss`` x pairs / (pairs + diagonal cells), e.g. x (K-1)/K for K
+    languages that are all sources and targets.
+
+    >>> rows = [dict(source=s, target=t, lss=1.0) for s in "ab" for t in "ab" if s != t]
+    >>> with_diagonal(rows)  # 2 pairs at 1.0, 2 diagonal cells at 0
+    0.5
+    """
+    if not rows or not all("source" in r and "target" in r for r in rows):
+        return float("nan")  # no matrix to place the rows in (hand-made rows without source and target)
+    n_diagonal = len({r["source"] for r in rows} & {r["target"] for r in rows})
+    return sum(r["lss"] for r in rows) / (len(rows) + n_diagonal)
+
+
 def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
                   damage_bound: float = DAMAGE_BOUND) -> tuple[str, str]:
     """The factor :data:`RULE` picks from per-factor summaries, and why (one sentence).
@@ -330,9 +348,12 @@ def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
     >>> choose_factor(per, [parse_factor(f) for f in per])[0]
     'p_max'
     """
-    controls = [per[f.text]["mean_lss"] for f in factors if f.control]
-    null = max(controls) if controls else 0.5
-    null_name = "the control's" if controls else "chance (0.5)"
+    controls = {f.text: per[f.text]["mean_lss"] for f in factors if f.control}
+    control = max(controls, key=controls.get) if controls else None
+    null = controls[control] if control else 0.5
+    # Without a control the null is a coin flip: D rising in half of the facts. Say so; never "chance (0.5) 0.500".
+    null_text = (f"{control}'s LSS {null:.3f}" if control else
+                 "0.5 (a coin flip: no control among the factors)")
     amp = [f.text for f in factors if f.amplifies]
     use_forcing = any("forcing" in per[f] for f in amp)
     key = "forcing" if use_forcing else "target_wins"
@@ -342,14 +363,14 @@ def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
     if not eligible:
         pool = amp or [f.text for f in factors]
         best = max(pool, key=lambda f: (per[f].get("target_wins", 0) or 0))
-        return best, (f"no factor beat {null_name} LSS ({null:.2f}) within {damage_bound:g} nats of source damage;"
+        return best, (f"no factor's LSS beat {null_text} within {damage_bound:g} nats of source damage;"
                       f" {best} has the highest target wins ({per[best].get('target_wins', float('nan')):.2f})")
     top = max(per[f][key] for f in eligible)
     close = [f for f in eligible if per[f][key] >= top - 0.01]
     best = max(close, key=lambda f: per[f]["source_damage"])
     return best, (f"{best}: {label} {per[best][key]:.2f} (the highest within 0.01 among eligible factors, least"
                   f" damage {per[best]['source_damage']:.1f} nats), LSS {per[best]['mean_lss']:.3f} above"
-                  f" {null_name} {null:.3f}, source damage within {damage_bound:g} nats")
+                  f" {null_text}, source damage within {damage_bound:g} nats")
 
 
 def write_lss(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -420,21 +441,28 @@ def lss_languages(neurons: NeuronSet, spec: str | None, cloze: str) -> list[str]
 
     if not spec:
         covered = supported_languages(cloze)
-        return [c for c in neurons.languages if c in covered]
-    langs = parse_languages(spec)
-    missing = [c for c in langs if c not in neurons.languages]
-    if missing:
-        raise LensSteerError(f"{', '.join(missing)} not in the run (it has {', '.join(neurons.languages)});"
-                             " identify neurons for them first")
+        langs = [c for c in neurons.languages if c in covered]
+    else:
+        langs = parse_languages(spec)
+        missing = [c for c in langs if c not in neurons.languages]
+        if missing:
+            raise LensSteerError(f"{', '.join(missing)} not in the run (it has {', '.join(neurons.languages)});"
+                                 " identify neurons for them first")
+    if len(set(langs)) < 2:  # every LSS pair is a source and another language, the target
+        which = f"--langs {spec}" if spec else f"the run's languages the {cloze} cloze covers"
+        raise LensSteerError(f"LSS needs at least two languages (a source and a target), not {len(set(langs))}"
+                             f" ({which}: {', '.join(dict.fromkeys(langs)) or 'none'}); give --langs two or more"
+                             " of the run's languages, e.g. --langs en,fr")
     return langs
 
 
+@writes("lss")
 def lss_for_run(run: Run, config: LSSConfig,
                 load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """LSS (and, with ``config.forcing``, language forcing) of a run directory; writes ``lss.csv``,
     ``lss_summary.json`` (and ``forcing.csv``, appending ``generations.jsonl``) and returns (rows, summary)."""
     from lens_steer.cloze import load_cloze
-    from lens_steer.forcing import append_generations, run_forcing, write_forcing
+    from lens_steer.forcing import append_generations, check_before_loading, run_forcing, write_forcing
     from lens_steer.lid import get_detector
 
     factors = config.parsed_factors()
@@ -442,6 +470,7 @@ def lss_for_run(run: Run, config: LSSConfig,
     per_layer = config.layered(factors)
     neurons, stats = run.neurons(), run.stats()
     langs = lss_languages(neurons, config.langs, config.cloze)
+    check_before_loading(run, factors)  # resid:L out of the recorded model's layers: before the model loads
     cloze = load_cloze(config.cloze, langs, path=config.cloze_path, max_facts=config.max_facts)
     facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
     model = run.model(load)

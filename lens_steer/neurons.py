@@ -12,6 +12,7 @@ and exportable to the RUCAIBox / reference-code format (``list[lang][layer]`` of
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,16 @@ class NeuronSet:
     def to_json(self) -> dict[str, Any]:
         return {"languages": self.languages, "neurons": {c: self.neurons[c] for c in self.languages},
                 "n_layers": self.n_layers, "d_mlp": self.d_mlp, "provenance": self.provenance}
+
+    def fingerprint(self) -> str:
+        """16 hex digits of SHA-256 over the whole set (languages, indices, shape, provenance, which names the
+        statistics' fingerprint): every artifact derived from this set records it as ``run_fingerprint``.
+
+        >>> a = NeuronSet(["en"], {"en": [[1]]}, n_layers=1, d_mlp=4)
+        >>> a.fingerprint() == NeuronSet(["en"], {"en": [[1]]}, 1, 4).fingerprint() != NeuronSet(["en"], {"en": [[2]]}, 1, 4).fingerprint()
+        True
+        """
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> Path:
         """Write ``neurons.json`` (``path`` may be the run directory or the file)."""

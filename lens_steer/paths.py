@@ -10,12 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lens_steer.errors import LensSteerError
+
 
 def cache_dir() -> Path:
     """The cache folder: ``$LENS_STEER_CACHE`` or ``~/.cache/lens_steer`` (created on first use)."""
     root = os.environ.get("LENS_STEER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lens_steer")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)  # an existing read-only cache that holds everything is fine
+    except OSError as exc:
+        raise LensSteerError(f"cannot use the cache folder {path} ({exc.strerror or exc}); set LENS_STEER_CACHE to a"
+                             " writable folder") from None
     return path
 
 
@@ -26,8 +32,11 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     Why: an interrupted run must never leave a half-written artifact that a later run would trust.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # a read-only place: one line, before anything is written
+        raise LensSteerError(f"cannot write {target} ({exc.strerror or exc}); choose a writable place") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -32,6 +32,7 @@ from plotly.subplots import make_subplots
 from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
+from lens_steer import run as run_artifacts
 from lens_steer.paths import atomic_path
 from lens_steer.stats import Stats
 from lens_steer.steer import factor_or_none, is_control
@@ -268,11 +269,9 @@ def overlap_heatmap(neurons: NeuronSet, kind: str = "count", order: str = "famil
 # Language Steering Shift
 # ---------------------------------------------------------------------------------------------------------------
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV artifact (``lss.csv``, ``forcing.csv``, ``eval_*.csv``) as a DataFrame, ``layers`` kept as text."""
-    path = Path(path)
-    if not path.exists():
-        raise LensSteerError(f"{path} not found; run the command that writes it first")
-    return pd.read_csv(path, dtype={"layers": str, "factor": str}, keep_default_na=False, na_values=[""])
+    """A CSV artifact (``lss.csv``, ``forcing.csv``, ``eval_*.csv``) as a DataFrame, ``layers`` kept as text
+    (:func:`lens_steer.run.read_table`; :meth:`lens_steer.run.Run.table` also checks it belongs to the run)."""
+    return run_artifacts.read_table(path)
 
 
 def _as_frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> pd.DataFrame:

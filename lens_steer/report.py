@@ -8,8 +8,10 @@ it renders with no network (no ``<script src="http...">``).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,9 +35,12 @@ MAX_GENERATIONS = 80  # the newest records shown; the full file stays in the run
 MAX_TABLE_ROWS = 400
 
 
-def _load(run_dir: Path) -> tuple[NeuronSet, Stats | None]:
-    run = Run(run_dir)
+def _load(run: Run) -> tuple[NeuronSet, Stats | None]:
     return run.neurons(), run.stats() if run.has(STATS_FILE) else None
+
+
+def _as_run(run: str | Path | Run) -> Run:
+    return run if isinstance(run, Run) else Run(run)
 
 
 def eval_deltas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -58,13 +63,15 @@ def eval_deltas(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[str, go.Figure]:
-    """Every figure the run directory's artifacts allow, by file stem, in reading order."""
-    run_dir = Path(run_dir)
-    neurons, stats = _load(run_dir)
+def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) -> dict[str, go.Figure]:
+    """Every figure the run directory's artifacts allow, by file stem, in reading order. Artifacts made from
+    another neuron set than the run's (see :mod:`lens_steer.run`) are left out with a one-line warning."""
+    run = _as_run(run_dir)
+    run_dir = run.path
+    neurons, stats = _load(run)
     figs: dict[str, go.Figure] = {}
     if compare:
-        other, _ = _load(Path(compare))
+        other, _ = _load(Run(compare))
         names = {f"{neurons.provenance.get('method', 'run')} ({run_dir.name})": neurons,
                  f"{other.provenance.get('method', 'other')} ({Path(compare).name})": other}
         if len(set(names)) < 2:
@@ -76,9 +83,9 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
     figs["overlap_jaccard"] = plots.overlap_heatmap(neurons, "jaccard")
     if stats is not None:
         figs["layer_inspector"] = plots.layer_inspector(stats, neurons)
-    lss = _lss_table(run_dir)
+    lss = _lss_table(run)
     if lss is not None:
-        best = _best_factor(run_dir)
+        best = _best_factor(run)
         factors = list(dict.fromkeys(lss.loc[lss["layers"] == "all", "factor"]))
         if factors:
             ordered = [best, *[f for f in factors if f != best]] if best in factors else factors
@@ -92,9 +99,9 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
         if len(families) and families.iloc[0] >= 2 and "target_wins" in lss.columns:
             figs["target_wins_vs_factor"] = plots.lss_curve(lss, metric="target_wins",
                                                             null=_control_mean(lss, "target_wins"))
-        forcing_path = run_dir / FORCING_CSV
-        if forcing_path.exists() and len(families) and families.iloc[0] >= 2:
-            forcing = plots.read_table(forcing_path).assign(layers="all", source="-")
+        forcing = run.table(FORCING_CSV) if len(families) and families.iloc[0] >= 2 else None
+        if forcing is not None:
+            forcing = forcing.assign(layers="all", source="-")
             if forcing["factor"].map(plots.factor_multiple).notna().sum() >= 2:
                 figs["forcing_vs_factor"] = plots.lss_curve(forcing, metric="forcing_strict",
                                                             null=_control_mean(forcing, "forcing_strict"))
@@ -102,10 +109,10 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
             figs["lss_per_layer"] = plots.layer_lss_curve(lss)
         if {"target_gain", "source_damage"} <= set(lss.columns):
             figs["gain_vs_damage"] = plots.gain_damage(lss)
-    if (run_dir / COMPARE_CSV).exists():
-        figs["compare_methods"] = plots.compare_methods(plots.read_table(run_dir / COMPARE_CSV))
-    for path in sorted(run_dir.glob(EVAL_GLOB)):
-        frame = plots.read_table(path)
+    compare_table = run.table(COMPARE_CSV)
+    if compare_table is not None:
+        figs["compare_methods"] = plots.compare_methods(compare_table)
+    for frame in _eval_tables(run).values():
         deltas = eval_deltas(frame)
         if deltas.empty:
             continue
@@ -117,17 +124,32 @@ def run_figures(run_dir: str | Path, compare: str | Path | None = None) -> dict[
     return figs
 
 
-def _lss_table(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / LSS_CSV
-    if not path.exists():
+def _lss_table(run: Run) -> pd.DataFrame | None:
+    frame = run.table(LSS_CSV)
+    return frame if frame is not None and not frame.empty else None
+
+
+def _eval_tables(run: Run) -> dict[str, pd.DataFrame]:
+    """Every ``eval_<task>.csv`` of this neuron set, by file name."""
+    tables = {path.name: run.table(path.name) for path in sorted(run.path.glob(EVAL_GLOB))}
+    return {name: frame for name, frame in tables.items() if frame is not None}
+
+
+def _summary(run: Run, name: str) -> dict[str, Any] | None:
+    """A JSON summary of this neuron set, or None (missing, or made from another one: then a warning)."""
+    if not run.has(name):
         return None
-    frame = plots.read_table(path)
-    return frame if not frame.empty else None
+    try:
+        return run.summary(name)
+    except LensSteerError as exc:
+        warnings.warn(f"left out: {exc}", stacklevel=2)
+        run.left_out(name)
+        return None
 
 
-def _best_factor(run_dir: Path) -> str | None:
-    run = Run(run_dir)
-    return run.summary().get("best_factor") if run.has(LSS_SUMMARY) else None
+def _best_factor(run: Run) -> str | None:
+    summary = _summary(run, LSS_SUMMARY)
+    return summary.get("best_factor") if summary else None
 
 
 def _control_mean(frame: pd.DataFrame, metric: str = "lss") -> float | None:
@@ -181,8 +203,8 @@ def _counts_table(neurons: NeuronSet, stats: Stats | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _generations(run_dir: Path) -> str:
-    records = Run(run_dir).read_jsonl(GENERATIONS_FILE)  # a torn last line of an interrupted append is skipped
+def _generations(run: Run) -> str:
+    records = run.read_jsonl(GENERATIONS_FILE)  # a torn last line of an interrupted append is skipped
     if not records:
         return ""
     shown = records[-MAX_GENERATIONS:]
@@ -210,13 +232,21 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Works on an identify-only run (counts, layer, overlap and Jaccard figures, the inspector) and adds LSS,
     forcing, generations and downstream sections when their files are present.
     """
+    run = Run(run_dir)
+    if not run.path.is_dir():
+        raise LensSteerError(f"{run.path} is not a directory; give a run directory made by `lens-steer identify`")
+    target = Path(out) if out else run.file(REPORT_FILE)
+    inside = target.resolve().parent == run.path.resolve()
+    with run.writing("report") if inside else contextlib.nullcontext(run):
+        return _build_report(run, target)
+
+
+def _build_report(run: Run, target: Path) -> Path:
     from plotly.offline import get_plotlyjs
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LensSteerError(f"{run_dir} is not a directory; give a run directory made by `lens-steer identify`")
-    neurons, stats = _load(run_dir)
-    figs = run_figures(run_dir)
+    run_dir = run.path
+    neurons, stats = _load(run)
+    figs = run_figures(run)
     manifest = stats.manifest if stats is not None else neurons.provenance.get("stats", {})
     sections: list[tuple[str, str, str]] = [  # (anchor, title, html)
         ("neurons", "Language neurons", _overview_html(neurons, stats, manifest)),
@@ -229,23 +259,29 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                          " p_max and p_median in that language; crosses mark the languages it is assigned to."
                          " <code>lens-steer inspect RUN --layer L --neuron J</code> lists the tokens that drive one"
                          " neuron.</p>" + _figure_html(figs["layer_inspector"], "fig-layer_inspector")))
-    lss = _lss_table(run_dir)
+    lss = _lss_table(run)
     if lss is not None:
-        sections.append(("lss", "Language Steering Shift", _lss_html(run_dir, lss, figs)))
-    forcing_path = run_dir / FORCING_CSV
-    if forcing_path.exists():
-        sections.append(("forcing", "Language forcing on neutral prompts", _table(plots.read_table(forcing_path))))
-    gens = _generations(run_dir)
+        sections.append(("lss", "Language Steering Shift", _lss_html(run, lss, figs)))
+    forcing = run.table(FORCING_CSV)
+    if forcing is not None:
+        sections.append(("forcing", "Language forcing on neutral prompts", _table(forcing)))
+    gens = _generations(run)
     if gens:
         sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))
     if "compare_methods" in figs:
-        sections.append(("compare", "Steering methods compared (lens-steer compare)", _compare_html(run_dir, figs)))
+        sections.append(("compare", "Steering methods compared (lens-steer compare)", _compare_html(run, figs)))
     evals = [k for k in figs if k.startswith("downstream_")]
     if evals:
         sections.append(("downstream", "Downstream evaluation under amplification",
-                         _downstream_html(run_dir, figs, evals)))
-    page = _page(run_dir.name, manifest, sections, get_plotlyjs())
-    target = Path(out) if out else run_dir / REPORT_FILE
+                         _downstream_html(run, figs, evals)))
+    left_out = run.left_out()
+    if left_out:  # say on the page what it does not show, and why
+        sections.insert(1, ("stale", "Left out: results of another neuron set",
+                            "<p class='miss'>These files in the run directory were made from another neuron set than"
+                            " the one shown here (their run_fingerprint differs), so this page leaves them out: "
+                            + ", ".join(f"<code>{html.escape(n)}</code>" for n in left_out)
+                            + ". Run the commands that write them again.</p>"))
+    page = _page(run_dir.name, manifest, sections, get_plotlyjs(), run.fingerprint())
     write_text(target, page)
     return target
 
@@ -269,20 +305,20 @@ def _overview_html(neurons: NeuronSet, stats: Stats | None, manifest: dict[str, 
     return overview
 
 
-def _lss_html(run_dir: Path, lss: pd.DataFrame, figs: dict[str, go.Figure]) -> str:
+def _lss_html(run: Run, lss: pd.DataFrame, figs: dict[str, go.Figure]) -> str:
     """The LSS section: the factor choice (when lss_summary.json records one), the LSS figures, then the raw table
     folded away (it can be long)."""
-    part = _lss_summary_html(run_dir) if Run(run_dir).has(LSS_SUMMARY) else ""
+    summary = _summary(run, LSS_SUMMARY)
+    part = _lss_summary_html(summary) if summary else ""
     part += _figures_html(figs, ("lss_matrix", "lss_vs_factor", "target_wins_vs_factor", "forcing_vs_factor",
                                  "gain_vs_damage", "lss_per_layer"))
     part += "<details><summary>lss.csv</summary>" + _table(lss) + "</details>"
     return part
 
 
-def _lss_summary_html(run_dir: Path) -> str:
+def _lss_summary_html(summary: dict[str, Any]) -> str:
     """Which factor was chosen and why, next to the paper's LSS-only choice, and the per-factor summary numbers
     (nested values are left out: they do not fit a table cell)."""
-    summary = Run(run_dir).summary()
     rows = [{"factor": f, **{k: v for k, v in vals.items() if not isinstance(v, (dict, list))}}
             for f, vals in summary.get("factors", {}).items()]
     part = (f"<p>Chosen factor: <b>{html.escape(str(summary.get('best_factor')))}</b>"
@@ -295,12 +331,12 @@ def _lss_summary_html(run_dir: Path) -> str:
     return part
 
 
-def _compare_html(run_dir: Path, figs: dict[str, go.Figure]) -> str:
+def _compare_html(run: Run, figs: dict[str, go.Figure]) -> str:
     """The comparison: the figure, the table, and the held-out choices of the ``best`` methods."""
     part = _figure_html(figs["compare_methods"], "fig-compare_methods")
-    part += _table(plots.read_table(run_dir / COMPARE_CSV))
-    if (run_dir / COMPARE_SUMMARY).exists():
-        summary = json.loads((run_dir / COMPARE_SUMMARY).read_text(encoding="utf-8"))
+    part += _table(run.table(COMPARE_CSV))
+    summary = _summary(run, COMPARE_SUMMARY)
+    if summary:
         chosen = [f"<li><b>{html.escape(m)}</b>: {html.escape(str(d.get('factor')))} ({html.escape(str(d['reason']))})"
                   "</li>" for m, d in summary.get("methods", {}).items() if isinstance(d, dict) and "reason" in d]
         if chosen:
@@ -308,15 +344,16 @@ def _compare_html(run_dir: Path, figs: dict[str, go.Figure]) -> str:
     return part
 
 
-def _downstream_html(run_dir: Path, figs: dict[str, go.Figure], evals: list[str]) -> str:
+def _downstream_html(run: Run, figs: dict[str, go.Figure], evals: list[str]) -> str:
     """The downstream heatmaps, then every evaluation table folded away under its file name."""
     part = _figures_html(figs, evals)
-    for path in sorted(run_dir.glob(EVAL_GLOB)):
-        part += f"<details><summary>{html.escape(path.name)}</summary>{_table(plots.read_table(path))}</details>"
+    for name, frame in _eval_tables(run).items():
+        part += f"<details><summary>{html.escape(name)}</summary>{_table(frame)}</details>"
     return part
 
 
-def _page(name: str, manifest: dict[str, Any], sections: list[tuple[str, str, str]], plotlyjs: str) -> str:
+def _page(name: str, manifest: dict[str, Any], sections: list[tuple[str, str, str]], plotlyjs: str,
+          fingerprint: str) -> str:
     """The whole page around ``sections`` (anchor, title, html): header with the model, corpus and site, a
     navigation bar, then the sections in order."""
     model = manifest.get("model", {})
@@ -325,6 +362,7 @@ def _page(name: str, manifest: dict[str, Any], sections: list[tuple[str, str, st
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<meta name='lens-steer-run-fingerprint' content='{html.escape(fingerprint)}'>",  # what it describes
         f"<title>lens_steer report: {html.escape(name)}</title>",
         f"<style>{_CSS}</style>",
         # plotly.js once, inline: the page must render with no network.

@@ -27,6 +27,7 @@ after :func:`merge_stats`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -69,6 +70,8 @@ class Stats:
     # Sum of the residual stream after each layer (blocks.{l}.hook_resid_post) over the counted tokens; None for runs
     # recorded before it existed (residual methods then refuse them).
     resid_sum: Float[Tensor, "lang layer d_model"] | None = None
+    # The fingerprint read from disk (Stats.load); None for statistics made in memory, which compute it on demand.
+    stored_fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # One p_max definition: the means are stored as float16, so round them here too; otherwise p_max in memory
@@ -146,10 +149,8 @@ class Stats:
         return (self.resid_sum / self.n_tokens.clamp(min=1)[:, None, None].double()).float()
 
     # ---- I/O ----
-    def save(self, run_dir: str | Path) -> None:
-        """Write ``stats.safetensors``, ``sent_means.safetensors`` and ``manifest.json`` atomically."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def _stored_tensors(self) -> dict[str, Tensor]:
+        """The tensors of ``stats.safetensors`` and ``sent_means.safetensors``, exactly as written."""
         tensors = {
             "over_zero": self.over_zero.to(torch.int64).contiguous(),
             "n_tokens": self.n_tokens.to(torch.int64).contiguous(),
@@ -162,12 +163,40 @@ class Stats:
         }
         if self.resid_sum is not None:
             tensors["resid_sum"] = self.resid_sum.to(torch.float64).contiguous()
-        meta = {"languages": ",".join(self.languages)}
+        tensors["sent_means"] = self.sent_means.to(torch.float16).contiguous()
+        return tensors
+
+    def fingerprint(self) -> str:
+        """A digest of these statistics (every stored tensor, the languages and the model): what a neuron set and
+        every later artifact record as the statistics they were made from (:func:`tensor_fingerprint`)."""
+        if self.stored_fingerprint is None:
+            self.stored_fingerprint = tensor_fingerprint(self._stored_tensors(), self.languages,
+                                                         str(self.manifest.get("model", {}).get("model")))
+        return self.stored_fingerprint
+
+    def save(self, run_dir: str | Path) -> None:
+        """Write ``stats.safetensors``, ``sent_means.safetensors`` and ``manifest.json`` atomically.
+
+        All three carry the statistics' fingerprint (the safetensors files in their metadata, the manifest as
+        ``stats_fingerprint``), so a file copied in from another run is caught on the next read."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tensors = self._stored_tensors()
+        if self.stored_fingerprint is None:
+            self.stored_fingerprint = tensor_fingerprint(tensors, self.languages,
+                                                         str(self.manifest.get("model", {}).get("model")))
+        fingerprint = self.stored_fingerprint
+        means = tensors.pop("sent_means")
+        # One metadata key (JSON): safetensors writes several keys in no fixed order, and a resumed run must give the
+        # same bytes. Older runs have a bare ``languages`` key, which is still checked.
+        meta = {"lens_steer": json.dumps({"languages": self.languages, "model": str(self.manifest.get("model", {})
+                                                                                   .get("model")),
+                                          "fingerprint": fingerprint}, sort_keys=True)}
         with atomic_path(run_dir / STATS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         with atomic_path(run_dir / SENT_MEANS_FILE) as tmp:
-            save_file({"sent_means": self.sent_means.to(torch.float16).contiguous()}, str(tmp), metadata=meta)
-        manifest = dict(self.manifest, n_sentence_means=int(self.sent_means.shape[1]))
+            save_file({"sent_means": means}, str(tmp), metadata=meta)
+        manifest = dict(self.manifest, n_sentence_means=int(self.sent_means.shape[1]), stats_fingerprint=fingerprint)
         write_json(run_dir / MANIFEST_FILE, manifest)
 
     @classmethod
@@ -175,8 +204,11 @@ class Stats:
         """Load a run's statistics, checking the contract; a damaged run is a one-line error."""
         run_dir = Path(run_dir)
         manifest = read_manifest(run_dir)
-        tensors = _load_safetensors(run_dir / STATS_FILE)
-        means = _load_safetensors(run_dir / SENT_MEANS_FILE).get("sent_means")
+        tensors, meta = _load_safetensors(run_dir / STATS_FILE)
+        means, means_meta = _load_safetensors(run_dir / SENT_MEANS_FILE)
+        means = means.get("sent_means")
+        fingerprint = _check_same_run(run_dir, manifest, meta, means_meta)
+        manifest.pop("stats_fingerprint", None)  # held as stored_fingerprint: a subset or merge must not inherit it
         k = len(manifest.get("languages", []))
         missing = [name for name in _CONTRACT if name not in tensors]
         if missing or means is None:
@@ -198,7 +230,67 @@ class Stats:
             raise LensSteerError(f"{run_dir / STATS_FILE}: resid_sum is {tuple(resid.shape)} {resid.dtype}, expected"
                                  f" ({k}, {layers}, d_model) float64; re-run `lens-steer identify`")
         return cls(tensors["over_zero"], tensors["n_tokens"], tensors["n_sentences"], tensors["act_sum"],
-                   tensors["act_sqsum"], means, manifest, resid)
+                   tensors["act_sqsum"], means, manifest, resid, stored_fingerprint=fingerprint)
+
+
+def tensor_fingerprint(tensors: dict[str, Tensor], languages: list[str], model: str) -> str:
+    """16 hex digits of SHA-256 over the tensors (name, dtype, shape, bytes; in name order), the language order and
+    the model name. Equal statistics give equal fingerprints, whatever file or process they came from.
+
+    >>> t = {"n_tokens": torch.tensor([3, 4])}
+    >>> tensor_fingerprint(t, ["en", "fr"], "m") == tensor_fingerprint(t, ["en", "fr"], "m")
+    True
+    >>> tensor_fingerprint(t, ["en", "fr"], "m") == tensor_fingerprint(t, ["fr", "en"], "m")
+    False
+    """
+    h = hashlib.sha256(json.dumps({"languages": list(languages), "model": model}).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _lens_steer_meta(meta: dict[str, str]) -> dict[str, str]:
+    """What lens_steer wrote into a safetensors file's metadata: ``languages`` (comma-joined), ``model`` and
+    ``fingerprint`` (older runs: ``languages`` alone)."""
+    try:
+        found = json.loads(meta["lens_steer"])
+    except (KeyError, ValueError, TypeError):
+        return {k: v for k, v in meta.items() if k == "languages"}
+    if not isinstance(found, dict):
+        return {}
+    out = {k: str(v) for k, v in found.items() if k in ("model", "fingerprint")}
+    if isinstance(found.get("languages"), list):
+        out["languages"] = ",".join(map(str, found["languages"]))
+    return out
+
+
+def _check_same_run(run_dir: Path, manifest: dict[str, Any], meta: dict[str, str],
+                    means_meta: dict[str, str]) -> str | None:
+    """Refuse statistics files that were not written with this manifest (copied in from another run); returns the
+    stored fingerprint (None for runs written before lens_steer kept one)."""
+    stats_file, means_file, manifest_file = (run_dir / n for n in (STATS_FILE, SENT_MEANS_FILE, MANIFEST_FILE))
+    meta, means_meta = _lens_steer_meta(meta), _lens_steer_meta(means_meta)
+    redo = f"copy the whole run directory, or re-run `lens-steer identify --out {run_dir}`"
+    languages = ",".join(manifest["languages"])
+    for path, m in ((stats_file, meta), (means_file, means_meta)):
+        if "languages" in m and m["languages"] != languages:
+            raise LensSteerError(f"{path} holds languages {m['languages']} but {manifest_file} lists {languages}: the"
+                                 f" two files come from different runs; {redo}")
+        model = str(manifest.get("model", {}).get("model"))
+        if "model" in m and m["model"] != model:
+            raise LensSteerError(f"{path} was recorded on {m['model']} but {manifest_file} names {model}: the two"
+                                 f" files come from different runs; {redo}")
+    expected = manifest.get("stats_fingerprint")
+    for path, m in ((stats_file, meta), (means_file, means_meta)):
+        if expected is not None and m.get("fingerprint") != expected:
+            raise LensSteerError(f"{path} (fingerprint {m.get('fingerprint', 'none')}) is not the file {manifest_file}"
+                                 f" was written with (fingerprint {expected}): it comes from another run; {redo}")
+    if expected is None and meta.get("fingerprint") != means_meta.get("fingerprint"):
+        raise LensSteerError(f"{stats_file} and {means_file} come from different runs (fingerprints"
+                             f" {meta.get('fingerprint', 'none')} and {means_meta.get('fingerprint', 'none')}); {redo}")
+    return expected if expected is not None else meta.get("fingerprint")
 
 
 def fp16_values(x: Tensor) -> Float[Tensor, "..."]:
@@ -223,11 +315,14 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _load_safetensors(path: Path) -> dict[str, Tensor]:
+def _load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors of a safetensors file and its metadata."""
     if not path.exists():
         raise LensSteerError(f"{path} is missing; re-run `lens-steer identify`")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        return load_file(str(path)), meta
     except (SafetensorError, OSError, ValueError) as exc:
         raise LensSteerError(f"{path} is corrupt or not a safetensors file ({exc}); re-run `lens-steer identify`") from exc
 

@@ -29,6 +29,10 @@ factor              act' =                                     (alpha, beta)
                     languages' means): DiffMean in neuron space
 ==================  =========================================  ======================
 
+The multiple of a statistic that is *set* (``p_max*a``, ``testmax*a``) is never negative: it would put the neurons
+below zero, a value no statistic of the language takes (``scale:-1`` flips them deliberately, ``zero`` silences
+them). The additive forms take a negative multiple (``add:mean*-1``, ``diffmean*-2``, ``resid:6*-4``: steering away).
+
 ``prompt:en`` / ``prompt:native`` touch no activation: the prompt asks for the target language instead (an English
 instruction, ``Answer in French.``, or the target's own name in its own language from CLDR, ``français:``, on a line
 before the prompt; :func:`instructed`). Combined with ``deactivate`` the source's neurons are still zeroed. Their
@@ -172,6 +176,12 @@ def parse_factor(text: str) -> Factor:
     if not math.isfinite(factor.value):
         raise LensSteerError(f"factor {text!r} has a non-finite number ({factor.value}); use a finite one, e.g."
                              " p_max*2 or scale:4")
+    if factor.value < 0 and (factor.kind == "stat" or (factor.kind == "test" and factor.stat == "max")):
+        # p_max*-1 *sets* the neurons to minus a statistic; the additive forms (add:, diffmean*-2, resid:6*-4,
+        # testmax+*-1) with a negative multiple steer away and stay allowed, as do scale: and set:, which name
+        # their value outright.
+        raise LensSteerError(f"factor {text!r} sets the neurons below zero, a value no statistic of the language"
+                             " takes; use a multiple >= 0, zero to silence them, or scale:-1 for a deliberate flip")
     return factor
 
 
@@ -342,6 +352,30 @@ class Intervention:
         if m and int(m.group(1)) > 0:
             return "last", int(m.group(1))
         raise LensSteerError(f"unknown positions {self.positions!r}; use one of {POSITIONS}")
+
+
+def check_layers(n_layers: int | None, factors: Sequence[Factor] = (), layers: str | int | Sequence[int] = "all",
+                 ) -> None:
+    """Refuse layers out of ``0..n_layers-1`` (``resid:L`` factors, an intervention's ``layers``) before the model
+    loads: a run's manifest records its model's layer count. ``n_layers`` None (a manifest without it): the check
+    after loading stays the only one.
+
+    >>> check_layers(4, [parse_factor("resid:3*2")], [0, 3])
+    >>> check_layers(4, [parse_factor("control:resid:7")])
+    Traceback (most recent call last):
+    ...
+    lens_steer.errors.LensSteerError: resid:7 is out of range: this model has layers 0..3
+    """
+    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < 1:
+        return
+    for factor in factors:
+        if factor.kind == "resid" and not 0 <= int(factor.layer or 0) < n_layers:
+            raise LensSteerError(f"resid:{factor.layer} is out of range: this model has layers 0..{n_layers - 1}")
+    if layers != "all" and _valid_layers(layers):
+        listed = [layers] if isinstance(layers, numbers.Integral) else list(layers)  # type: ignore[arg-type]
+        bad = [layer for layer in listed if not 0 <= int(layer) < n_layers]
+        if bad:  # the words of Intervention.layer_list, which checks again once the model is loaded
+            raise LensSteerError(f"layers {bad} out of range: this model has layers 0..{n_layers - 1}")
 
 
 def _valid_layers(layers: object) -> bool:

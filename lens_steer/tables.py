@@ -27,16 +27,27 @@ def format_counts(neurons, stats=None, per_layer: bool = False) -> str:
 
 
 def format_factor_table(summary: dict) -> str:
-    """One line per factor: LSS with its interval, target wins (baseline, chance), gain, damage, specificity and,
-    when measured, forcing success and repetition of the steered text."""
+    """One line per factor: LSS with its interval and with the diagonal counted (``w/diag``), target wins
+    (baseline, chance), gain, damage, specificity and, when measured, forcing success and repetition of the steered
+    text; then what each column means.
+
+    >>> entry = dict(mean_lss=1.0, mean_lss_with_diagonal=0.5, ci_low=1.0, ci_high=1.0, target_wins=0.5,
+    ...              target_wins_base=0.0, chance=0.5, target_gain=2.0, source_damage=-1.0, specificity=float("nan"))
+    >>> lines = format_factor_table({"factors": {"p_max": entry}}).splitlines()
+    >>> print(lines[2])
+    p_max             1.000 [1.00, 1.00]  0.500  0.50  0.00   +2.0    -1.0     -
+    >>> "chance 1/K = 0.50" in lines[3]
+    True
+    """
     per = summary["factors"]
     has_forcing = any("forcing" in v for v in per.values())
-    head = (f"{'factor':<16} {'LSS':>6} {'95% CI':>13} {'wins':>5} {'base':>5} {'gain':>6} {'damage':>7}"
-            f" {'spec':>5}" + (f" {'forcing':>7} {'repeat':>6}" if has_forcing else ""))
+    head = (f"{'factor':<16} {'LSS':>6} {'95% CI':>12} {'w/diag':>6} {'wins':>5} {'base':>5} {'gain':>6}"
+            f" {'damage':>7} {'spec':>5}" + (f" {'forcing':>7} {'repeat':>6}" if has_forcing else ""))
     lines = [head, "-" * len(head)]
     chance = next((v["chance"] for v in per.values() if v.get("chance") == v.get("chance")), float("nan"))
     for text, v in per.items():
-        cells = [_cell(v.get(key), spec) for key, spec in (("target_wins", ">5.2f"), ("target_wins_base", ">5.2f"),
+        cells = [_cell(v.get(key), spec) for key, spec in (("mean_lss_with_diagonal", ">6.3f"),
+                                                           ("target_wins", ">5.2f"), ("target_wins_base", ">5.2f"),
                                                            ("target_gain", ">+6.1f"), ("source_damage", ">+7.1f"),
                                                            ("specificity", ">5.2f"))]
         line = f"{text:<16} {v['mean_lss']:>6.3f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] " + " ".join(cells)
@@ -45,9 +56,12 @@ def format_factor_table(summary: dict) -> str:
         if "seed_min" in v:
             line += f"  (seeds {v['seed_min']:.2f}..{v['seed_max']:.2f})"
         lines.append(line)
-    lines.append(f"LSS: share of facts whose D = logp(o_t) - logp(o_s) rose; wins: target answer ranked first"
-                 f" (base: without steering; chance {chance:.2f}); gain/damage: mean change of logp(o_t)/logp(o_s)"
-                 " in nats; spec: share of other languages' answers that rose too (lower = more specific)"
+    chance_text = f"; chance 1/K = {chance:.2f}" if chance == chance else ""
+    lines.append(f"LSS: share of facts whose D = logp(o_t) - logp(o_s) rose, mean over source != target pairs;"
+                 " w/diag: the same mean over the whole source x target matrix, each s = t cell counted as 0 (the"
+                 " authors' matrices); wins: target answer ranked first among the K languages' answers (base:"
+                 f" without steering{chance_text}); gain/damage: mean change of logp(o_t)/logp(o_s) in nats; spec:"
+                 " share of other languages' answers that rose too (lower = more specific)"
                  + ("; forcing: greedy outputs detected as the target; repeat: repeated trigrams" if has_forcing else ""))
     return "\n".join(lines)
 
@@ -79,11 +93,39 @@ def format_eval(label: str, factor: str, rows: Sequence[dict[str, Any]], self_cr
         vals = {r["intervened"]: r["value"] for r in rows if r["eval_lang"] == lang and r["metric"] == metric}
         lines.append(f"{lang:<6}" + "".join(f"{vals.get(t, float('nan')):>10.4g}" for t in intervened))
     lines.append("\nmean change against no intervention (self: eval = intervened language; cross: eval != intervened)")
+    notes: dict[str, None] = {}  # why a mean is missing, once each (the same for every metric of a task)
     for s in self_cross:
         better = "lower is better" if s["lower_is_better"] else "higher is better"
-        lines.append(f"  {s['metric']:<10} self {s['self']:+.4g} (n={s['n_self']})  cross {s['cross']:+.4g}"
-                     f" (n={s['n_cross']})  [{better}]")
+        cells = []
+        for kind in ("self", "cross"):
+            if s[f"n_{kind}"]:
+                cells.append(f"{kind} {s[kind]:+.4g} (n={s[f'n_{kind}']})")
+            else:
+                cells.append(f"{kind} none")
+                notes[_no_pairs(kind, rows, s["metric"])] = None
+        lines.append(f"  {s['metric']:<10} {'  '.join(cells)}  [{better}]")
+    lines += [f"  {note}" for note in notes]
     return "\n".join(lines)
+
+
+def _no_pairs(kind: str, rows: Sequence[dict[str, Any]], metric: str) -> str:
+    """Why an evaluation has no self- or cross-language change to average, and what to pass to get one.
+
+    >>> rows = [dict(intervened=t, eval_lang="fr", metric="acc", value=0.5) for t in ("none", "fr")]
+    >>> print(_no_pairs("cross", rows, "acc")[:69])
+    cross-language: none (fr is the only evaluation language and the only
+    """
+    mine = [r for r in rows if r["metric"] == metric and r["intervened"] != "none"]
+    evals = list(dict.fromkeys(r["eval_lang"] for r in rows if r["metric"] == metric))
+    targets = list(dict.fromkeys(r["intervened"] for r in mine))
+    label = "self-language" if kind == "self" else "cross-language"
+    if not any((r["eval_lang"] == r["intervened"]) == (kind == "self") for r in mine):
+        if kind == "cross":
+            return (f"{label}: none ({', '.join(evals)} is the only evaluation language and the only intervened one;"
+                    " add --targets or --eval-langs with other languages)")
+        return (f"{label}: none (no intervened language ({', '.join(targets)}) is an evaluation language"
+                f" ({', '.join(evals)}); add one of them to --targets)")
+    return f"{label}: none (every {metric} value of those cells or of their baseline is missing: nan)"
 
 
 def format_lss_result(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
@@ -96,6 +138,9 @@ def format_lss_result(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -
     if summary["skipped_targets"]:
         lines.append(f"skipped targets (no neurons; in no mean): {', '.join(summary['skipped_targets'])}")
     lines.append(f"\nchosen factor: {summary['reason']}")
+    if not any(v.get("control") for v in summary["factors"].values()):
+        lines.append("null: 0.5, a coin flip, as no control factor was run; matched random neurons often score above"
+                     " it (README: Beyond LSS): add control:p_max to --factors to compare with them")
     lines.append(f"(by LSS alone, the paper's choice (highest mean LSS), it would be {summary['best_lss_factor']});"
                  f" hardest pairs for {best}: " + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}"
                                                           for r in hardest))

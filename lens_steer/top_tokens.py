@@ -106,6 +106,7 @@ class InspectConfig:
     split: str | None = None
     max_tokens: int | None = None
     batch_size: int = 16
+    progress: bool = True  # a bar per language while the corpus is scanned (`inspect --quiet`: none)
 
 
 def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
@@ -144,4 +145,4 @@ def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = 
                                  max_tokens=config.max_tokens or manifest.get("max_tokens"),
                                  max_length=manifest.get("max_length", 512))
     return top_activating_tokens(run.model(load), texts, config.layer, config.neuron, site=site, top_k=config.top,
-                                 config=record_config)
+                                 config=record_config, progress=config.progress)

@@ -117,6 +117,7 @@ def test_lss_batch_1_equals_batch_32_and_files(tiny_models, tmp_path):
     assert {r["note"] for r in one if r["target"] == "ru"} == {"skipped: target has no neurons"}
     assert {r["layers"] for r in many} == {"all", 0, 1}
     summary = summarise(one, factors)
+    neurons.save(tmp_path)  # a derived artifact carries its neuron set's fingerprint
     write_lss(tmp_path, one, summary)
     table = list(csv.DictReader((tmp_path / "lss.csv").open()))
     assert table[0]["factor"] == "set:3"

@@ -181,7 +181,7 @@ def test_notebook_runs(name: str, run_dir: Path, tmp_path: Path) -> None:
         for method in ("none", "p_max", "control:diffmean*best", "resid:best", "control:prompt:en"):
             assert method in table, table
         frame = read_table(run_dir / "compare.csv")
-        assert tuple(frame.columns) == COMPARE_COLUMNS and len(frame) == 9
+        assert tuple(frame.columns) == (*COMPARE_COLUMNS, "run_fingerprint") and len(frame) == 9
         choices = text_of(nb, "choices")
         assert re.search(r"diffmean\*best: chose diffmean\*\d+ on held-out facts", choices), choices
         assert re.search(r"resid:best: chose resid:\d+\*\d+ on held-out facts", choices), choices

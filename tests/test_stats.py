@@ -69,7 +69,7 @@ def test_damaged_run_is_a_clear_error(full, tmp_path, damage):
         manifest = json.loads((tmp_path / "manifest.json").read_text())
         manifest["languages"] = ["en"]
         (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(LensSteerError, match="re-run `lens-steer identify`|made by `lens-steer identify`"):
+    with pytest.raises(LensSteerError, match="re-run `lens-steer identify|made by `lens-steer identify`"):
         Stats.load(tmp_path)
 
 

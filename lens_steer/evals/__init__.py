@@ -39,7 +39,7 @@ from lens_steer.evals.tasks import (
     xwinograd_choice,
 )
 from lens_steer.languages import JOINS
-from lens_steer.run import Run, eval_csv, eval_outputs
+from lens_steer.run import Run, eval_csv, eval_outputs, writes
 from lens_steer.steer import Factor, Intervention
 
 
@@ -456,9 +456,11 @@ def eval_languages(task: str, languages: Sequence[str], totals: dict[str, int], 
     return langs, [c for c in langs if totals.get(c, 0)]
 
 
+@writes("eval")
 def eval_for_run(run: Run, config: EvalConfig, load: LoadConfig | str | None = None) -> EvalResult:
     """One downstream task of a run directory, without and with each target's neurons amplified; writes
     ``eval_<label>.csv`` (and the generated outputs of translation tasks)."""
+    from lens_steer.forcing import check_before_loading
     from lens_steer.steer import Steerer, parse_factor
 
     neurons = run.neurons()  # a run without a neuron set fails before any data is read
@@ -469,6 +471,7 @@ def eval_for_run(run: Run, config: EvalConfig, load: LoadConfig | str | None = N
     elif not targets:
         raise LensSteerError(f"no evaluation language ({', '.join(langs)}) has neurons in this run; pass --targets")
     setups = settings(factor, targets, positions=config.positions)  # a bad --positions fails here, before any work
+    check_before_loading(run, [factor])  # resid:L out of the recorded model's layers
     loaded = load_task_data(config.task, langs, path=config.data, limit=config.limit, join=config.join)
     model = run.model(load)
     world = current()  # under torchrun every rank scores its dealt batches; rank 0 writes
