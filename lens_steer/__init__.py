@@ -13,21 +13,23 @@ The pipeline flows one way: corpus -> statistics -> neuron set -> intervention -
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from lens_steer.version import __version__  # noqa: F401
+from lens_steer.errors import LensSteerError
 
-from lens_steer.errors import LensSteerError  # noqa: E402
-from lens_steer.identification import (activated, ap, ap_lape, ap_scores, identify, lape,  # noqa: E402
-                                 lape_from_probability, top_k_by_probability)
-from lens_steer.models import LoadConfig, MLPSite, Model, as_model, describe_mlp, load_model  # noqa: E402
-from lens_steer.neurons import NeuronSet  # noqa: E402
-# Imported eagerly: a lazy `record` would be shadowed by the submodule as soon as anything imported
-# lens_steer.recorder (the import system binds a loaded submodule's name on its package).
-from lens_steer.recorder import RecordConfig, record  # noqa: E402
-from lens_steer.run import Run  # noqa: E402
-from lens_steer.stats import Stats, merge_stats  # noqa: E402
-
+# Everything else is imported on first use (PEP 562), so that `import lens_steer` and `lens-steer --help` do not
+# import torch. No submodule shares a name with a function exported here (record -> recorder.py, identify ->
+# identification.py), so importing a submodule never shadows an export.
 _LAZY = {
-    # Corpora import datasets; keep `import lens_steer` light (transformers is imported by load_model itself).
+    **dict.fromkeys(("activated", "ap", "ap_lape", "ap_scores", "identify", "lape", "lape_from_probability",
+                     "top_k_by_probability"), "lens_steer.identification"),
+    **dict.fromkeys(("LoadConfig", "MLPSite", "Model", "as_model", "describe_mlp", "load_model"), "lens_steer.models"),
+    "NeuronSet": "lens_steer.neurons",
+    "RecordConfig": "lens_steer.recorder",
+    "record": "lens_steer.recorder",
+    "Run": "lens_steer.run",
+    "Stats": "lens_steer.stats",
+    "merge_stats": "lens_steer.stats",
+    # Corpora import datasets; transformers is imported by load_model itself.
     "load_corpus": "lens_steer.corpora",
     "LANGUAGES": "lens_steer.languages",
     "parse_languages": "lens_steer.languages",
@@ -38,10 +40,14 @@ def __getattr__(name: str):  # PEP 562 lazy re-exports
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups do not come back here
+        return value
     raise AttributeError(f"module 'lens_steer' has no attribute {name!r}")
 
 
-__all__ = ["LensSteerError", "LoadConfig", "MLPSite", "Model", "NeuronSet", "RecordConfig", "Run", "Stats",
-           "activated", "ap", "ap_lape", "ap_scores", "as_model", "describe_mlp", "identify", "lape",
-           "lape_from_probability", "load_model", "merge_stats", "record", "top_k_by_probability", *_LAZY]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["LensSteerError", *_LAZY]

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
-from lens_steer.run import NEURONS_FILE
+from lens_steer.artifacts import NEURONS_FILE
 
 
 

@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lens_steer import __version__
+from lens_steer.version import __version__
 from lens_steer.distributed import (World, broadcast_from_main, check_all, current, deal, gather_to_main,
                                     merge_timer)
 from lens_steer.errors import LensSteerError

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from lens_steer import __version__
+from lens_steer.version import __version__
 from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet

@@ -48,6 +48,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+# Artifact names live in the leaf module lens_steer.artifacts; re-exported here, where they are read and written.
+from lens_steer.artifacts import (COMPARE_CSV, COMPARE_SUMMARY, DERIVED_FILES, DERIVED_GLOBS,  # noqa: F401
+                                  EVAL_GLOB, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, LOCK_FILE, LSS_CSV,
+                                  LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, PARTIAL_DIR, REPORT_FILE, SENT_MEANS_FILE,
+                                  STALE_DIR, STATS_FILE, eval_csv, eval_outputs)
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 
@@ -58,38 +63,8 @@ if TYPE_CHECKING:
 
     from lens_steer.stats import Stats
 
-STATS_FILE = "stats.safetensors"
-SENT_MEANS_FILE = "sent_means.safetensors"
-MANIFEST_FILE = "manifest.json"
-PARTIAL_DIR = "partial"
-NEURONS_FILE = "neurons.json"
-LSS_CSV = "lss.csv"
-LSS_SUMMARY = "lss_summary.json"
-FORCING_CSV = "forcing.csv"
-GENERATIONS_FILE = "generations.jsonl"
-COMPARE_CSV = "compare.csv"
-COMPARE_SUMMARY = "compare_summary.json"
-REPORT_FILE = "report.html"
-EVAL_GLOB = "eval_*.csv"
-LOCK_FILE = ".lens_steer.lock"
-STALE_DIR = "stale"
-# Everything a later stage derives from the neuron set: stamped with its fingerprint, set aside when it changes.
-DERIVED_FILES = (LSS_CSV, LSS_SUMMARY, FORCING_CSV, GENERATIONS_FILE, COMPARE_CSV, COMPARE_SUMMARY, REPORT_FILE)
-DERIVED_GLOBS = (EVAL_GLOB, "eval_*_outputs.jsonl")
-FINGERPRINT = "run_fingerprint"  # the column / key every derived artifact carries
-
 _HELD: dict[str, int] = {}  # run directories this process holds the lock of (re-entrant: stages call stages)
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def eval_csv(task: str) -> str:
-    """The long-format table of one evaluation task (``task`` as labelled, e.g. ``xcopa-refjoin``)."""
-    return f"eval_{task}.csv"
-
-
-def eval_outputs(task: str) -> str:
-    """The generated outputs of one translation task."""
-    return f"eval_{task}_outputs.jsonl"
 
 
 def format_cell(value: Any, digits: int = 6) -> Any:

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
-from lens_steer.run import MANIFEST_FILE, SENT_MEANS_FILE, STATS_FILE
+from lens_steer.artifacts import MANIFEST_FILE, SENT_MEANS_FILE, STATS_FILE
 
 
 _CONTRACT: dict[str, tuple[torch.dtype, str]] = {
