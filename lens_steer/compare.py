@@ -12,7 +12,7 @@ For every method, on the same data and model:
 A method is a factor of the grammar (:mod:`lens_steer.steer`) or a factor with ``best`` in place of its number:
 ``diffmean*best`` chooses the multiple, ``resid:L*best`` the multiple at layer L, ``resid:best*A`` the layer, and
 ``resid:best`` both. The choice is made on **held-out** facts (the ``held_out`` facts after the reported ones), with
-the factor rule of :func:`lens_steer.lss.choose_factor` without forcing (LSS above its null, source damage within the
+the factor rule of :func:`lens_steer.choice.choose_factor` without forcing (LSS above its null, source damage within the
 bound, then the most target wins; within 0.01 the least damage), over at most :data:`MAX_ALPHAS` multiples
 (:data:`BEST_ALPHAS`) and every :data:`LAYER_STRIDE`-rd layer.
 
@@ -189,9 +189,9 @@ def layer_of(factor: Factor) -> int | str:
 # ---------------------------------------------------------------------------------------------------------------
 def choose(rows: Sequence[dict[str, Any]], candidates: Sequence[Factor],
            damage_bound: float) -> tuple[Factor, str, list[dict[str, Any]]]:
-    """The candidate :func:`lens_steer.lss.choose_factor` picks from held-out LSS rows (no forcing), the reason, and
+    """The candidate :func:`lens_steer.choice.choose_factor` picks from held-out LSS rows (no forcing), the reason, and
     one line per candidate (its held-out mean LSS, target wins and source damage)."""
-    from lens_steer.lss import choose_factor, summarise
+    from lens_steer.choice import choose_factor, summarise
 
     summary = summarise(rows, candidates, damage_bound=damage_bound)
     best, reason = choose_factor(summary["factors"], candidates, damage_bound)
@@ -245,7 +245,7 @@ def ppl_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def method_row(text: str, factor: Factor, chosen: str, entry: dict[str, Any], ppl: dict[str, float],
                seconds: float, note: str = "") -> dict[str, Any]:
-    """One ``compare.csv`` row from a factor's LSS summary entry (:func:`lens_steer.lss.summarise`, with forcing)."""
+    """One ``compare.csv`` row from a factor's LSS summary entry (:func:`lens_steer.choice.summarise`, with forcing)."""
     get = (lambda k: entry.get(k, float("nan")))  # noqa: E731
     return {"method": text, "factor": factor.text, "alpha": alpha_of(factor), "layer": layer_of(factor),
             "chosen": chosen, "lss": get("mean_lss"), "lss_low": get("ci_low"), "lss_high": get("ci_high"),
@@ -357,7 +357,8 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
     from lens_steer.evals.data import load_udhr_eval
     from lens_steer.forcing import NEUTRAL_PROMPTS, run_forcing
     from lens_steer.lid import get_detector
-    from lens_steer.lss import lss_languages, run_lss, summarise
+    from lens_steer.choice import summarise
+    from lens_steer.lss import lss_languages, run_lss
     from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY
     from lens_steer.steer import Steerer
 

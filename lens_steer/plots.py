@@ -31,6 +31,7 @@ from plotly.subplots import make_subplots
 
 from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES
+from lens_steer.inspection import InspectorData, inspector_tables  # noqa: F401 - re-exported
 from lens_steer.neurons import NeuronSet
 from lens_steer import run as run_artifacts
 from lens_steer.paths import atomic_path
@@ -371,7 +372,7 @@ def factor_multiple(text: str) -> tuple[str, float] | None:
 def _curves(frame: pd.DataFrame, x: str, metric: str, hover_x: str, mode: str) -> tuple[go.Figure, list[float]]:
     """One faint line per target (mean over sources), the 95% bootstrap band of the mean over pairs, and that mean
     as the last, bold trace. ``hover_x`` is a plotly template for the x value (``"layer %{x}"``)."""
-    from lens_steer.lss import bootstrap_mean_ci
+    from lens_steer.intervals import bootstrap_mean_ci
     import torch
 
     fig = go.Figure()
@@ -618,50 +619,6 @@ def downstream_heatmap(deltas: pd.DataFrame, value: str = "delta", title: str | 
 # ---------------------------------------------------------------------------------------------------------------
 # Per-layer neuron inspector
 # ---------------------------------------------------------------------------------------------------------------
-class _InspectorData:
-    """The per-neuron numbers the inspector shows, computed once for every layer (the median is the slow part)."""
-
-    def __init__(self, stats: Stats, neurons: NeuronSet):
-        langs = neurons.languages
-        missing = [c for c in langs if c not in stats.languages]
-        if missing:
-            raise LensSteerError(f"the statistics have no {', '.join(missing)}; use the run's own stats and neurons")
-        order = [stats.languages.index(c) for c in langs]
-        self.langs = langs
-        self.n_layers, self.d_mlp = stats.n_layers, stats.d_mlp
-        self.prob = stats.probability()[..., order].numpy()            # [layer, d_mlp, lang]
-        self.pmax = stats.sentence_stat("max")[order].numpy()           # [lang, layer, d_mlp]
-        self.pmed = stats.sentence_stat("median")[order].numpy()
-        self.mask = neurons.mask().numpy()                              # [layer, d_mlp, lang]
-
-    def table(self, layer: int, which: str = "language") -> pd.DataFrame:
-        if not 0 <= layer < self.n_layers:
-            raise LensSteerError(f"layer {layer} is outside 0..{self.n_layers - 1}")
-        if which == "language":
-            idx = np.flatnonzero(self.mask[layer].any(axis=1))
-        elif which == "all":
-            idx = np.arange(self.d_mlp)
-        else:
-            raise LensSteerError(f"unknown neuron selection {which!r}; use language or all")
-        k = len(self.langs)
-        assigned = self.mask[layer][idx]                                 # [n, lang]
-        owners = [",".join(c for c, a in zip(self.langs, row) if a) for row in assigned]
-        return pd.DataFrame({
-            "layer": layer, "neuron": np.repeat(idx, k), "language": np.tile(self.langs, len(idx)),
-            "probability": self.prob[layer][idx].reshape(-1).astype(float),
-            "p_max": self.pmax[:, layer, idx].T.reshape(-1).astype(float),
-            "p_median": self.pmed[:, layer, idx].T.reshape(-1).astype(float),
-            "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [],
-        }, columns=["layer", "neuron", "language", "probability", "p_max", "p_median", "assigned", "assigned_to"])
-
-
-def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language") -> pd.DataFrame:
-    """One row per (neuron of ``layer``, language): activation probability, p_max, p_median and whether the
-    neuron is assigned to that language. ``which="language"`` keeps the neurons assigned to any language,
-    ``"all"`` every neuron of the layer."""
-    return _InspectorData(stats, neurons).table(layer, which)
-
-
 def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | None = None,
                     order: str = "family", max_neurons: int = 400) -> go.Figure:
     """Neurons x languages activation-probability heatmap of one layer at a time, with a layer slider inside the
@@ -673,7 +630,7 @@ def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | No
     layers = list(range(stats.n_layers)) if layers is None else list(layers)
     if not layers:
         raise LensSteerError("layer_inspector needs at least one layer")
-    data = _InspectorData(stats, neurons)
+    data = InspectorData(stats, neurons)
     langs = order_languages(neurons.languages, order)
     col = [neurons.languages.index(c) for c in langs]
     frames = {layer: _inspector_frame(data, layer, langs, col, max_neurons) for layer in layers}
@@ -704,7 +661,7 @@ def _inspector_title(layer: int, n: int) -> str:
     return f"Layer {layer}: activation probability of its {n} language neurons (x = assigned)"
 
 
-def _inspector_frame(data: _InspectorData, layer: int, langs: list[str], col: list[int],
+def _inspector_frame(data: InspectorData, layer: int, langs: list[str], col: list[int],
                      max_neurons: int) -> dict[str, Any]:
     """One layer's heatmap rows (z, y, hover data) and cross marks (mx, my), ``langs`` ordered columns (``col``:
     their indices in the data). A layer with no language neurons gets one blank placeholder row, so the slider

@@ -112,7 +112,7 @@ class InspectConfig:
 def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
     """The languages neuron (``layer``, ``neuron``) is assigned to, and its per-language table (probability,
     p_max, p_median, assigned) from the run's statistics."""
-    from lens_steer.plots import inspector_tables
+    from lens_steer.inspection import inspector_tables
 
     stats, neurons = run.stats(), run.neurons()
     if not 0 <= layer < stats.n_layers:

@@ -7,7 +7,8 @@ import torch
 
 from lens_steer.control import matched_control
 from lens_steer.errors import LensSteerError
-from lens_steer.lss import choose_factor, pair_stats, summarise, win_stats
+from lens_steer.choice import choose_factor, summarise
+from lens_steer.lss import pair_stats, win_stats
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
 from lens_steer.steer import SWEEPS, parse_factor, sweep_factors

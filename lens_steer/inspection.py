@@ -1,0 +1,57 @@
+"""The per-neuron tables of a run: activation probability, p_max, p_median and assignment per language, for one
+layer at a time. The inspector figure (:func:`lens_steer.plots.layer_inspector`), ``lens-steer inspect`` and the
+notebooks read them; pure functions of a :class:`~lens_steer.stats.Stats` and a :class:`~lens_steer.neurons.NeuronSet`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lens_steer.errors import LensSteerError
+from lens_steer.neurons import NeuronSet
+from lens_steer.stats import Stats
+
+
+class InspectorData:
+    """The per-neuron numbers the inspector shows, computed once for every layer (the median is the slow part)."""
+
+    def __init__(self, stats: Stats, neurons: NeuronSet):
+        langs = neurons.languages
+        missing = [c for c in langs if c not in stats.languages]
+        if missing:
+            raise LensSteerError(f"the statistics have no {', '.join(missing)}; use the run's own stats and neurons")
+        order = [stats.languages.index(c) for c in langs]
+        self.langs = langs
+        self.n_layers, self.d_mlp = stats.n_layers, stats.d_mlp
+        self.prob = stats.probability()[..., order].numpy()            # [layer, d_mlp, lang]
+        self.pmax = stats.sentence_stat("max")[order].numpy()           # [lang, layer, d_mlp]
+        self.pmed = stats.sentence_stat("median")[order].numpy()
+        self.mask = neurons.mask().numpy()                              # [layer, d_mlp, lang]
+
+    def table(self, layer: int, which: str = "language") -> pd.DataFrame:
+        if not 0 <= layer < self.n_layers:
+            raise LensSteerError(f"layer {layer} is outside 0..{self.n_layers - 1}")
+        if which == "language":
+            idx = np.flatnonzero(self.mask[layer].any(axis=1))
+        elif which == "all":
+            idx = np.arange(self.d_mlp)
+        else:
+            raise LensSteerError(f"unknown neuron selection {which!r}; use language or all")
+        k = len(self.langs)
+        assigned = self.mask[layer][idx]                                 # [n, lang]
+        owners = [",".join(c for c, a in zip(self.langs, row) if a) for row in assigned]
+        return pd.DataFrame({
+            "layer": layer, "neuron": np.repeat(idx, k), "language": np.tile(self.langs, len(idx)),
+            "probability": self.prob[layer][idx].reshape(-1).astype(float),
+            "p_max": self.pmax[:, layer, idx].T.reshape(-1).astype(float),
+            "p_median": self.pmed[:, layer, idx].T.reshape(-1).astype(float),
+            "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [],
+        }, columns=["layer", "neuron", "language", "probability", "p_max", "p_median", "assigned", "assigned_to"])
+
+
+def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language") -> pd.DataFrame:
+    """One row per (neuron of ``layer``, language): activation probability, p_max, p_median and whether the
+    neuron is assigned to that language. ``which="language"`` keeps the neurons assigned to any language,
+    ``"all"`` every neuron of the layer."""
+    return InspectorData(stats, neurons).table(layer, which)
