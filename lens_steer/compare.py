@@ -352,7 +352,7 @@ def check_method_layers(methods: Sequence[Method], n_layers: int) -> None:
 def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> CompareResult:
     """Compare the methods of ``config`` on a run directory; writes ``compare.csv`` and ``compare_summary.json``."""
     from lens_steer.cloze import load_cloze
-    from lens_steer.distributed import barrier, current
+    from lens_steer.distributed import current
     from lens_steer.evals import eval_ppl, settings
     from lens_steer.evals.data import load_udhr_eval
     from lens_steer.forcing import NEUTRAL_PROMPTS, run_forcing
@@ -438,8 +438,5 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
                "forcing_prompts": sum(map(len, prompts.values())), "ppl_articles": config.ppl_articles,
                "damage_bound": config.damage_bound, "best_alphas": {k: list(v) for k, v in BEST_ALPHAS.items()},
                "layer_stride": LAYER_STRIDE, "methods": details, "model": model.placement(), "world_size": world.size}
-    files = []
-    if world.main:
-        files = [run.write_csv(COMPARE_CSV, rows, COMPARE_COLUMNS), run.write_json(COMPARE_SUMMARY, summary)]
-    barrier()
+    files = [run.write_csv(COMPARE_CSV, rows, COMPARE_COLUMNS), run.write_json(COMPARE_SUMMARY, summary)]
     return CompareResult(rows, summary, files)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lens_steer.distributed import barrier, current
+from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, get_detector, matches
@@ -179,8 +179,7 @@ def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | No
                                 get_detector(config.detector), max_new_tokens=config.max_new_tokens,
                                 batch_size=config.batch_size, progress=config.progress and current().main,
                                 chat=config.chat_template)
-    files = [write_forcing(run.path, rows), append_generations(run.path, records)] if current().main else []
-    barrier()
+    files = [write_forcing(run.path, rows), append_generations(run.path, records)]
     return ForcingResult(rows, config.parsed, skipped, files)
 
 

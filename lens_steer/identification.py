@@ -333,7 +333,7 @@ def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | 
     shard run (``world`` from :func:`~lens_steer.distributed.parse_shard`) writes its part of the statistics and
     the identification settings, and identifies nothing (None): ``lens-steer merge`` does, on all the shards."""
     from lens_steer.corpora import corpus_description, load_corpus
-    from lens_steer.distributed import barrier, current
+    from lens_steer.distributed import current
     from lens_steer.languages import parse_languages
     from lens_steer.models import load_model
     from lens_steer.recorder import record
@@ -351,16 +351,18 @@ def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | 
         write_pending_identification(run.path, config.method, config.params())
         return stats, None
     neurons = identify(stats, config.method, **config.params())
-    if world.writes:
-        write_neurons(run, neurons)
-    barrier()  # no rank leaves before rank 0 has written the run
+    write_neurons(run, neurons)  # rank 0 writes; every rank waits for it when the run's lock is released
     return stats, neurons
 
 
 def write_neurons(run: Run, neurons: NeuronSet) -> None:
     """Write a run's new neuron set: first move the results of a previous, different one aside
     (:meth:`~lens_steer.run.Run.retire_derived`), then ``neurons.json`` and the manifest's ``identification``.
-    An empty set is written (it is a result) with a one-line warning."""
+    An empty set is written (it is a result) with a one-line warning. Under torchrun only rank 0 writes."""
+    from lens_steer.distributed import current  # deferred: torch (identification is imported by `import lens_steer`)
+
+    if not current().writes:
+        return
     run.retire_derived(neurons.fingerprint())
     neurons.save(run.path)
     write_identification(run.path, neurons)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lens_steer.choice import DAMAGE_BOUND, RULE, SKIPPED_NOTE, choose_factor, summarise, with_diagonal  # noqa: F401
 from lens_steer.cloze import Fact
-from lens_steer.distributed import barrier, current, run_dealt
+from lens_steer.distributed import current, run_dealt
 from lens_steer.errors import LensSteerError
 from lens_steer.intervals import N_BOOT, bootstrap_mean_ci  # noqa: F401 - re-exported
 from lens_steer.models import LoadConfig, ModelLike
@@ -365,14 +365,11 @@ def lss_for_run(run: Run, config: LSSConfig,
             model, Steerer(model, neurons, stats), targets, [f for f in factors if f.amplifies or f.control],
             detector, max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size,
             progress=progress)
-        if world.main:
-            write_forcing(run.path, forcing_rows)
-            append_generations(run.path, records)
+        write_forcing(run.path, forcing_rows)  # Run's writers: rank 0 writes, the others skip
+        append_generations(run.path, records)
     summary = summarise(rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)
     summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=config.join,
                    world_size=world.size, rows_per_rank=rows_per_rank, model=model.placement(),
                    stats_dtype=stats.manifest.get("dtype"))
-    if world.main:  # every rank holds the same rows and summary; one writes them
-        write_lss(run.path, rows, summary)
-    barrier()
+    write_lss(run.path, rows, summary)  # every rank holds the same rows and summary; rank 0 writes them
     return rows, summary

@@ -290,17 +290,24 @@ class Run:
 
     # ---- writing derived artifacts: every one stamped with the run's fingerprint ----
     def write_csv(self, name: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Path:
-        """A derived CSV, atomically, with the ``run_fingerprint`` column last."""
+        """A derived CSV, atomically, with the ``run_fingerprint`` column last. Like every writer of :class:`Run`,
+        it writes on the process that writes the run only (rank 0 under torchrun; the others return the path)."""
+        if not _writes():
+            return self.file(name)
         stamp = {FINGERPRINT: self.fingerprint()}
         return write_csv(self.file(name), [{**r, **stamp} for r in rows], [*columns, FINGERPRINT])
 
     def write_json(self, name: str, obj: dict[str, Any]) -> Path:
         """A derived JSON object, atomically, with its ``run_fingerprint``."""
+        if not _writes():
+            return self.file(name)
         write_json(self.file(name), {**obj, FINGERPRINT: self.fingerprint()})
         return self.file(name)
 
     def write_jsonl(self, name: str, records: Sequence[dict[str, Any]]) -> Path:
         """Replace ``name`` with one JSON object per line (each with its ``run_fingerprint``), atomically."""
+        if not _writes():
+            return self.file(name)
         stamp = {FINGERPRINT: self.fingerprint()}
         with atomic_path(self.file(name)) as tmp:
             tmp.write_text("".join(json.dumps({**r, **stamp}, ensure_ascii=False) + "\n" for r in records),
@@ -310,6 +317,8 @@ class Run:
     def append_jsonl(self, name: str, records: Sequence[dict[str, Any]]) -> Path:
         """Append records (each with its ``run_fingerprint``) to ``name`` in one write (a torn last line of an
         interrupted append is skipped on read)."""
+        if not _writes():
+            return self.file(name)
         stamp = {FINGERPRINT: self.fingerprint()}
         records = [{**r, **stamp} for r in records]
         path = self.file(name)
@@ -348,7 +357,7 @@ class Run:
         Taken first, before any model work: a directory that cannot be written, a file in its place, or a second
         writer is one line at once. Under torchrun rank 0 takes it and every rank stops if it could not. A directory
         this call created is removed again if the command leaves it empty (nothing half-written)."""
-        from lens_steer.distributed import check_all, current  # deferred: it imports torch, and the CLI imports us
+        from lens_steer.distributed import barrier, check_all, current  # deferred: torch; the CLI imports run.py
 
         key = os.path.abspath(self.path)
         if key in _HELD:
@@ -369,6 +378,7 @@ class Run:
         _HELD[key] = 1
         try:
             yield self
+            barrier()  # no rank leaves before rank 0 has written (its writers skip on the other ranks)
         finally:
             del _HELD[key]
             if world.writes:
@@ -464,6 +474,13 @@ class Run:
         warnings.warn(f"moved {len(files)} result(s) of the previous neuron set ({', '.join(p.name for p in files)})"
                       f" to {dest}: they do not describe the new one", stacklevel=2)
         return files, dest
+
+
+def _writes() -> bool:
+    """Whether this process writes run files: rank 0 under torchrun, every shard, a single process."""
+    from lens_steer.distributed import current  # deferred: torch; the CLI imports run.py
+
+    return current().writes
 
 
 def _alive(pid: int) -> bool:

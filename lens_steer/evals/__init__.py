@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import torch
 
-from lens_steer.distributed import barrier, current
+from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
 from lens_steer.models import LoadConfig, ModelLike, as_model
 from lens_steer.evals import data
@@ -478,6 +478,5 @@ def eval_for_run(run: Run, config: EvalConfig, load: LoadConfig | str | None = N
     rows, outputs = run_eval(config.task, model, Steerer(model, neurons, run.stats()), loaded, setups, factor.text,
                              batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                              progress=config.progress and world.main, prompt=config.prompt, join=config.join)
-    path = write_eval(run.path, config.label, rows, outputs) if world.main else run.file(eval_csv(config.label))
-    barrier()
+    path = write_eval(run.path, config.label, rows, outputs)
     return EvalResult(config.label, factor.text, rows, path)
