@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lens_steer.errors import LensSteerError
-from lens_steer.run import writes
+from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY, writes
 from lens_steer.steer import Factor, parse_factor
 
 BEST_ALPHAS: dict[str, tuple[float, ...]] = {
@@ -351,16 +351,8 @@ def check_method_layers(methods: Sequence[Method], n_layers: int) -> None:
 @writes("compare")
 def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> CompareResult:
     """Compare the methods of ``config`` on a run directory; writes ``compare.csv`` and ``compare_summary.json``."""
-    from lens_steer.cloze import load_cloze
-    from lens_steer.distributed import current
-    from lens_steer.evals import eval_ppl, settings
-    from lens_steer.evals.data import load_udhr_eval
-    from lens_steer.forcing import NEUTRAL_PROMPTS, run_forcing
     from lens_steer.lid import get_detector
-    from lens_steer.choice import summarise
-    from lens_steer.lss import lss_languages, run_lss
-    from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY
-    from lens_steer.steer import Steerer
+    from lens_steer.lss import cloze_facts, lss_languages
 
     methods, detector = config.parsed, get_detector(config.detector)
     neurons, stats = run.neurons(), run.stats()
@@ -368,75 +360,108 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
     recorded = stats.manifest.get("model") or {}
     if isinstance(recorded.get("n_layers"), int):  # a layer out of range fails before any data or model loads
         check_method_layers(methods, recorded["n_layers"])
-    cloze = load_cloze(config.cloze, langs, path=config.cloze_path)
-    every = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
-    n_held = config.held_out or config.max_facts
-    reported, held = split_facts(every, config.max_facts, n_held)
+    cloze, every = cloze_facts(config.cloze, langs, config.cloze_path)
+    reported, held = split_facts(every, config.max_facts, config.held_out or config.max_facts)
     choosers = [m for m in methods if m.chooses]
     if choosers and not any(held.values()):
         raise LensSteerError(f"no held-out facts to choose {choosers[0].text} on: the cloze has at most"
                              f" {max(map(len, every.values()), default=0)} facts per language; lower --max-facts")
     if any(m.kind == "resid" for m in methods):
         stats.resid_mean()  # a run recorded before residual means existed: one line, before the model loads
-    texts = load_udhr_eval(langs, limit=config.ppl_articles)
-    targets = [t for t in langs if neurons.totals().get(t, 0)]
-    prompts = {s: ps[:config.forcing_prompts] for s, ps in NEUTRAL_PROMPTS.items()}
-    model = run.model(load)
-    n_layers = model.site.n_layers
-    check_method_layers(methods, n_layers)  # a manifest without the layer count: before any scoring
-    steerer = Steerer(model, neurons, stats)
-    world = current()
-    progress = config.progress and world.main
-    # Each fact set's baseline scores once for every method (run_lss reuses them: the same numbers).
-    held_base: dict[str, Any] = {}
-    reported_base: dict[str, Any] = {}
-    lss_kw = dict(batch_size=config.batch_size, join=config.join, progress=False)
-    # The perplexity baseline once; each method's settings are then only its intervened ones.
-    base_ppl = eval_ppl("udhr-ppl", model, steerer, texts, settings(None, targets), "-",
-                        batch_size=config.forcing_batch_size)
+    bench = _Bench(run, config, langs, reported, held, detector, load)
+    check_method_layers(methods, bench.n_layers)  # a manifest without the layer count: before any scoring
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
-    baseline: dict[str, Any] | None = None
     for i, method in enumerate(methods):
-        start = time.perf_counter()
-        if progress:
+        if bench.progress:
             print(f"[{i + 1}/{len(methods)}] {method.text}", flush=True)
+        method_rows, details[method.text] = bench.measure(method)
+        rows += method_rows if rows else [bench.baseline, *method_rows]
+    summary = bench.summary(cloze.name, details)
+    files = [run.write_csv(COMPARE_CSV, rows, COMPARE_COLUMNS), run.write_json(COMPARE_SUMMARY, summary)]
+    return CompareResult(rows, summary, files)
+
+
+class _Bench:
+    """What every method of one comparison is measured on: the model, the fact sets with their baselines kept
+    (scored once for all methods: the same numbers), the neutral prompts and the perplexity texts and baseline."""
+
+    def __init__(self, run: Any, config: CompareConfig, langs: list[str], reported: dict[str, Any],
+                 held: dict[str, Any], detector: Any, load: Any):
+        from lens_steer.distributed import current
+        from lens_steer.evals import eval_ppl, settings
+        from lens_steer.evals.data import load_udhr_eval
+        from lens_steer.forcing import NEUTRAL_PROMPTS
+        from lens_steer.steer import Steerer
+
+        self.config, self.langs, self.reported, self.held, self.detector = config, langs, reported, held, detector
+        self.neurons, self.stats = run.neurons(), run.stats()
+        self.texts = load_udhr_eval(langs, limit=config.ppl_articles)
+        self.targets = self.neurons.steerable(langs)
+        self.prompts = {s: ps[:config.forcing_prompts] for s, ps in NEUTRAL_PROMPTS.items()}
+        self.model = run.model(load)
+        self.n_layers = self.model.site.n_layers
+        self.steerer = Steerer(self.model, self.neurons, self.stats)
+        self.world = current()
+        self.progress = config.progress and self.world.main
+        self.held_base: dict[str, Any] = {}
+        self.reported_base: dict[str, Any] = {}
+        # The perplexity baseline once; each method's settings are then only its intervened ones.
+        self.base_ppl = eval_ppl("udhr-ppl", self.model, self.steerer, self.texts, settings(None, self.targets), "-",
+                                 batch_size=config.forcing_batch_size)
+        self.baseline: dict[str, Any] | None = None
+
+    def lss(self, facts: dict[str, Any], factors: Sequence[Factor], seeds: int, kept: dict[str, Any]) -> list[Any]:
+        from lens_steer.lss import run_lss
+
+        return run_lss(self.model, self.neurons, self.stats, facts, self.langs, factors, n_seeds=seeds,
+                       baselines=kept, batch_size=self.config.batch_size, join=self.config.join, progress=False)
+
+    def measure(self, method: Method) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """One method (its held-out choice first) and its control: their ``compare.csv`` rows and summary entry."""
+        from lens_steer.choice import summarise
+        from lens_steer.forcing import run_forcing
+
+        start, config = time.perf_counter(), self.config
         detail: dict[str, Any] = {"chosen": method.chosen}
         if method.chooses:
-            factor, reason, table = search(
-                method, n_layers, lambda fs: run_lss(model, neurons, stats, held, langs, fs, n_seeds=1,
-                                                     baselines=held_base, **lss_kw), config.damage_bound)
+            factor, reason, table = search(method, self.n_layers,
+                                           lambda fs: self.lss(self.held, fs, 1, self.held_base), config.damage_bound)
             detail.update(factor=factor.text, reason=reason, candidates=table)
         else:
             factor = method.factor()
             detail["factor"] = factor.text
         control = control_of(factor)
         factors = [factor] + ([control] if control is not None else [])
-        lss_rows = run_lss(model, neurons, stats, reported, langs, factors, n_seeds=config.seeds,
-                           baselines=reported_base, **lss_kw)
-        forcing_rows, _ = run_forcing(model, steerer, targets, factors, detector, prompts=prompts,
-                                      max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size)
+        lss_rows = self.lss(self.reported, factors, config.seeds, self.reported_base)
+        forcing_rows, _ = run_forcing(self.model, self.steerer, self.targets, factors, self.detector,
+                                      prompts=self.prompts, max_new_tokens=config.forcing_tokens,
+                                      batch_size=config.forcing_batch_size)
         entries = summarise(lss_rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)["factors"]
-        ppl = {f.text: ppl_ratios(base_ppl + eval_ppl("udhr-ppl", model, steerer, texts, settings(f, targets)[1:],
-                                                       f.text, batch_size=config.forcing_batch_size))
-               for f in factors}
-        seconds = time.perf_counter() - start
-        if baseline is None:
-            baseline = baseline_row(entries[factor.text], [r for r in forcing_rows if r["factor"] == factor.text])
-            rows.append(baseline)
+        ppl = {f.text: self.ppl(f) for f in factors}
+        detail["seconds"] = seconds = time.perf_counter() - start
+        if self.baseline is None:
+            self.baseline = baseline_row(entries[factor.text], [r for r in forcing_rows if r["factor"] == factor.text])
         note = "" if control is not None else "no control in the grammar for this kind"
-        rows.append(method_row(method.text, factor, method.chosen, entries[factor.text], ppl[factor.text], seconds,
-                               note))
+        rows = [method_row(method.text, factor, method.chosen, entries[factor.text], ppl[factor.text], seconds, note)]
         if control is not None:
             rows.append(method_row(f"control:{method.text}", control, method.chosen, entries[control.text],
                                    ppl[control.text], float("nan"), f"seeds: {config.seeds}"))
-        detail["seconds"] = seconds
-        details[method.text] = detail
-    summary = {"languages": langs, "targets": targets, "cloze": cloze.name,
-               "n_facts": {s: len(v) for s, v in reported.items()}, "n_held_out": {s: len(v) for s, v in held.items()},
-               "seeds": config.seeds, "forcing_tokens": config.forcing_tokens,
-               "forcing_prompts": sum(map(len, prompts.values())), "ppl_articles": config.ppl_articles,
-               "damage_bound": config.damage_bound, "best_alphas": {k: list(v) for k, v in BEST_ALPHAS.items()},
-               "layer_stride": LAYER_STRIDE, "methods": details, "model": model.placement(), "world_size": world.size}
-    files = [run.write_csv(COMPARE_CSV, rows, COMPARE_COLUMNS), run.write_json(COMPARE_SUMMARY, summary)]
-    return CompareResult(rows, summary, files)
+        return rows, detail
+
+    def ppl(self, factor: Factor) -> dict[str, float]:
+        from lens_steer.evals import eval_ppl, settings
+
+        steered = eval_ppl("udhr-ppl", self.model, self.steerer, self.texts, settings(factor, self.targets)[1:],
+                           factor.text, batch_size=self.config.forcing_batch_size)
+        return ppl_ratios(self.base_ppl + steered)
+
+    def summary(self, cloze: str, details: dict[str, Any]) -> dict[str, Any]:
+        config = self.config
+        return {"languages": self.langs, "targets": self.targets, "cloze": cloze,
+                "n_facts": {s: len(v) for s, v in self.reported.items()},
+                "n_held_out": {s: len(v) for s, v in self.held.items()}, "seeds": config.seeds,
+                "forcing_tokens": config.forcing_tokens, "forcing_prompts": sum(map(len, self.prompts.values())),
+                "ppl_articles": config.ppl_articles, "damage_bound": config.damage_bound,
+                "best_alphas": {k: list(v) for k, v in BEST_ALPHAS.items()}, "layer_stride": LAYER_STRIDE,
+                "methods": details, "model": self.model.placement(), "world_size": self.world.size}

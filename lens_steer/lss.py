@@ -334,12 +334,21 @@ def lss_languages(neurons: NeuronSet, spec: str | None, cloze: str) -> list[str]
     return langs
 
 
+def cloze_facts(name: str, langs: Sequence[str], path: str | None = None,
+                max_facts: int | None = None) -> tuple[Any, dict[str, list[Fact]]]:
+    """The cloze ``name`` for ``langs`` and, per source language, its facts that have an answer in every one of
+    ``langs`` (the fact set of ``lss`` and ``compare``): ``(cloze, {source: [Fact, ...]})``."""
+    from lens_steer.cloze import load_cloze  # deferred: babel's CLDR tables are only needed here
+
+    cloze = load_cloze(name, langs, path=path, max_facts=max_facts)
+    return cloze, {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
+
+
 @writes("lss")
 def lss_for_run(run: Run, config: LSSConfig,
                 load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """LSS (and, with ``config.forcing``, language forcing) of a run directory; writes ``lss.csv``,
     ``lss_summary.json`` (and ``forcing.csv``, appending ``generations.jsonl``) and returns (rows, summary)."""
-    from lens_steer.cloze import load_cloze
     from lens_steer.forcing import append_generations, check_before_loading, run_forcing, write_forcing
     from lens_steer.lid import get_detector
 
@@ -349,8 +358,7 @@ def lss_for_run(run: Run, config: LSSConfig,
     neurons, stats = run.neurons(), run.stats()
     langs = lss_languages(neurons, config.langs, config.cloze)
     check_before_loading(run, factors)  # resid:L out of the recorded model's layers: before the model loads
-    cloze = load_cloze(config.cloze, langs, path=config.cloze_path, max_facts=config.max_facts)
-    facts = {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
+    cloze, facts = cloze_facts(config.cloze, langs, config.cloze_path, config.max_facts)
     model = run.model(load)
     world, rows_per_rank = current(), []
     progress = config.progress and world.main
@@ -360,9 +368,8 @@ def lss_for_run(run: Run, config: LSSConfig,
     if detector is not None:
         # Deactivating factors (zero, p10) cannot make the model write t: forcing is measured for the amplifying
         # factors and the controls (the null line) only.
-        targets = [t for t in langs if neurons.totals().get(t, 0)]
         forcing_rows, records = run_forcing(
-            model, Steerer(model, neurons, stats), targets, [f for f in factors if f.amplifies or f.control],
+            model, Steerer(model, neurons, stats), neurons.steerable(langs), [f for f in factors if f.amplifies or f.control],
             detector, max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size,
             progress=progress)
         write_forcing(run.path, forcing_rows)  # Run's writers: rank 0 writes, the others skip

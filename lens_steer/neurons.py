@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,15 @@ class NeuronSet:
                 f"this neuron set was made for {self.n_layers} layers x {self.d_mlp} neurons but the model has"
                 f" {n_layers} x {d_mlp}; identify neurons again on this model"
             )
+
+    def steerable(self, languages: Sequence[str]) -> list[str]:
+        """The languages of ``languages`` that have neurons in this set (the ones an intervention can target).
+
+        >>> NeuronSet(["en", "fr"], {"en": [[1], []], "fr": [[], []]}, 2, 4).steerable(["fr", "en"])
+        ['en']
+        """
+        totals = self.totals()
+        return [t for t in languages if totals.get(t, 0)]
 
     def targets(self, spec: str | None = None, *, strict: bool = False) -> tuple[list[str], list[str]]:
         """The target languages ``spec`` names (default: every language with neurons) that have neurons, and those
