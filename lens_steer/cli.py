@@ -23,10 +23,10 @@ from lens_steer.tables import (format_compare, format_counts, format_eval, forma
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lens_steer import distributed
-
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and usage errors exit here, before torch is imported
+    from lens_steer import distributed  # imports torch: after parsing, so that `lens-steer --help` is fast
+
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, while we run
     world = distributed.World()
     try:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from lens_steer.models import EMBEDDED_MODEL as DEFAULT_MODEL
+# Both torch-free: the parser (and `lens-steer --help`) imports no torch.
+from lens_steer.defaults import DEFAULT_METHODS
+from lens_steer.models.embedded import EMBEDDED_MODEL as DEFAULT_MODEL
 
 
 def _positive_int(text: str) -> int:
@@ -238,8 +240,6 @@ def _add_eval(sub, shared) -> None:
 
 
 def _add_compare(sub, shared) -> None:
-    from lens_steer.compare import DEFAULT_METHODS
-
     p = sub.add_parser("compare", parents=[shared["run"], shared["device"], shared["quiet"], shared["detector"]],
                        help="neuron amplification against peers' steering methods, each with its control, one table",
                        description="Measure every method and its control under one set of metrics (LSS, target wins,"

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lens_steer.defaults import DEFAULT_METHODS  # written there, torch-free, for the CLI parser; still importable here
 from lens_steer.errors import LensSteerError
 from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY, writes
 from lens_steer.steer import Factor, parse_factor
@@ -272,7 +273,6 @@ def baseline_row(lss_entry: dict[str, Any], forcing_rows: Sequence[dict[str, Any
 # ---------------------------------------------------------------------------------------------------------------
 # The comparison of a run directory: what `lens-steer compare` does, as a config + function pair
 # ---------------------------------------------------------------------------------------------------------------
-DEFAULT_METHODS = "p_max,add:mean*best,diffmean*best,resid:best,prompt:en,prompt:native"
 
 
 @dataclass(frozen=True)

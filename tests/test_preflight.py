@@ -44,8 +44,8 @@ def no_load(monkeypatch):
             raise AssertionError(f"{name} was called: the model was loaded before the input was checked")
         return loader
 
-    monkeypatch.setattr("lens_steer.models.load_model", refuse("load_model"))
-    monkeypatch.setattr("lens_steer.models._boot", refuse("_boot"))
+    monkeypatch.setattr("lens_steer.models.load_model", refuse("load_model"))  # callers import it from the package
+    monkeypatch.setattr("lens_steer.models.loading._boot", refuse("_boot"))  # load_model looks it up there
     monkeypatch.setattr("lens_steer.run.Run.model", refuse("Run.model"))
     return calls
 
@@ -59,8 +59,8 @@ def no_boot(monkeypatch):
         calls.append("boot")
         raise AssertionError("the model was booted before its name was checked")
 
-    monkeypatch.setattr("lens_steer.models._boot", refuse)
-    monkeypatch.setattr("lens_steer.models.ensure_embedded_model", refuse)
+    monkeypatch.setattr("lens_steer.models.loading._boot", refuse)  # where load_model looks them up
+    monkeypatch.setattr("lens_steer.models.loading.ensure_embedded_model", refuse)
     return calls
 
 

@@ -7,7 +7,8 @@ import torch
 
 from helpers import SENTENCES, logits_to_keep_spy
 from lens_steer.errors import LensSteerError
-from lens_steer.models import _UNPROBED, as_model
+from lens_steer.models import as_model
+from lens_steer.models.handle import _UNPROBED
 from lens_steer.recorder import RecordConfig, record
 from lens_steer.stats import Stats
 
@@ -197,6 +198,25 @@ def test_activation_module_path_equals_bridge_hooks(tiny_model):
     torch.testing.assert_close(fast.act_sum, slow.act_sum, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fast.act_sqsum, slow.act_sqsum, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fast.sent_means, slow.sent_means, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2", "llama"])
+def test_direct_forward_records_what_the_bridge_records(tiny_models, monkeypatch, arch):
+    """The recorder's bare HF forward (Model.activations_forward past the bridge) gives bit-identical statistics to
+    the forward through the bridge, left padding over several batches included."""
+    handle = as_model(tiny_models[arch])
+    assert handle.direct_ok()
+    calls = []
+    real = handle._direct_forward
+    monkeypatch.setattr(handle, "_direct_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = _record(handle, batch_size=3, padding_side="left")
+    assert calls, "the recorder should have taken the direct forward"
+    monkeypatch.setattr(handle, "_direct", False)  # as a model the probe refused: every forward through the bridge
+    n_direct = len(calls)
+    slow = _record(handle, batch_size=3, padding_side="left")
+    assert len(calls) == n_direct
+    for name in ("over_zero", "n_tokens", "n_sentences", "act_sum", "act_sqsum", "sent_means"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
 
 
 def test_native_model_has_no_activation_modules(native_model):
