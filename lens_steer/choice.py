@@ -13,7 +13,7 @@ import torch
 
 from lens_steer.errors import LensSteerError
 from lens_steer.intervals import bootstrap_mean_ci
-from lens_steer.steer import Factor
+from lens_steer.factors import Factor
 
 DAMAGE_BOUND = 10.0  # nats: a factor whose mean source damage is worse than -10 is not chosen
 SKIPPED_NOTE = "skipped: target has no neurons"
@@ -93,7 +93,7 @@ def choose_factor(per: dict[str, dict[str, Any]], factors: Sequence[Factor],
                   damage_bound: float = DAMAGE_BOUND) -> tuple[str, str]:
     """The factor :data:`RULE` picks from per-factor summaries, and why (one sentence).
 
-    >>> from lens_steer.steer import parse_factor
+    >>> from lens_steer.factors import parse_factor
     >>> per = {"p_max": dict(mean_lss=.99, source_damage=-9., target_wins=.3, control=False),
     ...        "p_max*2": dict(mean_lss=.98, source_damage=-15., target_wins=.5, control=False),
     ...        "control:p_max": dict(mean_lss=.6, source_damage=0., target_wins=0., control=True)}

@@ -9,7 +9,7 @@ For every method, on the same data and model:
 * on the held-out UDHR articles: the perplexity ratio against no intervention, self-language (the evaluated
   language is the steered one) and cross-language (:mod:`lens_steer.evals`).
 
-A method is a factor of the grammar (:mod:`lens_steer.steer`) or a factor with ``best`` in place of its number:
+A method is a factor of the grammar (:mod:`lens_steer.factors`) or a factor with ``best`` in place of its number:
 ``diffmean*best`` chooses the multiple, ``resid:L*best`` the multiple at layer L, ``resid:best*A`` the layer, and
 ``resid:best`` both. The choice is made on **held-out** facts (the ``held_out`` facts after the reported ones), with
 the factor rule of :func:`lens_steer.choice.choose_factor` without forcing (LSS above its null, source damage within the
@@ -31,6 +31,7 @@ intervention (its target wins, forcing and repetition are the baselines).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -40,8 +41,8 @@ from typing import Any
 
 from lens_steer.defaults import DEFAULT_METHODS  # written there, torch-free, for the CLI parser; still importable here
 from lens_steer.errors import LensSteerError
+from lens_steer.factors import Factor, PromptInstruction, ResidualShift, parse_factor
 from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY, writes
-from lens_steer.steer import Factor, parse_factor
 
 BEST_ALPHAS: dict[str, tuple[float, ...]] = {
     "stat": (0.5, 1.0, 2.0, 4.0),  # p_max*a: a multiple of the recorded statistic
@@ -67,14 +68,19 @@ _BEST = re.compile(r"\bbest\b")
 class Method:
     """A method as typed: a fixed factor, or a factor template whose multiple and/or layer are chosen.
 
-    ``template`` is the factor text with ``{alpha}`` / ``{layer}`` where ``best`` stood.
+    ``template`` is the factor text with ``{alpha}`` / ``{layer}`` where ``best`` stood; ``base`` the factor parsed
+    from the text as typed (with 2 and layer 0 in place of ``best``), whose multiple and layer the candidates replace.
     """
 
     text: str
     template: str
-    kind: str
+    base: Factor
     choose_alpha: bool = False
     choose_layer: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
 
     @property
     def chooses(self) -> bool:
@@ -86,9 +92,23 @@ class Method:
         return "+".join(w for w, on in (("layer", self.choose_layer), ("alpha", self.choose_alpha)) if on) or "-"
 
     def factor(self, alpha: float | None = None, layer: int | None = None) -> Factor:
+        """The factor of a multiple and a layer, built as a value: ``base`` with them in place (and its text the
+        template's, written back verbatim), equal to what parsing that text gives.
+
+        >>> m = parse_method("resid:best")
+        >>> m.factor(4.0, 6) == parse_factor("resid:6*4")
+        True
+        """
         if not self.chooses:
-            return parse_factor(self.text)
-        return parse_factor(self.template.format(alpha=_number(alpha), layer=layer))
+            return self.base
+        changes: dict[str, Any] = {"text": self.template.format(alpha=_number(alpha), layer=layer)}
+        if self.choose_alpha:
+            changes["value"] = float(_number(alpha))  # the number the text shows: text and value agree
+        if self.choose_layer:
+            if layer is None:
+                raise LensSteerError(f"{self.text} chooses its layer: give one")
+            changes["layer"] = int(layer)
+        return dataclasses.replace(self.base, **changes)
 
     @property
     def alphas(self) -> tuple[float, ...]:
@@ -126,8 +146,7 @@ def parse_method(text: str) -> Method:
         raise LensSteerError(f"cannot compare {text!r}: compare adds each method's control itself; list the method"
                              f" ({spec.removeprefix('control:')})")
     if not _BEST.search(spec):
-        factor = parse_factor(spec)
-        return Method(spec, spec, factor.kind)
+        return Method(spec, spec, parse_factor(spec))
     template, choose_layer = spec, False
     m = re.fullmatch(r"resid:\s*best(\s*\*\s*\S+)?", spec)
     if m:
@@ -143,7 +162,7 @@ def parse_method(text: str) -> Method:
         raise LensSteerError(f"cannot compare {text!r}: best stands for the multiple of a factor that has one"
                              " (p_max*best, add:mean*best, diffmean*best, scale:best, resid:L*best) or for the layer"
                              " of resid: (resid:best, resid:best*A)")
-    return Method(spec, template, probe.kind, choose_alpha=choose_alpha, choose_layer=choose_layer)
+    return Method(spec, template, probe, choose_alpha=choose_alpha, choose_layer=choose_layer)
 
 
 def parse_methods(text: str) -> list[Method]:
@@ -163,8 +182,8 @@ def control_of(factor: Factor) -> Factor | None:
     >>> control_of(parse_factor("diffmean*2")).text, control_of(parse_factor("scale:4"))
     ('control:diffmean*2', None)
     """
-    if factor.needs_stats or factor.kind in ("resid", "prompt"):
-        return parse_factor(f"control:{factor.text}")
+    if factor.has_control and not factor.control:  # the value parse_factor(f"control:{factor.text}") gives
+        return dataclasses.replace(factor, text=f"control:{factor.text}", control=True)
     return None
 
 
@@ -180,9 +199,9 @@ def alpha_of(factor: Factor) -> float:
 
 def layer_of(factor: Factor) -> int | str:
     """The layer a method acts on: L of ``resid:L``, ``all`` for neuron methods, ``-`` for prompting."""
-    if factor.kind == "resid":
-        return int(factor.layer or 0)
-    return "-" if factor.kind == "prompt" else "all"
+    if isinstance(factor, ResidualShift):
+        return factor.layer
+    return "-" if isinstance(factor, PromptInstruction) else "all"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,7 +362,7 @@ def check_method_layers(methods: Sequence[Method], n_layers: int) -> None:
     """
     for m in methods:
         for f in m.candidates(n_layers):
-            if f.kind == "resid" and not 0 <= int(f.layer or 0) < n_layers:
+            if isinstance(f, ResidualShift) and not 0 <= f.layer < n_layers:
                 raise LensSteerError(f"{m.text}: layer {f.layer} is out of range: this model has layers"
                                      f" 0..{n_layers - 1}")
 

@@ -17,11 +17,12 @@ from typing import Any
 
 from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
+from lens_steer.factors import Factor, Intervention, check_layers, parse_factor, parse_factors, parse_layers
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, get_detector, matches
 from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run, writes
-from lens_steer.steer import Factor, Intervention, Steerer, parse_factor, parse_factors, parse_layers
+from lens_steer.steer import Steerer
 
 NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
     "en": ("Once upon a time, in a small village near the mountains,",
@@ -211,7 +212,6 @@ def check_before_loading(run: Run, factors: Sequence[Factor] = (), layers: str |
     """What the run's manifest can refuse before the model loads: layers (``resid:L``, ``--layers``) out of the
     recorded model's range, and ``--chat-template`` for a model whose tokenizer files hold no template."""
     from lens_steer.models import has_chat_template
-    from lens_steer.steer import check_layers
 
     recorded = run.stats().manifest.get("model") or {}  # the manifest Run.model loads the model from
     check_layers(recorded.get("n_layers"), factors, layers)

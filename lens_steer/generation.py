@@ -82,23 +82,10 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     if interventions is not None and (steerer is None or len(interventions) != len(prompts)):
         raise LensSteerError("interventions need a steerer and one entry per prompt")
     model = as_model(model)
-    from lens_steer.steer import instructed
-
-    tok, bos = model.tokenizer, model.bos
     if any(not p.strip() for p in prompts):
         raise LensSteerError("a prompt is empty or only whitespace; give every prompt some text")
-    room = prompt_room(model, max_new_tokens)
-    # Cut the text itself, before an instruction or a chat template is put around it: those must stay whole.
-    prompts = cut_prompts(model, prompts, max_prompt_tokens, room)
-    # prompt:en / prompt:native ask in the prompt itself (their control names another of the run's languages)
-    prompts = instructed(prompts, interventions, steerer)
-    if chat:  # an instruct model's own template around each (instructed) prompt, as its user turn
-        prompts = chat_prompts(model, prompts)
-    eos = tok.eos_token_id
-    encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if room is not None and any(len(e) > room for e in encoded):  # what an instruction or template added
-        encoded = [(e[:1] + e[len(e) - room + 1:]) if bos is not None and len(e) > room else e[-room:]
-                   for e in encoded]
+    encoded = _prompt_ids(model, prompts, steerer, interventions, chat, max_new_tokens, max_prompt_tokens)
+    eos = model.tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     from tqdm.auto import tqdm
@@ -122,6 +109,26 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
         for i, ids in zip(batch, new):
             out[i] = model.decode(ids)
     return out
+
+
+def _prompt_ids(model: Model, prompts: Sequence[str], steerer: Any, interventions: Sequence[Any] | None, chat: bool,
+                max_new_tokens: int, max_prompt_tokens: int | None) -> list[list[int]]:
+    """The token ids each row starts from: the prompt cut to fit, its instruction (:meth:`Steerer.prepare
+    <lens_steer.steer.Steerer.prepare>`) and chat template around it, BOS first."""
+    tok, bos = model.tokenizer, model.bos
+    room = prompt_room(model, max_new_tokens)
+    # Cut the text itself, before an instruction or a chat template is put around it: those must stay whole.
+    prompts = cut_prompts(model, prompts, max_prompt_tokens, room)
+    # prompt:en / prompt:native ask in the prompt itself (their control names another of the run's languages)
+    if interventions is not None:
+        prompts = steerer.prepare(prompts, interventions).prompts
+    if chat:  # an instruct model's own template around each (instructed) prompt, as its user turn
+        prompts = chat_prompts(model, prompts)
+    encoded = [([bos] if bos is not None else []) + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if room is not None and any(len(e) > room for e in encoded):  # what an instruction or template added
+        encoded = [(e[:1] + e[len(e) - room + 1:]) if bos is not None and len(e) > room else e[-room:]
+                   for e in encoded]
+    return encoded
 
 
 def prompt_room(model: ModelLike, max_new_tokens: int) -> int | None:

@@ -23,12 +23,13 @@ from lens_steer.choice import DAMAGE_BOUND, RULE, SKIPPED_NOTE, choose_factor, s
 from lens_steer.cloze import Fact
 from lens_steer.distributed import current, run_dealt
 from lens_steer.errors import LensSteerError
+from lens_steer.factors import Factor, Intervention, parse_factors, sweep_factors
 from lens_steer.intervals import N_BOOT, bootstrap_mean_ci  # noqa: F401 - re-exported
 from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.neurons import NeuronSet
 from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run, writes
 from lens_steer.scoring import score
-from lens_steer.steer import Factor, Intervention, Steerer
+from lens_steer.steer import Steerer
 from lens_steer.stats import Stats
 
 LSS_COLUMNS = ("factor", "factor_kind", "factor_value", "layers", "source", "target", "lss", "lss_nontie",
@@ -289,8 +290,6 @@ class LSSConfig:
 
     def parsed_factors(self) -> list[Factor]:
         """The factors, then the sweep's (without repeats); a bad one fails here, before any work."""
-        from lens_steer.steer import parse_factors, sweep_factors
-
         factors = parse_factors(self.factors)
         if self.sweep:
             known = {f.text for f in factors}
@@ -299,8 +298,6 @@ class LSSConfig:
 
     def layered(self, factors: Sequence[Factor]) -> bool | list[str]:
         """``per_layer`` for :func:`run_lss`: True (every factor), the factor texts listed, or False."""
-        from lens_steer.steer import parse_factors
-
         if self.per_layer in (None, ""):
             return False
         if self.per_layer == "all":

@@ -30,13 +30,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lens_steer.errors import LensSteerError
+from lens_steer.factors import factor_or_none, is_control
 from lens_steer.languages import LANGUAGES
 from lens_steer.inspection import InspectorData, inspector_tables  # noqa: F401 - re-exported
 from lens_steer.neurons import NeuronSet
 from lens_steer import run as run_artifacts
 from lens_steer.paths import atomic_path
 from lens_steer.stats import Stats
-from lens_steer.steer import factor_or_none, is_control
 
 # Languages grouped by family, then script, so that related languages sit next to each other in matrices
 # (Indonesian beside Malay, the Romance languages together, the CJK block at the end).
@@ -358,7 +358,7 @@ def _lss_title(metric: str, factor: str, control: str | None) -> str:
 def factor_multiple(text: str) -> tuple[str, float] | None:
     """The family and multiple of a factor on a dose axis: ``p_max*2`` -> ``("p_max", 2.0)``, ``p_max`` ->
     ``("p_max", 1.0)``, ``scale:0.5`` -> ``("scale", 0.5)``, ``add:3`` -> ``("add", 3.0)``; other factors, and
-    texts that are no factor: None. The factor's own :attr:`~lens_steer.steer.Factor.family` and ``multiple``.
+    texts that are no factor: None. The factor's own :attr:`~lens_steer.factors.Factor.family` and ``multiple``.
 
     >>> factor_multiple("p_median*0.25"), factor_multiple("zero")
     (('p_median', 0.25), None)

@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from lens_steer.version import __version__
 from lens_steer.errors import LensSteerError
+from lens_steer.factors import is_control
 from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_text
@@ -29,7 +30,6 @@ from lens_steer.run import (COMPARE_CSV, COMPARE_SUMMARY, EVAL_GLOB, FORCING_CSV
                             LSS_SUMMARY, REPORT_FILE, STATS_FILE, Run)
 from lens_steer import plots
 from lens_steer.stats import Stats
-from lens_steer.steer import is_control
 
 MAX_GENERATIONS = 80  # the newest records shown; the full file stays in the run directory
 MAX_TABLE_ROWS = 400

@@ -102,10 +102,9 @@ def score(model: ModelLike, prompts: Sequence[str], answers: Sequence[Sequence[s
         raise LensSteerError("every prompt needs the same number of answers")
     n_a = n_ans.pop() if n_ans else 0
     model = as_model(model)
-    from lens_steer.steer import instructed
-
     # prompt:en / prompt:native ask in the prompt itself (their control names another of the run's languages)
-    prompts = instructed(prompts, interventions, steerer)
+    prepared = steerer.prepare(prompts, interventions) if interventions is not None else None
+    prompts = prepared.prompts if prepared is not None else list(prompts)
     encoded = [_encode(model.tokenizer, model.bos, p, a) for p, a in zip(prompts, answers)]
     logp = torch.zeros(len(prompts), n_a, dtype=torch.float64)
     counts = torch.zeros(len(prompts), n_a, dtype=torch.long)
@@ -116,7 +115,7 @@ def score(model: ModelLike, prompts: Sequence[str], answers: Sequence[Sequence[s
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     # Test-time factors (testmax, p10) take their statistic over the whole row, prompt and answer, in one forward
     # (as the reference scores prompt + answer): a cached prompt pass would see the prompt alone.
-    whole = interventions is not None and any(iv is not None and iv.parsed_factor().test_time for iv in interventions)
+    whole = prepared is not None and prepared.test_time
     run_batch = _score_batch_whole if whole else _score_batch
     bar = tqdm(total=len(batches), desc="scoring", disable=not progress, leave=False)
 

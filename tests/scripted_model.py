@@ -53,3 +53,9 @@ class NoSteerer:
 
     def apply(self, rows, prompt_end=None):
         return contextlib.nullcontext()
+
+    def prepare(self, prompts, interventions):
+        from lens_steer.instructions import instructed
+        from lens_steer.steer import Prepared
+
+        return Prepared(instructed(prompts, interventions), interventions)

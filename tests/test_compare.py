@@ -14,7 +14,7 @@ from lens_steer.cli import main
 from lens_steer.compare import (COMPARE_COLUMNS, LAYER_STRIDE, CompareConfig, Method, control_of, parse_method,
                                 parse_methods, ppl_ratios, search, split_facts)
 from lens_steer.errors import LensSteerError
-from lens_steer.steer import parse_factor
+from lens_steer.factors import parse_factor
 
 LANGS = ("en", "fr", "ru", "zh")
 METHODS = "p_max,diffmean*best,resid:best,prompt:en,scale:2"
@@ -60,6 +60,19 @@ def test_controls_follow_the_grammar():
     assert control_of(parse_factor("resid:3*4")).text == "control:resid:3*4"
     assert control_of(parse_factor("prompt:en")).text == "control:prompt:en"
     assert control_of(parse_factor("scale:2")) is None and control_of(parse_factor("zero")) is None
+
+
+@pytest.mark.parametrize("text", ["p_max", "p_max*best", "add:mean*best", "diffmean*best", "scale:best", "add:best",
+                                  "set:best", "testmax*best", "testmax+*best", "resid:3*best", "resid:best*4",
+                                  "resid:best", "resid: best * -2", "prompt:en", "prompt:native"])
+def test_methods_build_the_factors_parsing_gives(text):
+    """Method.factor and control_of build factors as values: equal (type included) to parsing their text."""
+    for f in parse_method(text).candidates(7):
+        again = parse_factor(f.text)
+        assert f == again and type(f) is type(again)
+        control = control_of(f)
+        assert control is None or (control == parse_factor(f"control:{f.text}") and type(control) is type(f))
+    assert control_of(parse_factor("control:p_max")) is None  # a control has no control of its own
 
 
 def test_held_out_facts_follow_the_reported_ones():

@@ -1,4 +1,5 @@
-"""One factor grammar: plots' dose axis and every control check ask the parsed factor; interventions check themselves."""
+"""One factor grammar (lens_steer.factors, no torch): plots' dose axis and every control check ask the parsed factor;
+interventions check themselves; residual shifts and instructions have types of their own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from lens_steer.errors import LensSteerError
 from lens_steer.plots import factor_multiple
 from lens_steer.report import _control_mean
-from lens_steer.steer import SWEEPS, Intervention, factor_or_none, is_control, parse_factor
+from lens_steer.factors import (SWEEPS, Factor, Intervention, PromptInstruction, ResidualShift, factor_or_none,
+                                is_control, parse_factor)
 
 
 @pytest.mark.parametrize("text, family, multiple", [
@@ -83,3 +85,39 @@ def test_valid_layers_are_kept(layers, expected):
     iv = Intervention("fr", parse_factor("p_max"), layers=layers, positions="last:2")
     assert iv.layer_list(4) == expected
     assert iv.position_rule() == ("last", 2)
+
+
+@pytest.mark.parametrize("text, cls, on_neurons, has_control", [
+    ("p_max", Factor, True, True), ("diffmean*2", Factor, True, True), ("scale:2", Factor, True, False),
+    ("zero", Factor, True, False), ("testmax+", Factor, True, False),
+    ("resid:6*4", ResidualShift, False, True), ("control:resid:6*-4", ResidualShift, False, True),
+    ("prompt:en", PromptInstruction, False, True), ("control:prompt:native", PromptInstruction, False, True),
+])
+def test_residual_shifts_and_instructions_have_their_own_types(text, cls, on_neurons, has_control):
+    factor = parse_factor(text)
+    assert type(factor) is cls and factor.text == text.strip()
+    assert (factor.on_neurons, factor.has_control) == (on_neurons, has_control)
+    assert not (factor.on_neurons and factor.layer is not None)  # a neuron factor acts on its intervention's layers
+
+
+def test_the_types_keep_what_the_kinds_said():
+    """The kind, value, layer and form each text parsed to before the types existed (the lss table's factor_kind)."""
+    shift = parse_factor(" resid: 2 * 8 ")
+    assert (shift.text, shift.kind, shift.value, shift.layer, shift.control) == ("resid: 2 * 8", "resid", 8.0, 2, False)
+    assert shift == ResidualShift("resid: 2 * 8", 8.0, layer=2) and shift.family == "resid:2"
+    control = parse_factor("control:resid:3")
+    assert (control.kind, control.value, control.layer, control.control, control.multiple) == ("resid", 1.0, 3, True, None)
+    asked = parse_factor("prompt:native")
+    assert (asked.kind, asked.value, asked.form, asked.family, asked.amplifies) == ("prompt", 1.0, "native", None, True)
+    assert parse_factor("control:prompt:en") == PromptInstruction("control:prompt:en", control=True, form="en")
+    assert {parse_factor("resid:1"), parse_factor("resid:1")} == {ResidualShift("resid:1", 1.0, layer=1)}
+    assert Intervention("fr", ResidualShift("resid:1*2", 2.0, layer=1)).parsed_factor().layer == 1
+
+
+def test_the_grammar_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, lens_steer.factors; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -381,6 +381,29 @@ def test_prompt_control_names_another_run_language(tiny_models, stats_by_arch):
         instructed(["Le chat"], [iv])
 
 
+def test_prepare_gives_the_prompts_as_the_model_sees_them(tiny_models, stats_by_arch):
+    """Steerer.prepare, what scoring and generation ask: a prompt: row gets its instruction first (its control names
+    control_language of the neuron set's languages), other rows stay as given; test_time says a row's statistic needs
+    the whole row in one forward."""
+    from lens_steer.instructions import control_language, instruction, instructed
+    from lens_steer.steer import Prepared
+
+    model, stats = tiny_models["llama"], stats_by_arch["llama"]
+    steerer = Steerer(model, neuron_set(model), stats)
+    rows = [Intervention("fr", "prompt:en"), None, Intervention("ru", "control:prompt:native", seed=2),
+            Intervention("fr", "p_max"), Intervention("en", "resid:1*2")]
+    prompts = ["a", "b", "c", "d", "e"]
+    prepared = steerer.prepare(prompts, rows)
+    assert prepared.prompts == ["Answer in French.\na", "b", instruction(control_language("ru", 2, LANGS), "native") + "c",
+                                "d", "e"]
+    assert prepared.prompts == instructed(prompts, rows, LANGS)
+    assert prepared.interventions == rows and not prepared.test_time
+    assert steerer.prepare(prompts, [None] * 4 + [Intervention("fr", "p10")]).test_time
+    assert steerer.prepare(prompts, None) == Prepared(prompts, None)
+    with pytest.raises(LensSteerError, match="5 interventions for 2 prompts"):
+        steerer.prepare(prompts[:2], rows)
+
+
 @pytest.mark.parametrize("bad", ["prompt:", "prompt:fr", "prompt:en*2", "control:control:prompt:en", "control:zero"])
 def test_bad_prompt_methods(bad):
     with pytest.raises(LensSteerError):

@@ -40,7 +40,7 @@ from lens_steer.evals.tasks import (
 )
 from lens_steer.languages import JOINS
 from lens_steer.run import Run, eval_csv, eval_outputs, writes
-from lens_steer.steer import Factor, Intervention
+from lens_steer.factors import Factor, Intervention
 
 
 @dataclass(frozen=True)
@@ -461,7 +461,8 @@ def eval_for_run(run: Run, config: EvalConfig, load: LoadConfig | str | None = N
     """One downstream task of a run directory, without and with each target's neurons amplified; writes
     ``eval_<label>.csv`` (and the generated outputs of translation tasks)."""
     from lens_steer.forcing import check_before_loading
-    from lens_steer.steer import Steerer, parse_factor
+    from lens_steer.factors import parse_factor
+    from lens_steer.steer import Steerer
 
     neurons = run.neurons()  # a run without a neuron set fails before any data is read
     factor = parse_factor(config.factor if config.factor is not None else run.best_factor())
