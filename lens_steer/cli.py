@@ -239,16 +239,21 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from lens_steer.report import run_figures
+    from lens_steer.paths import write_json
+    from lens_steer.report import run_figures, run_results
     from lens_steer.plots import parse_formats, save_figures
 
     formats = parse_formats(args.format)
-    figures = run_figures(args.run_dir, compare=args.compare)
+    run = Run(args.run_dir)
+    figures = run_figures(run, compare=args.compare)
     items = [(fig, Path(args.out) / f"{name}.{fmt}") for name, fig in figures.items() for fmt in formats]
     start = time.perf_counter()
     for path in save_figures(items):
         print(f"wrote {path}")
-    print(f"{len(items)} files in {time.perf_counter() - start:.1f} s")
+    results = Path(args.out) / "results.json"  # the numbers behind the figures, to compare runs and versions
+    write_json(results, run_results(run))
+    print(f"wrote {results}")
+    print(f"{len(items) + 1} files in {time.perf_counter() - start:.1f} s")
     return 0
 
 

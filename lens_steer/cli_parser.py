@@ -319,7 +319,9 @@ def _add_figures(sub, shared) -> None:
     p = sub.add_parser("figures", parents=[shared["run"]], formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="the paper-style figures of a run as PNG/SVG/HTML files",
                        description="Write every figure the run's artifacts allow into OUT, one file per figure and"
-                       " format\n(STEM.png, .svg or .html). PNG and SVG need Chromium (installed by `make setup`).\n\n"
+                       " format\n(STEM.png, .svg or .html), and OUT/results.json: the numbers behind them (counts, LSS, forcing,\ncomparison,"
+                       " evaluations; no timings), to compare runs and versions. PNG and SVG need Chromium (installed"
+                       " by `make setup`).\n\n"
                        f"figures (stem, what it shows, what makes it):\n{listed}")
     p.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     p.add_argument("--format", default="png", help="png, svg or html, comma-separated (default: %(default)s)")

@@ -26,8 +26,8 @@ from lens_steer.factors import is_control
 from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_text
-from lens_steer.run import (COMPARE_CSV, COMPARE_SUMMARY, EVAL_GLOB, FORCING_CSV, GENERATIONS_FILE, LSS_CSV,
-                            LSS_SUMMARY, REPORT_FILE, STATS_FILE, Run)
+from lens_steer.run import (COMPARE_CSV, COMPARE_SUMMARY, EVAL_GLOB, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE,
+                            LSS_CSV, LSS_SUMMARY, REPORT_FILE, STATS_FILE, Run)
 from lens_steer import plots
 from lens_steer.stats import Stats
 
@@ -122,6 +122,51 @@ def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) ->
         figs[f"downstream_{task.replace('-', '_')}"] = plots.downstream_heatmap(
             part, title=f"{task}: change of {metric} under amplification (self-language outlined)", unit=metric)
     return figs
+
+
+# Fields that say how long or where something ran, not what it found: left out of run_results, so two runs of the
+# same code and settings give the same file (issue 26 compares it before and after a refactor).
+_VOLATILE = ("seconds", "wall", "elapsed", "placement", "lens_steer_version")
+
+
+def run_results(run_dir: str | Path | Run) -> dict[str, Any]:
+    """The numbers behind :func:`run_figures` as one JSON-ready object (``lens-steer figures`` writes it as
+    ``results.json`` beside the figures): the neuron counts per language and layer, the LSS summary and table, forcing,
+    the comparison and every evaluation table, each only when the run has it for its current neuron set. Timings
+    and placements are left out, so equal results give an equal file."""
+    run = _as_run(run_dir)
+    neurons = run.neurons()
+    out: dict[str, Any] = {
+        "run_fingerprint": run.fingerprint(),
+        "identification": {"method": neurons.provenance.get("method"), **neurons.provenance.get("params", {})},
+        "neurons": {code: row for code, row in zip(neurons.languages, neurons.counts().tolist())},
+    }
+    for key, name in (("lss_summary", LSS_SUMMARY), ("compare_summary", COMPARE_SUMMARY)):
+        summary = _summary(run, name)
+        if summary:
+            out[key] = _stable(summary)
+    for key, name in (("lss", LSS_CSV), ("forcing", FORCING_CSV), ("compare", COMPARE_CSV)):
+        frame = run.table(name)
+        if frame is not None:
+            out[key] = _records(frame)
+    evals = _eval_tables(run)
+    if evals:
+        out["eval"] = {name: _records(frame) for name, frame in evals.items()}
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    frame = frame.drop(columns=[c for c in frame.columns if c in _VOLATILE or c == FINGERPRINT])
+    return [_stable(r) for r in json.loads(frame.to_json(orient="records", double_precision=6))]
+
+
+def _stable(obj: Any) -> Any:
+    """``obj`` without the volatile keys, at any depth."""
+    if isinstance(obj, dict):
+        return {k: _stable(v) for k, v in obj.items() if k not in _VOLATILE and k != FINGERPRINT}
+    if isinstance(obj, list):
+        return [_stable(v) for v in obj]
+    return obj
 
 
 def _lss_table(run: Run) -> pd.DataFrame | None:

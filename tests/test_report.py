@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -12,6 +13,7 @@ import torch
 
 from helpers import SENTENCES
 from lens_steer.cli import main
+from lens_steer.run import Run
 
 LANGS = ("en", "fr", "ru")
 CHROME_ARGS = ["--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
@@ -163,13 +165,23 @@ def test_figures_cli(full_run, tmp_path, capsys):
     assert (out / "lss_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (out / "overlap_counts.svg").read_bytes()[:400]
     assert not [n for n in names if n.endswith(".tmp")]
+    # the numbers behind the figures: the run's own counts and LSS, no timings, the same file on a second call
+    results = json.loads((out / "results.json").read_text())
+    run = Run(full_run)
+    assert results["run_fingerprint"] == run.fingerprint()
+    assert results["neurons"] == dict(zip(run.neurons().languages, run.neurons().counts().tolist()))
+    assert results["lss_summary"]["best_factor"] == run.summary()["best_factor"]
+    assert len(results["lss"]) == len(run.table("lss.csv")) and "seconds" not in json.dumps(results)
+    first = (out / "results.json").read_bytes()
+    assert main(["figures", str(full_run), "--out", str(out), "--format", "png"]) == 0
+    assert (out / "results.json").read_bytes() == first
 
 
 def test_figures_html_and_bad_format(identified, tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["figures", str(identified), "--out", str(out), "--format", "html"]) == 0
     assert {p.name for p in out.iterdir()} == {"layer_distribution.html", "overlap_counts.html",
-                                               "overlap_jaccard.html", "layer_inspector.html"}
+                                               "overlap_jaccard.html", "layer_inspector.html", "results.json"}
     capsys.readouterr()
     assert main(["figures", str(identified), "--out", str(out), "--format", "jpeg"]) == 2
     assert "png, svg or html" in capsys.readouterr().err
