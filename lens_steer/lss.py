@@ -133,13 +133,8 @@ def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: di
     targets = {s: [t for t in languages if t != s and t not in empty] for s in sources}
     # Under torchrun the baselines (each source's once) and then the sweep rows are dealt to the ranks, most costly
     # first; every unit runs on the shapes one process would use, so the rows are the same wherever they ran.
-    known = baselines if baselines is not None else {}
-    todo = [s for s in sources if not (s in known and known[s].items == list(facts[s])
-                                       and known[s].languages == list(languages) and known[s].targets == targets[s])]
-    scored, _ = run_dealt(todo, [len(facts[s]) * len(languages) for s in todo], lambda s: _Source.score(
-        model, s, list(facts[s]), languages, targets[s], join, batch_size))
-    known.update(zip(todo, scored))
-    src_of = {s: known[s] for s in sources}
+    src_of = _baselines(model, facts, languages, targets, join, batch_size,
+                        baselines if baselines is not None else {})
     work = [(s, f, layers) for s in sources for f in factors for layers in layer_settings(f)]
     bar = tqdm(total=len(work), desc="LSS", disable=not progress)
 
@@ -153,13 +148,32 @@ def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: di
         bar.update(1)
         return rows + [_row(factor, layers, s, t, {"note": SKIPPED_NOTE}) for t in languages if t != s and t in empty]
 
-    # Cost of a row: facts x targets x seeds, doubled for test-time factors (a forward per prompt and answer).
-    results, owners = run_dealt(work, [len(facts[s]) * max(len(targets[s]), 1) * (n_seeds if f.control else 1) *
-                                       (2 if f.test_time else 1) for s, f, _ in work], unit)
+    results, owners = run_dealt(work, [_sweep_cost(len(facts[s]), len(targets[s]), f, n_seeds) for s, f, _ in work],
+                                unit)
     bar.close()
     if ranks_out is not None:
         ranks_out[:] = [sum(len(r) for r, o in zip(results, owners) if o == k) for k in range(current().size)]
     return [row for rows in results for row in rows]
+
+
+def _baselines(model: ModelLike, facts: dict[str, Sequence[Fact]], languages: Sequence[str],
+               targets: dict[str, list[str]], join: str, batch_size: int,
+               known: dict[str, Any]) -> dict[str, _Source]:
+    """Each source's unintervened scores (the sources are the keys of ``targets``), scored once: ``known`` keeps
+    them between calls and one is reused while its facts, languages and targets are the same (a baseline does not
+    depend on the factors); the others are dealt to the ranks, most facts first, and added to ``known``."""
+    todo = [s for s in targets if not (s in known and known[s].items == list(facts[s])
+                                       and known[s].languages == list(languages) and known[s].targets == targets[s])]
+    scored, _ = run_dealt(todo, [len(facts[s]) * len(languages) for s in todo], lambda s: _Source.score(
+        model, s, list(facts[s]), languages, targets[s], join, batch_size))
+    known.update(zip(todo, scored))
+    return {s: known[s] for s in targets}
+
+
+def _sweep_cost(n_facts: int, n_targets: int, factor: Factor, n_seeds: int) -> int:
+    """What one sweep unit (a source, a factor, a layer setting) costs, to deal the units evenly: facts x targets x
+    seeds, doubled for test-time factors (a forward per prompt and answer)."""
+    return n_facts * max(n_targets, 1) * (n_seeds if factor.control else 1) * (2 if factor.test_time else 1)
 
 
 def _without_neurons(neurons: NeuronSet, languages: Sequence[str]) -> list[str]:

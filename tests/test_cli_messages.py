@@ -62,6 +62,7 @@ def test_interrupted_stages_leave_nothing_behind(tiny_dirs, tmp_path, monkeypatc
     """lss, forcing, eval and compare stopped in their work: no result file appears, as their lines say."""
     import lens_steer.evals as evals
     import lens_steer.evals.data as eval_data
+    import lens_steer.evals.run as eval_run
     import lens_steer.forcing as forcing
     import lens_steer.lss as lss
 
@@ -73,8 +74,8 @@ def test_interrupted_stages_leave_nothing_behind(tiny_dirs, tmp_path, monkeypatc
 
     monkeypatch.setattr(lss, "run_lss", stop)
     monkeypatch.setattr(forcing, "run_forcing", stop)
-    monkeypatch.setattr(evals, "load_task_data", lambda *a, **k: {})
-    monkeypatch.setattr(evals, "run_eval", stop)
+    monkeypatch.setattr(eval_run, "load_task_data", lambda *a, **k: {})  # where eval_for_run looks them up
+    monkeypatch.setattr(eval_run, "run_eval", stop)
     monkeypatch.setattr(eval_data, "load_udhr_eval", lambda *a, **k: {})
     monkeypatch.setattr(evals, "eval_ppl", stop)
     capsys.readouterr()

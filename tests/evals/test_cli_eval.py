@@ -114,16 +114,16 @@ def test_udhr_mt_untargeted_prompt_gets_its_own_file(run, monkeypatch, capsys):
 
 
 def test_join_is_threaded_from_the_cli_to_the_items(run, monkeypatch):
-    from lens_steer import evals
+    from lens_steer.evals import registry  # the task table's include builder looks include_choice up there
 
     seen = []
-    real = evals.include_choice
+    real = registry.include_choice
 
     def spy(*args):
         seen.append(args[-1])
         return real(*args)
 
-    monkeypatch.setattr(evals, "include_choice", spy)
+    monkeypatch.setattr(registry, "include_choice", spy)
     base = ["eval", str(run), "--task", "include", "--data", str(FIXTURES / "include"), "--eval-langs", "tr",
             "--targets", "fr", "--factor", "p_max", "--limit", "2", "--quiet"]
     assert main([*base, "--join", "reference"]) == 0
