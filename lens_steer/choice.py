@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
+from lens_steer.configs import DAMAGE_BOUND  # the default of --damage-bound
 from lens_steer.errors import LensSteerError
 from lens_steer.intervals import bootstrap_mean_ci
 from lens_steer.factors import Factor
 
-DAMAGE_BOUND = 10.0  # nats: a factor whose mean source damage is worse than -10 is not chosen
 SKIPPED_NOTE = "skipped: target has no neurons"
 
 

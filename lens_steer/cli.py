@@ -14,9 +14,13 @@ import warnings
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from lens_steer.cli_parser import build_parser
+from lens_steer.configs import ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig, RecordConfig, SteerConfig
 from lens_steer.errors import LensSteerError
+from lens_steer.models.load_config import LoadConfig
+from lens_steer.options import cli_fields
 from lens_steer.run import FORCING_CSV, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, STATS_FILE, Run
 from lens_steer.tables import (format_compare, format_counts, format_eval, format_forcing, format_lss_result,
                                format_neuron, format_steer, format_top_tokens)
@@ -76,26 +80,26 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"lens-steer: warning: {message}\n"
 
 
-def _load(args: argparse.Namespace):
-    from lens_steer.models import LoadConfig
+Config = TypeVar("Config")
 
-    return LoadConfig(device=args.device, dtype=args.dtype, device_map=args.device_map, n_devices=args.n_devices,
-                      attention=args.attention)
+
+def config_from_args(config: type[Config], args: argparse.Namespace, **overrides: Any) -> Config:
+    """``config`` built from the options :func:`lens_steer.cli_parser.add_config_options` made of its fields (each
+    parsed under its field's name), ``overrides`` winning: the parser's inverse, so no handler copies a field."""
+    values = {f.name: getattr(args, f.name) for f, _ in cli_fields(config)}
+    return config(**{**values, **overrides})
+
+
+def _load(args: argparse.Namespace) -> LoadConfig:
+    return config_from_args(LoadConfig, args)
 
 
 def _identify(args: argparse.Namespace) -> int:
     from lens_steer.distributed import current, merge_seconds, parse_shard
-    from lens_steer.identification import IdentifyConfig, identify_for_run
-    from lens_steer.recorder import RecordConfig
+    from lens_steer.identification import identify_for_run
 
     start = time.perf_counter()
-    record = RecordConfig(site=args.site, batch_size=args.batch_size, padding_side=args.padding_side,
-                          max_tokens=args.max_tokens, n_sentence_means=args.n_sentence_means,
-                          reference_compat=args.reference_compat)
-    config = IdentifyConfig(model=args.model, corpus=args.corpus, corpus_path=args.corpus_path, split=args.split,
-                            langs=args.langs, method=args.method, top_rate=args.top_rate,
-                            filter_rate=args.filter_rate, activation_bar=args.activation_bar,
-                            record=record, progress=not args.quiet)
+    config = config_from_args(IdentifyConfig, args, record=config_from_args(RecordConfig, args))
     run = Run(args.out)
     world = parse_shard(args.shard) if args.shard else current()
     stats, neurons = identify_for_run(run, config, _load(args), world=world)
@@ -140,14 +144,10 @@ def _neurons(args: argparse.Namespace) -> int:
 
 
 def _lss(args: argparse.Namespace) -> int:
-    from lens_steer.lss import LSSConfig, lss_for_run
+    from lens_steer.lss import lss_for_run
 
     start = time.perf_counter()
-    config = LSSConfig(cloze=args.cloze, cloze_path=args.cloze_path, langs=args.langs, factors=args.factors,
-                       sweep=args.sweep, seeds=args.seeds, join=args.join, per_layer=args.per_layer,
-                       max_facts=args.max_facts, batch_size=args.batch_size, damage_bound=args.damage_bound,
-                       forcing=args.forcing, forcing_tokens=args.forcing_tokens,
-                       forcing_batch_size=args.forcing_batch_size, detector=args.detector, progress=not args.quiet)
+    config = config_from_args(LSSConfig, args)
     run = Run(args.run_dir)
     rows, summary = lss_for_run(run, config, _load(args))
     print(format_lss_result(summary, rows))
@@ -157,11 +157,9 @@ def _lss(args: argparse.Namespace) -> int:
 
 
 def _steer(args: argparse.Namespace) -> int:
-    from lens_steer.forcing import SteerConfig, steer_for_run
+    from lens_steer.forcing import steer_for_run
 
-    config = SteerConfig(to=args.to, factor=args.factor, layers=args.layers, positions=args.positions,
-                         deactivate=args.deactivate, max_new_tokens=args.max_new_tokens, detector=args.detector,
-                         chat_template=args.chat_template, max_prompt_tokens=args.max_prompt_tokens)
+    config = config_from_args(SteerConfig, args)
     records, path = steer_for_run(Run(args.run_dir), args.prompt, config, _load(args))
     print(format_steer(args.prompt, records))
     print(f"appended to {path}")
@@ -169,11 +167,9 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _forcing(args: argparse.Namespace) -> int:
-    from lens_steer.forcing import ForcingConfig, forcing_for_run
+    from lens_steer.forcing import forcing_for_run
 
-    config = ForcingConfig(targets=args.targets, factors=args.factors, detector=args.detector,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           chat_template=args.chat_template, progress=not args.quiet)
+    config = config_from_args(ForcingConfig, args)
     result = forcing_for_run(Run(args.run_dir), config, _load(args))
     if result.skipped:
         print(f"lens-steer: warning: skipping {', '.join(result.skipped)} (no neurons)", file=sys.stderr)
@@ -186,10 +182,7 @@ def _eval(args: argparse.Namespace) -> int:
     from lens_steer.evals import EvalConfig, eval_for_run, self_cross
 
     start = time.perf_counter()
-    config = EvalConfig(task=args.task, factor=args.factor, targets=args.targets, eval_langs=args.eval_langs,
-                        data=args.data, limit=args.limit, positions=args.positions,
-                        max_new_tokens=args.max_new_tokens, prompt=args.prompt, join=args.join,
-                        batch_size=args.batch_size, progress=not args.quiet)
+    config = config_from_args(EvalConfig, args)
     result = eval_for_run(Run(args.run_dir), config, _load(args))
     print(format_eval(result.label, result.factor, result.rows, self_cross(result.rows)))
     print(f"results: {result.path} ({time.perf_counter() - start:.0f} s)")
@@ -200,11 +193,7 @@ def _compare(args: argparse.Namespace) -> int:
     from lens_steer.compare import CompareConfig, compare_for_run
 
     start = time.perf_counter()
-    config = CompareConfig(methods=args.methods, langs=args.langs, cloze=args.cloze, cloze_path=args.cloze_path,
-                           max_facts=args.max_facts, held_out=args.held_out_facts, forcing_tokens=args.forcing_tokens,
-                           forcing_prompts=args.forcing_prompts, seeds=args.seeds, ppl_articles=args.ppl_articles,
-                           damage_bound=args.damage_bound, detector=args.detector, join=args.join,
-                           batch_size=args.batch_size, progress=not args.quiet)
+    config = config_from_args(CompareConfig, args)
     result = compare_for_run(Run(args.run_dir), config, _load(args))
     print(format_compare(result.rows))
     for text, detail in result.summary["methods"].items():
@@ -215,12 +204,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from lens_steer.top_tokens import InspectConfig, neuron_profile, top_tokens_for_run
+    from lens_steer.top_tokens import neuron_profile, top_tokens_for_run
 
     run = Run(args.run_dir)
-    config = InspectConfig(layer=args.layer, neuron=args.neuron, top=args.top, langs=args.langs, corpus=args.corpus,
-                           corpus_path=args.corpus_path, split=args.split, max_tokens=args.max_tokens,
-                           batch_size=args.batch_size, progress=not args.quiet)
+    config = config_from_args(InspectConfig, args)
     owners, table = neuron_profile(run, args.layer, args.neuron)
     print(format_neuron(args.layer, args.neuron, owners, run.neurons().provenance.get("method", "?"), table))
     hits = top_tokens_for_run(run, config, owners, _load(args))

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lens_steer.defaults import DEFAULT_METHODS  # written there, torch-free, for the CLI parser; still importable here
+from lens_steer.configs import DEFAULT_METHODS, CompareOptions  # noqa: F401 - DEFAULT_METHODS re-exported
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, PromptInstruction, ResidualShift, parse_factor
 from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY, writes
@@ -295,44 +295,15 @@ def baseline_row(lss_entry: dict[str, Any], forcing_rows: Sequence[dict[str, Any
 
 
 @dataclass(frozen=True)
-class CompareConfig:
-    """Everything ``lens-steer compare`` takes besides the run. Checked when built: a bad method, detector or size
-    fails before any model work.
+class CompareConfig(CompareOptions):
+    """Everything ``lens-steer compare`` takes besides the run (:class:`~lens_steer.configs.CompareOptions`, where
+    each option is declared), with the methods parsed: a bad method fails when built, before any model work."""
 
-    ``max_facts`` reported facts per source; ``held_out`` facts after them for the ``best`` choices (None: as many
-    as reported); ``forcing_prompts`` neutral prompts per prompt language (of 3); ``seeds`` matched random draws per
-    control; ``ppl_articles`` held-out UDHR paragraphs per language for the perplexity ratios. The defaults keep
-    4 languages x 10 facts with the default methods within 10 minutes on a 2-core CPU.
-    """
-
-    methods: str = DEFAULT_METHODS
-    langs: str | None = None
-    cloze: str = "cldr"
-    cloze_path: str | None = None
-    max_facts: int = 10
-    held_out: int | None = None
-    forcing_tokens: int = 20
-    forcing_prompts: int = 1
-    seeds: int = 1
-    ppl_articles: int = 1
-    damage_bound: float = 10.0
-    detector: str = "cld2"
-    join: str = "auto"
-    batch_size: int = 32
-    forcing_batch_size: int = 64  # generation and perplexity: 64 is ~20% faster than 16 on the 2-core CPU
-    progress: bool = True
     parsed: list[Method] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from lens_steer.lid import get_detector
-
         object.__setattr__(self, "parsed", parse_methods(self.methods))
-        get_detector(self.detector)
-        for name in ("max_facts", "forcing_tokens", "forcing_prompts", "seeds", "ppl_articles"):
-            if getattr(self, name) < 1:
-                raise LensSteerError(f"{name.replace('_', '-')} must be >= 1, not {getattr(self, name)}")
-        if self.held_out is not None and self.held_out < 1:
-            raise LensSteerError(f"held-out facts must be >= 1, not {self.held_out}")
+        super().__post_init__()
 
 
 @dataclass

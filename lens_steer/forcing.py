@@ -11,13 +11,14 @@ and is counted apart (``empty``) so that "wrote nothing" is not read as "wrote a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lens_steer.configs import ForcingConfig, SteerConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
-from lens_steer.factors import Factor, Intervention, check_layers, parse_factor, parse_factors, parse_layers
+from lens_steer.factors import Factor, Intervention, check_layers, parse_layers
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, get_detector, matches
 from lens_steer.models import LoadConfig, ModelLike
@@ -142,25 +143,6 @@ def write_forcing(run_dir: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     return Run(run_dir).write_csv(FORCING_CSV, rows, FORCING_COLUMNS)
 
 
-@dataclass(frozen=True)
-class ForcingConfig:
-    """``lens-steer forcing``: targets (None: every run language with neurons), factors, detector, generation size.
-    Checked when built: a bad factor or detector fails before any model work."""
-
-    targets: str | None = None
-    factors: str = "p_max,p_median"
-    detector: str = "cld2"
-    max_new_tokens: int = 30
-    batch_size: int = 16
-    progress: bool = True
-    chat_template: bool = False  # wrap the neutral prompts in the tokenizer's chat template (instruct models)
-    parsed: list[Factor] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "parsed", parse_factors(self.factors))
-        get_detector(self.detector)
-
-
 @dataclass
 class ForcingResult:
     rows: list[dict[str, Any]]  # forcing.csv
@@ -182,29 +164,6 @@ def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | No
                                 chat=config.chat_template)
     files = [write_forcing(run.path, rows), append_generations(run.path, records)]
     return ForcingResult(rows, config.parsed, skipped, files)
-
-
-@dataclass(frozen=True)
-class SteerConfig:
-    """``lens-steer steer``: whom to steer to and how. Checked when built, before the model loads."""
-
-    to: str
-    factor: str = "p_max"
-    layers: str = "all"
-    positions: str = "all"
-    deactivate: str | None = None
-    max_new_tokens: int = 30
-    detector: str = "cld2"
-    chat_template: bool = False  # wrap the prompt in the tokenizer's chat template (instruct models)
-    max_prompt_tokens: int = 1024  # a longer prompt keeps its last this many tokens (with a warning)
-    parsed: Factor = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "parsed", parse_factor(self.factor))
-        parse_layers(self.layers)
-        get_detector(self.detector)
-        if self.max_prompt_tokens < 1:
-            raise LensSteerError(f"--max-prompt-tokens must be >= 1, not {self.max_prompt_tokens}")
 
 
 def check_before_loading(run: Run, factors: Sequence[Factor] = (), layers: str | int | Sequence[int] = "all",

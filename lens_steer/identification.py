@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +20,17 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lens_steer.configs import METHODS, IdentifyConfig, check_rate  # noqa: F401 - declared there, for the CLI
 from lens_steer.distributed import World
-from lens_steer.models import EMBEDDED_MODEL, LoadConfig, check_model_spec
+from lens_steer.models import LoadConfig
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_json
 from lens_steer.run import MANIFEST_FILE, Run, writes
 from lens_steer.stats import Stats, read_manifest
 
-METHODS = ("lape", "activated", "ap", "ap-lape")
 # Elements of one neuron chunk of the AP computation (samples x neurons): about 16 MiB per float64 work tensor.
 AP_CHUNK_ELEMENTS = 1 << 21
-
-
-def check_rate(name: str, value: float | str) -> float:
-    """``value`` (a number, or a command-line string) as a rate in (0, 1]; anything else is a one-line error.
-
-    >>> check_rate("--activation-bar", "0.9")
-    0.9
-    """
-    try:
-        rate = float(value)
-    except (TypeError, ValueError):
-        raise LensSteerError(f"{name} must be a number in (0, 1], got {value!r}; pass e.g. 0.95") from None
-    if not 0.0 < rate <= 1.0:  # NaN fails this too
-        raise LensSteerError(f"{name} must be in (0, 1], got {value}; pass e.g. 0.95")
-    return rate
 
 
 def lape_from_probability(
@@ -275,54 +259,6 @@ def _provenance(method: str, params: dict[str, Any], stats: Stats) -> dict[str, 
             "stats_fingerprint": stats.fingerprint()}
 
 
-@dataclass(frozen=True)
-class IdentifyConfig:
-    """``lens-steer identify``: the model, the corpus, how to record (:class:`~lens_steer.recorder.RecordConfig`)
-    and how to identify. Checked when built: a bad method or rate fails before any recording."""
-
-    model: str = EMBEDDED_MODEL
-    corpus: str = "udhr"
-    corpus_path: str | None = None
-    split: str | None = None
-    langs: str | None = None  # None: the paper's 18
-    method: str = "lape"
-    top_rate: float = 0.01
-    filter_rate: float = 0.95
-    activation_bar: float | str = 0.95
-    record: Any = None  # a RecordConfig; None: the defaults
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise LensSteerError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
-        object.__setattr__(self, "activation_bar", check_rate("--activation-bar", self.activation_bar))
-        object.__setattr__(self, "top_rate", check_rate("--top-rate", self.top_rate))  # before recording, not after
-        object.__setattr__(self, "filter_rate", check_rate("--filter-rate", self.filter_rate))
-        check_model_spec(self.model)  # an unknown model fails before the corpus is read
-
-    def check_for_model(self, n_layers: int, d_mlp: int) -> None:
-        """Refuse a ``--top-rate`` that keeps no neuron of a model of ``n_layers`` x ``d_mlp`` (LAPE keeps
-        ``round(top_rate * L * D)``), before anything is recorded.
-
-        >>> IdentifyConfig(top_rate=1e-9).check_for_model(18, 2048)
-        Traceback (most recent call last):
-        lens_steer.errors.LensSteerError: --top-rate 1e-09 keeps round(1e-09 x 18 x 2048) = 0 neurons; use at least 2.7e-05 (one neuron) for this model
-        """
-        if self.method == "activated":
-            return
-        total = n_layers * d_mlp
-        if round(self.top_rate * total) < 1:
-            raise LensSteerError(f"--top-rate {self.top_rate:g} keeps round({self.top_rate:g} x {n_layers} x {d_mlp}) ="
-                                 f" 0 neurons; use at least {1 / total:.2g} (one neuron) for this model")
-
-    def params(self) -> dict[str, Any]:
-        """The identification parameters of :func:`identify` (none for ``activated``)."""
-        if self.method == "activated":
-            return {}
-        return {"top_rate": self.top_rate, "filter_rate": self.filter_rate,
-                "activation_bar_ratio": self.activation_bar}
-
-
 @writes("identify")
 def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | None = None,
                      world: World | None = None) -> tuple[Stats, NeuronSet | None]:
@@ -338,11 +274,9 @@ def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | 
     from lens_steer.models import load_model
     from lens_steer.recorder import record
 
-
     world = world or current()
     texts = load_corpus(config.corpus, parse_languages(config.langs), split=config.split, path=config.corpus_path)
-    load = LoadConfig(device=load) if isinstance(load, str) else (load or LoadConfig())
-    model = load_model(config.model, **load.kwargs())
+    model = load_model(config.model, load)
     run.refuse_other_model(model.identity)
     config.check_for_model(model.site.n_layers, model.site.d_mlp)  # before the recording, which is the long part
     stats = record(model, texts, config=config.record, run_dir=run.path, progress=config.progress, world=world,

@@ -21,9 +21,10 @@ from torch import Tensor
 
 from lens_steer.choice import DAMAGE_BOUND, RULE, SKIPPED_NOTE, choose_factor, summarise, with_diagonal  # noqa: F401
 from lens_steer.cloze import Fact
+from lens_steer.configs import CONTROL_SEEDS, LSSConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.distributed import current, run_dealt
 from lens_steer.errors import LensSteerError
-from lens_steer.factors import Factor, Intervention, parse_factors, sweep_factors
+from lens_steer.factors import Factor, Intervention
 from lens_steer.intervals import N_BOOT, bootstrap_mean_ci  # noqa: F401 - re-exported
 from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.neurons import NeuronSet
@@ -36,7 +37,6 @@ LSS_COLUMNS = ("factor", "factor_kind", "factor_value", "layers", "source", "tar
                "mean_shift", "ci_low", "ci_high", "target_gain", "target_gain_low", "target_gain_high",
                "source_damage", "source_damage_low", "source_damage_high", "target_wins", "target_wins_base",
                "chance", "specificity", "n_facts", "n_ties", "n_seeds", "note")
-CONTROL_SEEDS = 3
 _NUMERIC = ("lss", "lss_nontie", "mean_shift", "ci_low", "ci_high", "target_gain", "target_gain_low",
             "target_gain_high", "source_damage", "source_damage_low", "source_damage_high", "target_wins",
             "target_wins_base", "chance", "specificity")
@@ -276,53 +276,6 @@ def write_lss(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict
 # ---------------------------------------------------------------------------------------------------------------
 # LSS of a run directory: what `lens-steer lss` does, as a config + function pair
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LSSConfig:
-    """Everything ``lens-steer lss`` takes besides the run (the CLI's flags, one field each).
-
-    ``factors`` and ``per_layer`` are factor lists as typed (written back verbatim); ``langs`` a language list
-    (None: the run's languages the cloze covers); ``forcing`` adds language forcing of the amplifying factors and
-    the controls, written to ``forcing.csv`` and used by the factor choice.
-    """
-
-    cloze: str = "cldr"
-    cloze_path: str | None = None
-    langs: str | None = None
-    factors: str = "p_max,p_median,testmax,testmax+,zero,p10"
-    sweep: str | None = None
-    seeds: int = CONTROL_SEEDS
-    join: str = "auto"
-    per_layer: str | None = None  # "all", or the factors to run one layer at a time
-    max_facts: int | None = None
-    batch_size: int = 32
-    damage_bound: float = DAMAGE_BOUND
-    forcing: bool = False
-    forcing_tokens: int = 30
-    forcing_batch_size: int = 16
-    detector: str = "cld2"
-    progress: bool = True
-
-    def parsed_factors(self) -> list[Factor]:
-        """The factors, then the sweep's (without repeats); a bad one fails here, before any work."""
-        factors = parse_factors(self.factors)
-        if self.sweep:
-            known = {f.text for f in factors}
-            factors += [f for f in sweep_factors(self.sweep) if f.text not in known]
-        return factors
-
-    def layered(self, factors: Sequence[Factor]) -> bool | list[str]:
-        """``per_layer`` for :func:`run_lss`: True (every factor), the factor texts listed, or False."""
-        if self.per_layer in (None, ""):
-            return False
-        if self.per_layer == "all":
-            return True
-        listed = [f.text for f in parse_factors(self.per_layer)]
-        unknown = [f for f in listed if f not in {g.text for g in factors}]
-        if unknown:
-            raise LensSteerError(f"--per-layer {', '.join(unknown)}: not among --factors ({self.factors})")
-        return listed
-
-
 def lss_languages(neurons: NeuronSet, spec: str | None, cloze: str) -> list[str]:
     """The LSS languages: those asked for (each must be in the run), else the run's languages the cloze covers."""
     from lens_steer.cloze import supported_languages

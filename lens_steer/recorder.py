@@ -48,6 +48,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_steer.version import __version__
+from lens_steer.configs import SITES, RecordConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.distributed import (World, broadcast_from_main, check_all, current, deal, gather_to_main,
                                     merge_timer)
 from lens_steer.errors import LensSteerError
@@ -56,53 +57,9 @@ from lens_steer.paths import atomic_path
 from lens_steer.run import PARTIAL_DIR
 from lens_steer.stats import Stats, combine_parts
 
-SITES = ("act", "post")
 # The authors' recording text (data_sets.py ``Flores`` with is_predict=False): f"""\n            {sentence}""".
 REFERENCE_PREFIX = "\n" + " " * 12
 REFERENCE_SKIP = 2  # their slice starts at token 2 (apply_template=False), so 2 leading tokens are never counted
-
-
-@dataclass(frozen=True)
-class RecordConfig:
-    """Settings that decide the numbers; two runs with equal configs give equal statistics.
-
-    Attributes:
-        site: ``act`` (act_fn(gate), counted as hook_pre > 0) or ``post`` (mlp.hook_post).
-        batch_size: sentences per forward.
-        padding_side: ``right`` or ``left``; results are identical, it only changes the padded layout.
-        max_tokens: per-language budget of counted tokens, whole sentences only (None = all).
-        n_sentence_means: N, how many per-sentence means to keep per language (cut to what every language has).
-        min_sentence_tokens: a sentence needs this many counted tokens for its mean to be kept.
-        max_length: longer sentences are truncated to this many tokens (BOS included).
-        reference_compat: record as the authors' code does (no BOS, ``REFERENCE_PREFIX``, 2 leading tokens not
-            counted, sentence means of the first N sentences whatever their length); off by default.
-    """
-
-    site: str = "act"
-    batch_size: int = 16
-    padding_side: str = "right"
-    max_tokens: int | None = None
-    n_sentence_means: int = 100
-    min_sentence_tokens: int = 8
-    max_length: int = 512
-    reference_compat: bool = False
-
-    def __post_init__(self) -> None:
-        if self.site not in SITES:
-            raise LensSteerError(f"unknown site {self.site!r}; use one of {', '.join(SITES)}")
-        if self.padding_side not in ("left", "right"):
-            raise LensSteerError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
-        if self.batch_size < 1:
-            raise LensSteerError(f"batch size must be >= 1, not {self.batch_size}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise LensSteerError(f"--max-tokens must be >= 1, not {self.max_tokens}")
-        if self.n_sentence_means < 0 or self.min_sentence_tokens < 1 or self.max_length < 2:
-            raise LensSteerError("n_sentence_means must be >= 0, min_sentence_tokens >= 1 and max_length >= 2")
-
-    @property
-    def mean_min_tokens(self) -> int:
-        """Counted tokens a sentence needs for its mean to be kept; the reference keeps any sentence (>= 1 token)."""
-        return 1 if self.reference_compat else self.min_sentence_tokens
 
 
 @dataclass

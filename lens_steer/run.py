@@ -274,9 +274,11 @@ class Run:
         names another (steering then says so: :func:`lens_steer.steer.check_stats_for_model`)."""
         from lens_steer.models import LoadConfig, load_model
 
-        load = LoadConfig(device=load) if isinstance(load, str) else (load or LoadConfig())
+        load = LoadConfig.of(load)
         manifest = self.stats().manifest
-        return load_model(manifest["model"]["model"], **{**load.kwargs(), "dtype": load.dtype or manifest.get("dtype")})
+        if load.dtype is None:  # the recorded dtype
+            load = LoadConfig.of(load, dtype=manifest.get("dtype"))
+        return load_model(manifest["model"]["model"], load)
 
     def refuse_other_model(self, identity: dict[str, Any]) -> None:
         """A run directory belongs to one model: never mix another model's statistics into it."""

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lens_steer.configs import InspectConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.errors import LensSteerError
 from lens_steer.models import ACT_FNS, LoadConfig, ModelLike, as_model
 from lens_steer.recorder import RecordConfig, tokenise
@@ -91,22 +92,6 @@ def top_activating_tokens(model: ModelLike, texts: dict[str, Sequence[str]], lay
                                  tok.decode(row[p + 1 : p + 1 + window]), i, p))
         out[code] = hits
     return out
-
-
-@dataclass(frozen=True)
-class InspectConfig:
-    """``lens-steer inspect``: one neuron, and the corpus to scan for its top tokens (None: the run's own)."""
-
-    layer: int
-    neuron: int
-    top: int = 10
-    langs: str | None = None  # None: the neuron's languages, else all
-    corpus: str | None = None
-    corpus_path: str | None = None
-    split: str | None = None
-    max_tokens: int | None = None
-    batch_size: int = 16
-    progress: bool = True  # a bar per language while the corpus is scanned (`inspect --quiet`: none)
 
 
 def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:

@@ -136,6 +136,34 @@ def test_device_map_gives_the_same_statistics_and_steering(tiny_dirs, tmp_path, 
     assert torch.equal(got, want)
 
 
+def test_load_model_keeps_the_load_config_it_is_given(tiny_dirs):
+    """A LoadConfig travels to the handle as the object it is; the keyword form and a device string build the same
+    one, in one place (LoadConfig.of)."""
+    from lens_steer.models import LoadConfig
+
+    load = LoadConfig(attention="sdpa")
+    model = load_model(str(tiny_dirs["qwen2"]), load)
+    assert model.load is load and model.placement()["attention"] == "sdpa"
+    assert load_model(str(tiny_dirs["qwen2"]), attention="sdpa").load == load  # the keyword form
+    assert load_model(str(tiny_dirs["qwen2"]), "cpu").load == LoadConfig(device="cpu")
+    assert LoadConfig.of(load) is load and LoadConfig.of(None) == LoadConfig()
+    assert LoadConfig.of(load, dtype="bf16") == LoadConfig(attention="sdpa", dtype="bfloat16")
+    with pytest.raises(TypeError, match="LoadConfig, a device string or None"):
+        LoadConfig.of(3)
+
+
+def test_run_model_passes_its_load_config_with_the_recorded_dtype(tiny_dirs, tmp_path):
+    from helpers import tiny_run
+    from lens_steer.models import LoadConfig
+    from lens_steer.run import Run
+
+    run = Run(tiny_run(tiny_dirs["qwen2"], tmp_path, ["en", "fr"]))
+    model = run.model(LoadConfig(attention="sdpa"))
+    assert model.load == LoadConfig(attention="sdpa", dtype="float32") and model.dtype == torch.float32
+    assert run.model(LoadConfig(dtype="bfloat16")).dtype == torch.bfloat16  # a named dtype wins
+    assert run.model("cpu").load == LoadConfig(device="cpu", dtype="float32")
+
+
 def test_sdpa_attention_matches_eager(tiny_dirs):
     """--attention sdpa swaps only the attention kernel: logits agree with eager to rounding, and the loaded
     model says which kernel it runs."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lens_steer.configs import EvalOptions
 from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
 from lens_steer.evals.protocol import EVAL_COLUMNS, run_eval, settings
@@ -57,22 +58,10 @@ def self_cross(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """``lens-steer eval``: the task, its prompt and join conventions, whom to intervene on and where to evaluate.
-    Checked when built: a bad task, ``prompt`` or ``join`` fails before any work."""
-
-    task: str
-    factor: str | None = None  # None: the run's chosen factor (lss_summary.json)
-    targets: str | None = None  # None: the evaluation languages with neurons
-    eval_langs: str | None = None  # None: the run's languages the task covers
-    data: str | None = None
-    limit: int | None = None
-    positions: str = "all"
-    max_new_tokens: int | None = None
-    prompt: str = "targeted"
-    join: str = "auto"
-    batch_size: int = 16
-    progress: bool = True
+class EvalConfig(EvalOptions):
+    """``lens-steer eval``: the task, its prompt and join conventions, whom to intervene on and where to evaluate
+    (:class:`~lens_steer.configs.EvalOptions`, where each option is declared). Checked when built: a bad task,
+    ``prompt`` or ``join`` fails before any work."""
 
     def __post_init__(self) -> None:
         task_label(self.task, self.prompt, self.join)

@@ -8,12 +8,14 @@ bare bridge that :func:`as_model` wraps once. One idea per module:
 * :mod:`~lens_steer.models.handle`: the :class:`Model` handle, :func:`as_model`, the capability probes.
 * :mod:`~lens_steer.models.bypass`: the bridge bypasses the handle takes for speed once proved equal (:func:`bare_hf`).
 * :mod:`~lens_steer.models.padding`: :func:`pad_rows`.
-* :mod:`~lens_steer.models.load_config`: :class:`LoadConfig` (device, device map, dtype, attention), checked.
+* :mod:`~lens_steer.models.load_config`: :class:`LoadConfig` (device, device map, dtype, attention), checked; its
+  fields declare the placement options of the CLI, so it imports no torch until a check asks about devices.
 * :mod:`~lens_steer.models.loading`: :func:`load_model` and the checks that refuse a model name that cannot load.
 * :mod:`~lens_steer.models.embedded`: the embedded Gemma-3-270M (:data:`EMBEDDED_MODEL`), converted once; no torch.
 
 The names below are imported from their module on first use (PEP 562), so that importing
-``lens_steer.models.embedded`` (the CLI parser does, for ``--help``) does not import torch.
+``lens_steer.models.embedded`` or ``lens_steer.models.load_config`` (the CLI parser does, for ``--help``) does not
+import torch.
 
 >>> from lens_steer.models import EMBEDDED_MODEL, load_model
 >>> EMBEDDED_MODEL

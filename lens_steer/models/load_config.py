@@ -1,19 +1,28 @@
 """Where and how a model runs (:class:`LoadConfig`): device or device map, dtype, attention kernel, each checked
-before any model work."""
+before any model work.
+
+No torch at import: the CLI parser reads :class:`LoadConfig`'s fields for ``--device``, ``--dtype``,
+``--device-map``, ``--n-devices`` and ``--attention`` (``lens-steer --help`` imports no torch); the checks that ask
+torch about this machine's devices import it when they run.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lens_steer.errors import LensSteerError
+from lens_steer.options import option, positive_int
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""The compute dtypes by name (``--dtype``'s choices); :data:`_DTYPE_ALIASES` also names them."""
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "float32"}
 ATTENTIONS = ("eager", "sdpa")
 _NAMED_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -25,13 +34,21 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     >>> resolve_dtype("bf16"), resolve_dtype(None)
     (torch.bfloat16, torch.float32)
     """
+    import torch  # deferred: see the module docstring
+
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
-        return torch.float32
-    if dtype not in _DTYPES:
+    return getattr(torch, "float32" if dtype is None else _dtype_text(dtype))
+
+
+def _dtype_text(dtype: str | torch.dtype) -> str:
+    """``dtype`` by its name (``bf16`` -> ``bfloat16``; a torch dtype by its own name), without importing torch."""
+    if not isinstance(dtype, str):
+        return dtype_name(dtype)
+    name = _DTYPE_ALIASES.get(dtype, dtype)
+    if name not in DTYPES:
         raise LensSteerError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return _DTYPES[dtype]
+    return name
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -63,15 +80,23 @@ class LoadConfig:
     lens_steer.errors.LensSteerError: --device-map places the model itself; drop --device (or drop --device-map)
     """
 
-    device: str | None = None
-    dtype: str | torch.dtype | None = None  # normalised to its name (bfloat16) when built
-    device_map: str | dict[str, Any] | None = None
-    n_devices: int | None = None
-    attention: str = "eager"
+    device: str | None = option(None, help="torch device: cpu (default), cuda, cuda:1, mps")
+    dtype: str | torch.dtype | None = option(  # normalised to its name (bfloat16) when built
+        None, choices=DTYPES, help="compute dtype (default: float32 for identify, the recorded dtype otherwise);"
+        " float16 is refused for Gemma (its activations overflow)")
+    device_map: str | dict[str, Any] | None = option(
+        None, metavar="auto|balanced|FILE.json", help="split one model over several devices (the bridge's"
+        " device_map): auto, balanced, balanced_low_0, sequential, or a JSON file of module name -> device; not with"
+        " --device")
+    n_devices: int | None = option(None, type=positive_int, help="split the model evenly over this many CUDA GPUs;"
+                                   " not with --device")
+    attention: str = option("eager", choices=ATTENTIONS, help="attention kernel: eager (TransformerLens default,"
+                            " hookable patterns) or sdpa (fused; faster and leaner on long inputs; lens_steer never"
+                            " reads attention patterns)")
 
     def __post_init__(self) -> None:
         if self.dtype is not None:
-            object.__setattr__(self, "dtype", dtype_name(resolve_dtype(self.dtype)))
+            object.__setattr__(self, "dtype", _dtype_text(self.dtype))
         if self.attention not in ATTENTIONS:
             raise LensSteerError(f"unknown attention {self.attention!r}; use {' or '.join(ATTENTIONS)}")
         if self.device_map is not None and self.n_devices is not None:
@@ -95,10 +120,21 @@ class LoadConfig:
                 raise LensSteerError("under torchrun every rank holds one model replica on its own device; --device-map"
                                      " and --n-devices split one model over devices: use one or the other")
 
-    def kwargs(self) -> dict[str, Any]:
-        """These settings as :func:`load_model` keywords."""
-        return {"device": self.device, "dtype": self.dtype, "device_map": self.device_map, "n_devices": self.n_devices,
-                "attention": self.attention}
+    @classmethod
+    def of(cls, load: LoadConfig | str | None = None, **fields: Any) -> LoadConfig:
+        """The one place a load setting becomes a :class:`LoadConfig`: a LoadConfig as it is, a device string
+        (``"cuda"``), or None (the defaults: cpu, float32, eager); ``fields`` (LoadConfig's, by name) replace its.
+
+        >>> LoadConfig.of("cpu") == LoadConfig(device="cpu"), LoadConfig.of(None, attention="sdpa").attention
+        (True, 'sdpa')
+        """
+        if isinstance(load, str):
+            return cls(device=load, **fields)
+        if load is None:
+            return cls(**fields)
+        if not isinstance(load, cls):
+            raise TypeError(f"load must be a LoadConfig, a device string or None, not {type(load).__name__}")
+        return dataclasses.replace(load, **fields) if fields else load
 
     def placement(self) -> dict[str, Any]:
         """What manifests and summaries record about where the model ran (never part of a resume key)."""
@@ -113,6 +149,7 @@ def check_device(device: str | torch.device) -> str:
     """``device`` as a string if this machine has it: cpu, cuda, cuda:N or mps; anything else is one line, before
     any model work (torch's own error comes mid-load, as a traceback).
 
+    >>> import torch
     >>> check_device("cpu"), check_device(torch.device("cpu"))
     ('cpu', 'cpu')
     >>> check_device("tpu")
@@ -120,6 +157,8 @@ def check_device(device: str | torch.device) -> str:
     ...
     lens_steer.errors.LensSteerError: unknown device 'tpu'; use cpu, cuda, cuda:N (N a GPU index) or mps
     """
+    import torch  # deferred: see the module docstring
+
     text = str(device).strip()
     m = _DEVICE.fullmatch(text)
     if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
@@ -138,6 +177,8 @@ def check_device(device: str | torch.device) -> str:
 
 
 def _check_n_devices(n: int) -> None:
+    import torch  # deferred: see the module docstring
+
     if n < 1:
         raise LensSteerError(f"--n-devices must be >= 1, not {n}")
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -35,23 +35,25 @@ def _refuse_fp16_gemma(source: str, torch_dtype: torch.dtype, revision: str | No
                              " (inf/NaN); use --dtype bfloat16 (GPU) or float32")
 
 
-def load_model(spec: str = EMBEDDED_MODEL, *, device: str | None = None, dtype: str | torch.dtype | None = None,
-               revision: str | None = None, device_map: str | dict[str, Any] | None = None,
-               n_devices: int | None = None, attention: str = "eager") -> Model:
+def load_model(spec: str = EMBEDDED_MODEL, load: LoadConfig | str | None = None, *, revision: str | None = None,
+               **placement: Any) -> Model:
     """Load a model: an eval-mode ``TransformerBridge`` in its :class:`Model` handle.
 
     Args:
         spec: ``gemma-3-270m`` (the embedded default, no network needed), a local HF directory, or an HF hub id
             (needs network, or a populated HF cache).
-        device, dtype, device_map, n_devices, attention: as in :class:`LoadConfig` (device defaults to cpu).
+        load: where and how it runs: a :class:`LoadConfig` (kept on the handle as ``model.load``), a device
+            string, or None (cpu, float32, eager); :meth:`LoadConfig.of` reads it.
         revision: hub revision, recorded in run manifests.
+        **placement: ``device=``, ``dtype=``, ``device_map=``, ``n_devices=``, ``attention=``: LoadConfig's fields
+            as keywords (``load_model(spec, dtype="bfloat16")``), replacing those of ``load``.
 
     Returns:
         The :class:`Model` (``model.bridge`` is the ``TransformerBridge``; ``model.identity`` is what manifests
         record).
     """
     check_model_spec(spec, revision)  # a name that cannot load fails here, before transformers is imported
-    load = LoadConfig(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices, attention=attention)
+    load = LoadConfig.of(load, **placement)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch_dtype = resolve_dtype(load.dtype)
     from transformers.utils import logging as hf_logging
