@@ -9,6 +9,7 @@ from __future__ import annotations
 
 STATS_FILE = "stats.safetensors"
 SENT_MEANS_FILE = "sent_means.safetensors"
+FOLDS_FILE = "folds.safetensors"  # the counts per fold of sentences (lens_steer.folds)
 MANIFEST_FILE = "manifest.json"
 PARTIAL_DIR = "partial"
 NEURONS_FILE = "neurons.json"
@@ -19,11 +20,14 @@ GENERATIONS_FILE = "generations.jsonl"
 COMPARE_CSV = "compare.csv"
 COMPARE_SUMMARY = "compare_summary.json"
 REPORT_FILE = "report.html"
+STABILITY_CSV = "stability.csv"
+STABILITY_FILE = "stability.safetensors"
 EVAL_GLOB = "eval_*.csv"
 LOCK_FILE = ".lens_steer.lock"
 STALE_DIR = "stale"
 # Everything a later stage derives from the neuron set: stamped with its fingerprint, set aside when it changes.
-DERIVED_FILES = (LSS_CSV, LSS_SUMMARY, FORCING_CSV, GENERATIONS_FILE, COMPARE_CSV, COMPARE_SUMMARY, REPORT_FILE)
+DERIVED_FILES = (LSS_CSV, LSS_SUMMARY, FORCING_CSV, GENERATIONS_FILE, COMPARE_CSV, COMPARE_SUMMARY, REPORT_FILE,
+                 STABILITY_CSV, STABILITY_FILE)
 DERIVED_GLOBS = (EVAL_GLOB, "eval_*_outputs.jsonl")
 FINGERPRINT = "run_fingerprint"  # the column / key every derived artifact carries
 

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lens_steer.cli_parser import build_parser
-from lens_steer.configs import ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig, RecordConfig, SteerConfig
+from lens_steer.configs import (ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig, RecordConfig, StabilityConfig,
+                                SteerConfig)
 from lens_steer.errors import LensSteerError
 from lens_steer.models.load_config import LoadConfig
 from lens_steer.options import cli_fields
-from lens_steer.run import FORCING_CSV, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, STATS_FILE, Run
+from lens_steer.run import (FORCING_CSV, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, STABILITY_CSV, STABILITY_FILE,
+                            STATS_FILE, Run)
 from lens_steer.tables import (format_compare, format_counts, format_eval, format_forcing, format_lss_result,
-                               format_neuron, format_steer, format_top_tokens)
+                               format_neuron, format_stability, format_steer, format_top_tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,6 +217,17 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stability(args: argparse.Namespace) -> int:
+    from lens_steer.stability import stability_for_run  # deferred: torch, so that --help stays fast
+
+    start = time.perf_counter()
+    run = Run(args.run_dir)
+    _, rows = stability_for_run(run, config_from_args(StabilityConfig, args))
+    print(format_stability(rows))
+    print(f"results: {run.file(STABILITY_CSV)}, {run.file(STABILITY_FILE)} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from lens_steer.report import build_report
 
@@ -272,12 +285,14 @@ INTERRUPTED = {
     "compare": "compare writes compare.csv and compare_summary.json only after the last method, so nothing was"
                " written; a rerun starts over",
     "inspect": "inspect writes no files; a rerun starts over",
+    "stability": "stability writes its two files only when every resample is done, so nothing was written; a rerun"
+                 " starts over",
     "report": "report writes the page only when it is complete, so nothing was written; a rerun starts over",
     "figures": "every file listed as written is complete and kept; a rerun writes them all again",
     "setup": "the UDHR and the converted model are each cached only once complete; a rerun redoes what was unfinished",
 }
 HANDLERS = {"identify": _identify, "merge": _merge, "neurons": _neurons, "lss": _lss, "steer": _steer,
-            "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "report": _report,
+            "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "stability": _stability, "report": _report,
             "figures": _figures, "setup": _setup}
 
 if __name__ == "__main__":

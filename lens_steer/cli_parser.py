@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from lens_steer.configs import (CompareOptions, EvalOptions, ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig,
-                                RecordConfig, SteerConfig)
+                                RecordConfig, StabilityConfig, SteerConfig)
 from lens_steer.models.load_config import LoadConfig
 from lens_steer.options import Option, cli_fields
 
@@ -28,6 +28,7 @@ CONFIGS: dict[str, tuple[type, ...]] = {
     "eval": (EvalOptions, LoadConfig),
     "compare": (CompareOptions, LoadConfig),
     "inspect": (InspectConfig, LoadConfig),
+    "stability": (StabilityConfig,),
 }
 """The configs whose fields each subcommand takes as options; LoadConfig's are listed as "model placement"."""
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = argparse.ArgumentParser(add_help=False)  # the run directory, a parent of every command that reads one
     run.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
     for add in (_add_identify, _add_merge, _add_neurons, _add_lss, _add_steer, _add_forcing, _add_eval, _add_compare,
-                _add_inspect, _add_report, _add_figures, _add_setup):
+                _add_inspect, _add_stability, _add_report, _add_figures, _add_setup):
         add(sub, run)
     return parser
 
@@ -163,6 +164,18 @@ def _add_inspect(sub, run) -> None:
                        " the languages it is assigned to, then rerun the model over the run's corpus (or"
                        " --corpus) and list, per language, the tokens with the highest neuron value.")
     _add_configs(p, "inspect")
+
+
+def _add_stability(sub, run) -> None:
+    p = sub.add_parser("stability", parents=[run], help="how stable the neuron set is: bootstrap resamples of the"
+                       " folds of sentences (no model)",
+                       description="Resample the folds identify kept its counts in (RUN_DIR/folds.safetensors) with"
+                       " replacement, run LAPE with the run's own settings on each resample, and write"
+                       " RUN_DIR/stability.csv (per language: Jaccard of the resampled sets with the full set and its"
+                       " 95% interval, the split-half Jaccard of even vs odd folds, the share of stable neurons,"
+                       " chosen in >= 90% of resamples) and RUN_DIR/stability.safetensors (the selection frequency of"
+                       " every neuron, [lang, layer, d_mlp]). Needs no model.")
+    _add_configs(p, "stability")
 
 
 def _add_report(sub, run) -> None:

@@ -31,6 +31,8 @@ METHODS = ("lape", "activated", "ap", "ap-lape")
 CONTROL_SEEDS = 3
 """Matched random draws per ``control:`` factor in ``lss``."""
 DAMAGE_BOUND = 10.0
+# Folds of sentences identify keeps its counts in (lens_steer.folds), for resampling the neuron set.
+DEFAULT_FOLDS = 10
 """Nats: a factor whose mean source damage is worse than -10 is not chosen (:mod:`lens_steer.choice`)."""
 DEFAULT_METHODS = "p_max,add:mean*best,diffmean*best,resid:best,prompt:en,prompt:native"
 """The methods ``lens-steer compare`` measures by default."""
@@ -114,6 +116,8 @@ class RecordConfig:
                                    " (default: min(100, available))")
     min_sentence_tokens: int = 8
     max_length: int = 512
+    folds: int = option(DEFAULT_FOLDS, type=positive_int, help="keep the counts in this many folds of sentences"
+                        " (dealt round-robin), for `lens-steer stability`; the totals do not depend on it")
     reference_compat: bool = option(False, help="record as the authors' code: no BOS, each sentence after a newline"
                                     " and 12 spaces, its first 2 tokens not counted, sentence means of the first N"
                                     " sentences whatever their length")
@@ -362,6 +366,16 @@ class CompareOptions:
                 raise LensSteerError(f"{name.replace('_', '-')} must be >= 1, not {getattr(self, name)}")
         if self.held_out is not None and self.held_out < 1:
             raise LensSteerError(f"held-out facts must be >= 1, not {self.held_out}")
+
+
+# ---- stability ----
+@dataclass(frozen=True)
+class StabilityConfig:
+    """``lens-steer stability``: how many bootstrap resamples of the run's folds, and their seed."""
+
+    resamples: int = option(200, type=positive_int, help="bootstrap resamples of the folds")
+    seed: int = option(0, type=int, help="seed of the resamples (the same seed gives the same numbers)")
+    progress: bool = _progress()
 
 
 # ---- inspect ----

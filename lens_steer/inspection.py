@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
@@ -16,7 +17,7 @@ from lens_steer.stats import Stats
 class InspectorData:
     """The per-neuron numbers the inspector shows, computed once for every layer (the median is the slow part)."""
 
-    def __init__(self, stats: Stats, neurons: NeuronSet):
+    def __init__(self, stats: Stats, neurons: NeuronSet, frequency: Tensor | None = None):
         langs = neurons.languages
         missing = [c for c in langs if c not in stats.languages]
         if missing:
@@ -28,6 +29,8 @@ class InspectorData:
         self.pmax = stats.sentence_stat("max")[order].numpy()           # [lang, layer, d_mlp]
         self.pmed = stats.sentence_stat("median")[order].numpy()
         self.mask = neurons.mask().numpy()                              # [layer, d_mlp, lang]
+        # Selection frequency over resamples of the folds (lens-steer stability), in the statistics' language order.
+        self.freq = None if frequency is None else frequency[order].numpy()  # [lang, layer, d_mlp]
 
     def table(self, layer: int, which: str = "language") -> pd.DataFrame:
         if not 0 <= layer < self.n_layers:
@@ -41,17 +44,24 @@ class InspectorData:
         k = len(self.langs)
         assigned = self.mask[layer][idx]                                 # [n, lang]
         owners = [",".join(c for c, a in zip(self.langs, row) if a) for row in assigned]
+        columns = ["layer", "neuron", "language", "probability", "p_max", "p_median", "assigned", "assigned_to"]
+        extra = {}
+        if self.freq is not None:
+            extra["selection"] = self.freq[:, layer, idx].T.reshape(-1).astype(float)
+            columns.append("selection")
         return pd.DataFrame({
             "layer": layer, "neuron": np.repeat(idx, k), "language": np.tile(self.langs, len(idx)),
             "probability": self.prob[layer][idx].reshape(-1).astype(float),
             "p_max": self.pmax[:, layer, idx].T.reshape(-1).astype(float),
             "p_median": self.pmed[:, layer, idx].T.reshape(-1).astype(float),
-            "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [],
-        }, columns=["layer", "neuron", "language", "probability", "p_max", "p_median", "assigned", "assigned_to"])
+            "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [], **extra,
+        }, columns=columns)
 
 
-def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language") -> pd.DataFrame:
+def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language",
+                     frequency: Tensor | None = None) -> pd.DataFrame:
     """One row per (neuron of ``layer``, language): activation probability, p_max, p_median and whether the
-    neuron is assigned to that language. ``which="language"`` keeps the neurons assigned to any language,
-    ``"all"`` every neuron of the layer."""
-    return InspectorData(stats, neurons).table(layer, which)
+    neuron is assigned to that language; with ``frequency`` (``lens-steer stability``'s [lang, layer, d_mlp]) also
+    the ``selection`` frequency. ``which="language"`` keeps the neurons assigned to any language, ``"all"`` every
+    neuron of the layer."""
+    return InspectorData(stats, neurons, frequency).table(layer, which)

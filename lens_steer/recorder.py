@@ -52,6 +52,7 @@ from lens_steer.configs import SITES, RecordConfig  # noqa: F401 - declared ther
 from lens_steer.distributed import (World, broadcast_from_main, check_all, current, deal, gather_to_main,
                                     merge_timer)
 from lens_steer.errors import LensSteerError
+from lens_steer.folds import fold_of
 from lens_steer.models import ACT_FNS, MLPSite, Model, ModelLike, as_model
 from lens_steer.paths import atomic_path
 from lens_steer.run import PARTIAL_DIR
@@ -110,7 +111,8 @@ class _Accumulator:
     whatever the model's dtype: a model split over devices gives the same numbers as on one, and on a GPU no hook
     waits for a copy to the host (the totals move to the CPU once per language)."""
 
-    def __init__(self, site: MLPSite, n_keep: int, device: torch.device | str = "cpu", d_model: int = 0):
+    def __init__(self, site: MLPSite, n_keep: int, device: torch.device | str = "cpu", d_model: int = 0,
+                 n_folds: int = 1):
         layers, d = site.n_layers, site.d_mlp
         device = torch.device(device)
         self.device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
@@ -120,6 +122,8 @@ class _Accumulator:
         self.act_sqsum = torch.zeros(layers, d, **zeros)
         self.sent_means = torch.zeros(n_keep, layers, d, dtype=torch.float32, device=self.device)
         self.resid_sum = torch.zeros(layers, d_model, **zeros)  # the residual stream after each layer
+        self.fold_over_zero = torch.zeros(layers, n_folds, d, **zeros)  # over_zero per fold of sentences
+        self.row_fold: Tensor = torch.zeros(0, dtype=torch.long, device=self.device)  # set per batch: each row's fold
         # Set per batch by the driver loop: the counted mask and which rows keep their sentence mean (and where).
         self.counted: Tensor = torch.zeros(0)
         self.keep_rows: Tensor = torch.zeros(0, dtype=torch.long)
@@ -152,7 +156,12 @@ class _Accumulator:
         # sign().clamp(0) is 1.0 where v > 0, else 0 (NaN stays NaN and is caught per language): about twice as
         # fast on CPU as (v > 0).sum(0), and exact in float32 for any batch (< 2**24 tokens).
         here = self.device
-        self.over_zero[layer] += v.sign().clamp_(min=0).sum(dim=0).to(here, torch.float64)
+        # Fired tokens per sentence, then per fold (row_fold) and in total: both exact integers.
+        row_fired = torch.zeros(raw.shape[0], raw.shape[-1], dtype=v.dtype, device=v.device).index_add_(
+            0, row_of, v.sign().clamp_(min=0))
+        row_fired = row_fired.to(here, torch.float64)
+        self.over_zero[layer] += row_fired.sum(dim=0)
+        self.fold_over_zero[layer].index_add_(0, self.row_fold, row_fired)
         # Per-sentence sums in one pass; the token sum and the kept sentence means both come from them.
         row_sums = torch.zeros(raw.shape[0], raw.shape[-1], dtype=v.dtype, device=v.device).index_add_(0, row_of, v)
         self.act_sum[layer] += row_sums.sum(dim=0).to(here, torch.float64)
@@ -171,7 +180,7 @@ class _Accumulator:
 
     def to_cpu(self) -> None:
         """Move the totals to the CPU (once per language), where the statistics are combined and written."""
-        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means", "resid_sum"):
+        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means", "resid_sum", "fold_over_zero"):
             setattr(self, name, getattr(self, name).cpu())
 
 
@@ -299,7 +308,8 @@ def _run_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int]
 
 def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
                      batches: list[list[int]], desc: str, progress: bool) -> dict[str, Tensor]:
-    acc = _Accumulator(site, len(keep), model.device, int(model.cfg.d_model))
+    n_folds = config.folds
+    acc = _Accumulator(site, len(keep), model.device, int(model.cfg.d_model), n_folds)
     slot_of = {s: i for i, s in enumerate(keep)}
     skip_first = _skipped(model, config)
     model.masked_logits_ok(), model.direct_ok()  # probed (once) before any statistics hook: their forwards must not count
@@ -312,6 +322,7 @@ def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[i
             rows = [r for r, i in enumerate(batch) if i in slot_of]
             acc.keep_rows = torch.tensor(rows, dtype=torch.long)
             acc.keep_slots = torch.tensor([slot_of[batch[r]] for r in rows], dtype=torch.long)
+            acc.row_fold = torch.tensor([fold_of(i, n_folds) for i in batch], dtype=torch.long, device=acc.device)
             model.activations_forward(ids, attn, direct)
             check()
             bar.update(int(acc.counted.sum()))
@@ -326,7 +337,27 @@ def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[i
         # numbers in memory, in stats.safetensors, after a resume and after merging shards.
         "sent_means": acc.sent_means.to(torch.float16),
         "resid_sum": acc.resid_sum,
+        # The same counts per fold of sentences (lens_steer.folds): they add up exactly to the totals above.
+        "fold_over_zero": acc.fold_over_zero.round().to(torch.int64).transpose(0, 1).contiguous(),  # [F, L, D]
+        "fold_n_tokens": _per_fold([data.n_counted[i] for i in mine], mine, n_folds),
+        "fold_n_sentences": _per_fold([1] * len(mine), mine, n_folds),
+        "sent_fold": torch.tensor([fold_of(i, n_folds) for i in keep], dtype=torch.int64) * _owned(keep, mine),
     }
+
+
+def _per_fold(values: list[int], sentences: list[int], n_folds: int) -> Tensor:
+    """``values`` (one per sentence) summed per fold of the sentences."""
+    out = torch.zeros(n_folds, dtype=torch.int64)
+    for v, i in zip(values, sentences):
+        out[fold_of(i, n_folds)] += v
+    return out
+
+
+def _owned(keep: list[int], mine: list[int]) -> Tensor:
+    """1 for the kept sentences this process recorded, else 0: a kept slot is filled by exactly one part, so
+    parts add (as the kept sentence means do)."""
+    owned = set(mine)
+    return torch.tensor([int(i in owned) for i in keep], dtype=torch.int64)
 
 
 def record(model: ModelLike, texts: dict[str, Sequence[str]], *, config: RecordConfig | None = None,
@@ -457,6 +488,7 @@ def _manifest(model: Model, site: MLPSite, config: RecordConfig, languages: list
         "n_sentence_means": n_keep,
         "min_sentence_tokens": config.mean_min_tokens,
         "resid_means": "blocks.{l}.hook_resid_post (the decoder layer's output), summed over the counted tokens",
+        "folds": config.folds,
     }
 
 

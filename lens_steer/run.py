@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from lens_steer.artifacts import (COMPARE_CSV, COMPARE_SUMMARY, DERIVED_FILES, DERIVED_GLOBS,  # noqa: F401
                                   EVAL_GLOB, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, LOCK_FILE, LSS_CSV,
                                   LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, PARTIAL_DIR, REPORT_FILE, SENT_MEANS_FILE,
-                                  STALE_DIR, STATS_FILE, eval_csv, eval_outputs)
+                                  STABILITY_CSV, STABILITY_FILE, STALE_DIR, STATS_FILE, FOLDS_FILE, eval_csv,
+                                  eval_outputs)
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 
@@ -502,4 +503,5 @@ def _alive(pid: int) -> bool:
 _MAKER = {LSS_CSV: "`lens-steer lss`", LSS_SUMMARY: "`lens-steer lss`",
           FORCING_CSV: "`lens-steer forcing` (or `lss --forcing`)",
           GENERATIONS_FILE: "`lens-steer steer` / `forcing`", COMPARE_CSV: "`lens-steer compare`",
-          COMPARE_SUMMARY: "`lens-steer compare`", REPORT_FILE: "`lens-steer report`"}
+          COMPARE_SUMMARY: "`lens-steer compare`", REPORT_FILE: "`lens-steer report`",
+          STABILITY_CSV: "`lens-steer stability`", STABILITY_FILE: "`lens-steer stability`"}

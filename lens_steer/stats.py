@@ -41,7 +41,8 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
-from lens_steer.artifacts import MANIFEST_FILE, SENT_MEANS_FILE, STATS_FILE
+from lens_steer.artifacts import FOLDS_FILE, MANIFEST_FILE, SENT_MEANS_FILE, STATS_FILE
+from lens_steer.folds import Folds
 
 
 _CONTRACT: dict[str, tuple[torch.dtype, str]] = {
@@ -70,6 +71,9 @@ class Stats:
     # Sum of the residual stream after each layer (blocks.{l}.hook_resid_post) over the counted tokens; None for runs
     # recorded before it existed (residual methods then refuse them).
     resid_sum: Float[Tensor, "lang layer d_model"] | None = None
+    # The counts per fold of sentences (lens_steer.folds, RUN/folds.safetensors); None for runs recorded without.
+    # Not part of the fingerprint: they only split the totals, which the fingerprint covers.
+    folds: Folds | None = field(default=None, repr=False, compare=False)
     # The fingerprint read from disk (Stats.load); None for statistics made in memory, which compute it on demand.
     stored_fingerprint: str | None = field(default=None, repr=False, compare=False)
 
@@ -86,9 +90,10 @@ class Stats:
             return torch.stack([p[key] for p in parts], dim=dim)
 
         resid = stack("resid_sum") if all("resid_sum" in p for p in parts) else None
+        folds = Folds.from_parts(parts) if parts and all(FOLD_KEYS[0] in p for p in parts) else None
         return cls(over_zero=stack("over_zero", -1), n_tokens=stack("n_tokens"), n_sentences=stack("n_sentences"),
                    act_sum=stack("act_sum"), act_sqsum=stack("act_sqsum"), sent_means=stack("sent_means"),
-                   manifest=manifest, resid_sum=resid)
+                   manifest=manifest, resid_sum=resid, folds=folds)
 
     # ---- derived quantities (pure functions of the stored tensors) ----
     @property
@@ -138,7 +143,8 @@ class Stats:
         manifest = dict(self.manifest, languages=list(languages))
         return Stats(self.over_zero[..., idx], self.n_tokens[idx], self.n_sentences[idx], self.act_sum[idx],
                      self.act_sqsum[idx], self.sent_means[idx], manifest,
-                     None if self.resid_sum is None else self.resid_sum[idx])
+                     None if self.resid_sum is None else self.resid_sum[idx],
+                     folds=None if self.folds is None else self.folds.subset(idx))
 
     def resid_mean(self) -> Float[Tensor, "lang layer d_model"]:
         """Per language, the mean residual stream after each layer over the counted tokens (``resid_sum /
@@ -196,6 +202,8 @@ class Stats:
             save_file(tensors, str(tmp), metadata=meta)
         with atomic_path(run_dir / SENT_MEANS_FILE) as tmp:
             save_file({"sent_means": means}, str(tmp), metadata=meta)
+        if self.folds is not None:
+            self.folds.save(run_dir, fingerprint)
         manifest = dict(self.manifest, n_sentence_means=int(self.sent_means.shape[1]), stats_fingerprint=fingerprint)
         write_json(run_dir / MANIFEST_FILE, manifest)
 
@@ -229,8 +237,11 @@ class Stats:
         if resid is not None and (resid.ndim != 3 or resid.shape[:2] != (k, layers) or resid.dtype != torch.float64):
             raise LensSteerError(f"{run_dir / STATS_FILE}: resid_sum is {tuple(resid.shape)} {resid.dtype}, expected"
                                  f" ({k}, {layers}, d_model) float64; re-run `lens-steer identify`")
+        folds = Folds.load(run_dir, fingerprint)
+        if folds is not None:
+            folds.check_totals(tensors["over_zero"], tensors["n_tokens"], run_dir / FOLDS_FILE)
         return cls(tensors["over_zero"], tensors["n_tokens"], tensors["n_sentences"], tensors["act_sum"],
-                   tensors["act_sqsum"], means, manifest, resid, stored_fingerprint=fingerprint)
+                   tensors["act_sqsum"], means, manifest, resid, folds=folds, stored_fingerprint=fingerprint)
 
 
 def tensor_fingerprint(tensors: dict[str, Tensor], languages: list[str], model: str) -> str:
@@ -387,12 +398,29 @@ def merge_stats(shards: list[Stats]) -> Stats:
     n = min([requested] + [sum(int(t.shape[0]) for t in parts) for parts in kept])
     sent_means = torch.stack([torch.cat(parts)[:n] for parts in kept]) if k else torch.zeros(0, 0, layers, d)
     manifest = dict(first.manifest, languages=languages, merged_from=len(shards))
-    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest, resid)
+    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest, resid,
+                 folds=_merge_folds(shards, languages, n))
+
+
+def _merge_folds(shards: list[Stats], languages: list[str], n: int) -> Folds | None:
+    """The folds of :func:`merge_stats`: fold counts add per language, the kept means' folds follow their means;
+    None unless every shard has folds, and as many."""
+    if any(s.folds is None for s in shards) or len({s.folds.n_folds for s in shards}) != 1:
+        return None
+    parts: list[dict[str, Tensor]] = []
+    for code in languages:
+        found = [s.folds.language_part(s.languages.index(code)) for s in shards if code in s.languages]
+        part = {key: sum(f[key] for f in found[1:]) + found[0][key] for key in FOLD_KEYS[:3]}
+        part["sent_fold"] = torch.cat([f["sent_fold"] for f in found])[:n]
+        parts.append(part)
+    return Folds.from_parts(parts)
 
 
 # Per language, the parts that add up: counts and float sums add; a kept sentence mean is computed by exactly one
 # part (the others hold 0 in its slot), so adding the parts places it exactly.
 PART_KEYS = ("over_zero", "n_tokens", "n_sentences", "act_sum", "act_sqsum", "sent_means")
+# The same counts per fold of sentences (lens_steer.folds); ``sent_fold`` fills its slots as sent_means does.
+FOLD_KEYS = ("fold_over_zero", "fold_n_tokens", "fold_n_sentences", "sent_fold")
 
 
 def combine_parts(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -414,6 +442,7 @@ def combine_parts(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return parts[0]
     out = {}
     keys = PART_KEYS + (("resid_sum",) if all("resid_sum" in p for p in parts) else ())
+    keys += FOLD_KEYS if all(FOLD_KEYS[0] in p for p in parts) else ()
     for key in keys:
         total = parts[0][key].double() if key == "sent_means" else parts[0][key].clone()
         for part in parts[1:]:
@@ -459,4 +488,5 @@ def _language_part(stats: Stats, k: int) -> dict[str, Tensor]:
     """Language ``k`` of a shard's statistics as a part (the recorder's per-language dict)."""
     return {"over_zero": stats.over_zero[..., k], "n_tokens": stats.n_tokens[k], "n_sentences": stats.n_sentences[k],
             "act_sum": stats.act_sum[k], "act_sqsum": stats.act_sqsum[k], "sent_means": stats.sent_means[k],
-            **({"resid_sum": stats.resid_sum[k]} if stats.resid_sum is not None else {})}
+            **({"resid_sum": stats.resid_sum[k]} if stats.resid_sum is not None else {}),
+            **(stats.folds.language_part(k) if stats.folds is not None else {})}

@@ -175,12 +175,18 @@ def format_neuron(layer: int, neuron: int, owners: Sequence[str], method: str, t
     """One neuron's languages and its per-language probability, p_max and p_median (``*``: assigned)."""
     from lens_steer.languages import LANGUAGES
 
+    selection = "selection" in table  # lens-steer stability ran: the share of resamples choosing it, per language
     lines = [f"layer {layer}, neuron {neuron}: assigned to {', '.join(owners) or 'no language'} ({method})",
-             f"{'lang':<5} {'name':<16} {'p':>6} {'p_max':>8} {'p_median':>8}"]
+             f"{'lang':<5} {'name':<16} {'p':>6} {'p_max':>8} {'p_median':>8}" + (f" {'chosen':>7}" if selection else "")]
     for r in table.itertuples():
         name = LANGUAGES[r.language].name if r.language in LANGUAGES else ""
         mark = " *" if r.assigned else ""
-        lines.append(f"{r.language:<5} {name[:16]:<16} {r.probability:>6.3f} {r.p_max:>8.3f} {r.p_median:>8.3f}{mark}")
+        chosen = f" {r.selection:>7.0%}" if selection else ""
+        lines.append(f"{r.language:<5} {name[:16]:<16} {r.probability:>6.3f} {r.p_max:>8.3f} {r.p_median:>8.3f}"
+                     f"{chosen}{mark}")
+    if selection:
+        lines.append("chosen: share of bootstrap resamples of the folds that assign the neuron to the language"
+                     " (lens-steer stability)")
     return "\n".join(lines)
 
 
@@ -192,6 +198,20 @@ def format_top_tokens(hits: dict[str, Sequence[Any]], site: str) -> str:
         lines.append(f"\n{code}: top {len(items)} tokens by {value}")
         lines += [f"  {h.value:>8.3f}  {h.left[-30:]!s:>30}[{h.token}]{h.right[:30]}".replace("\n", " ")
                   for h in items]
+    return "\n".join(lines)
+
+
+def format_stability(rows: Sequence[dict[str, Any]]) -> str:
+    """``stability.csv`` as a table: per language the set's size, its Jaccard with resampled sets (95% interval),
+    the split-half Jaccard and the share of stable neurons."""
+    lines = [f"{'lang':<5} {'neurons':>7} {'jaccard':>8} {'95% interval':>15} {'split-half':>10} {'stable':>7}"]
+    for r in rows:
+        lines.append(f"{r['lang']:<5} {r['n_neurons']:>7} {r['jaccard_mean']:>8.3f} "
+                     f"{'[' + format(r['jaccard_low'], '.3f') + ', ' + format(r['jaccard_high'], '.3f') + ']':>15}"
+                     f" {r['split_half_jaccard']:>10.3f} {r['share_stable']:>7.1%}")
+    if rows:
+        lines.append(f"{rows[0]['resamples']} bootstrap resamples of {rows[0]['folds']} folds of sentences; stable ="
+                     " chosen in >= 90% of resamples; split-half = even folds vs odd folds")
     return "\n".join(lines)
 
 

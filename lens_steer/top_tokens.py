@@ -98,13 +98,14 @@ def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
     """The languages neuron (``layer``, ``neuron``) is assigned to, and its per-language table (probability,
     p_max, p_median, assigned) from the run's statistics."""
     from lens_steer.inspection import inspector_tables
+    from lens_steer.stability import read_frequency
 
     stats, neurons = run.stats(), run.neurons()
     if not 0 <= layer < stats.n_layers:
         raise LensSteerError(f"--layer {layer} is outside 0..{stats.n_layers - 1}")
     if not 0 <= neuron < stats.d_mlp:
         raise LensSteerError(f"--neuron {neuron} is outside 0..{stats.d_mlp - 1}")
-    table = inspector_tables(stats, neurons, layer, which="all")
+    table = inspector_tables(stats, neurons, layer, which="all", frequency=read_frequency(run))
     owners = [c for c in neurons.languages if neuron in set(neurons.neurons[c][layer])]
     return owners, table[table["neuron"] == neuron]
 

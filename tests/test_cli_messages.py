@@ -22,7 +22,8 @@ from lens_steer.steer import parse_factors
 # ---------------------------------------------------------------------------------------------------------------
 ARGV = {"identify": ["--out", "R"], "merge": ["S0", "S1", "--out", "R"], "neurons": ["R"], "lss": ["R"],
         "steer": ["R", "hello", "--to", "fr"], "forcing": ["R"], "eval": ["R", "--task", "xcopa"], "compare": ["R"],
-        "inspect": ["R", "--layer", "0", "--neuron", "0"], "report": ["R"], "figures": ["R"], "setup": []}
+        "inspect": ["R", "--layer", "0", "--neuron", "0"], "stability": ["R"], "report": ["R"], "figures": ["R"],
+        "setup": []}
 # What each line must say, from the stage's own writes (see INTERRUPTED in lens_steer/cli.py).
 KEEPS = {"identify": "finished languages are kept in R/partial; rerun the same command to resume",
          "merge": "nothing was written; a rerun starts over",
@@ -33,6 +34,7 @@ KEEPS = {"identify": "finished languages are kept in R/partial; rerun the same c
          "eval": "its xcopa table only when every language is done, so nothing was written",
          "compare": "compare.csv and compare_summary.json only after the last method, so nothing was written",
          "inspect": "writes no files; a rerun starts over",
+         "stability": "only when every resample is done, so nothing was written",
          "report": "only when it is complete, so nothing was written",
          "figures": "every file listed as written is complete and kept; a rerun writes them all again",
          "setup": "each cached only once complete; a rerun redoes what was unfinished"}

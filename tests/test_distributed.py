@@ -42,6 +42,9 @@ def _assert_equivalent(a: Stats, b: Stats, exact: bool) -> None:
             torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
     for kind in ("max", "median"):
         assert torch.equal(a.sentence_stat(kind), b.sentence_stat(kind)), kind
+    assert a.folds is not None and b.folds is not None  # the folds go through the same merge, exactly
+    for name in ("over_zero", "n_tokens", "n_sentences", "sent_fold"):
+        assert torch.equal(getattr(a.folds, name), getattr(b.folds, name)), f"folds.{name}"
 
 
 def test_deal_balances_and_is_deterministic():

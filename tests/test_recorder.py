@@ -27,6 +27,8 @@ def assert_same_stats(a: Stats, b: Stats) -> None:
     torch.testing.assert_close(a.act_sum, b.act_sum, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(a.act_sqsum, b.act_sqsum, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(a.sent_means, b.sent_means, rtol=1e-4, atol=1e-5)
+    for name in ("over_zero", "n_tokens", "n_sentences", "sent_fold"):  # the folds are exact counts too
+        assert torch.equal(getattr(a.folds, name), getattr(b.folds, name)), f"folds.{name}"
 
 
 def test_batch_size_and_padding_side_do_not_change_statistics(tiny_model):
