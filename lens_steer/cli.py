@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import resource
 import sys
 import warnings
 import time
@@ -17,10 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lens_steer.cli_parser import build_parser
+from lens_steer.compare import CompareConfig, compare_for_run
+from lens_steer.corpora.udhr import ensure_udhr
 from lens_steer.configs import ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig, RecordConfig, SteerConfig
 from lens_steer.errors import LensSteerError
+from lens_steer.models.embedded import ensure_embedded_model
 from lens_steer.models.load_config import LoadConfig
 from lens_steer.options import cli_fields
+from lens_steer.paths import write_json
 from lens_steer.run import FORCING_CSV, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, STATS_FILE, Run
 from lens_steer.tables import (format_compare, format_counts, format_eval, format_forcing, format_lss_result,
                                format_neuron, format_steer, format_top_tokens)
@@ -29,7 +34,7 @@ from lens_steer.tables import (format_compare, format_counts, format_eval, forma
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors exit here, before torch is imported
-    from lens_steer import distributed  # imports torch: after parsing, so that `lens-steer --help` is fast
+    from lens_steer import distributed  # deferred: torch, after parsing, so that `lens-steer --help` is fast
 
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, while we run
     world = distributed.World()
@@ -95,6 +100,7 @@ def _load(args: argparse.Namespace) -> LoadConfig:
 
 
 def _identify(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.distributed import current, merge_seconds, parse_shard
     from lens_steer.identification import identify_for_run
 
@@ -118,6 +124,7 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.identification import merge_for_run
 
     run = Run(args.out)
@@ -129,8 +136,6 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _peak_rss_gib() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
@@ -144,6 +149,7 @@ def _neurons(args: argparse.Namespace) -> int:
 
 
 def _lss(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.lss import lss_for_run
 
     start = time.perf_counter()
@@ -157,6 +163,7 @@ def _lss(args: argparse.Namespace) -> int:
 
 
 def _steer(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.forcing import steer_for_run
 
     config = config_from_args(SteerConfig, args)
@@ -167,6 +174,7 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _forcing(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.forcing import forcing_for_run
 
     config = config_from_args(ForcingConfig, args)
@@ -179,6 +187,7 @@ def _forcing(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.evals import EvalConfig, eval_for_run, self_cross
 
     start = time.perf_counter()
@@ -190,8 +199,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from lens_steer.compare import CompareConfig, compare_for_run
-
     start = time.perf_counter()
     config = config_from_args(CompareConfig, args)
     result = compare_for_run(Run(args.run_dir), config, _load(args))
@@ -204,6 +211,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.top_tokens import neuron_profile, top_tokens_for_run
 
     run = Run(args.run_dir)
@@ -216,6 +224,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.report import build_report
 
     start = time.perf_counter()
@@ -226,7 +235,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from lens_steer.paths import write_json
+    # deferred: torch, pandas and plotly, so that --help stays fast
     from lens_steer.report import run_figures, run_results
     from lens_steer.plots import parse_formats, save_figures
 
@@ -245,12 +254,8 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from lens_steer.corpora.udhr import ensure_udhr
-
     print(f"UDHR: {ensure_udhr()}")
     if not args.skip_model:
-        from lens_steer.models import ensure_embedded_model
-
         print(f"embedded model: {ensure_embedded_model()}")
     return 0
 
