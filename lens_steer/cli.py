@@ -157,8 +157,12 @@ def _lss(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     rows, summary = lss_for_run(run, config, _load(args))
     print(format_lss_result(summary, rows))
-    written = [LSS_CSV, LSS_SUMMARY] + ([FORCING_CSV] if args.forcing else [])
-    print(f"results: {', '.join(str(run.file(n)) for n in written)} ({time.perf_counter() - start:.0f} s)")
+    return _results([run.file(n) for n in [LSS_CSV, LSS_SUMMARY] + ([FORCING_CSV] if args.forcing else [])], start)
+
+
+def _results(files: Sequence[Path | str], start: float) -> int:
+    """The last line of a stage: the files it wrote and its wall time; the exit code."""
+    print(f"results: {', '.join(str(f) for f in files)} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
@@ -194,8 +198,7 @@ def _eval(args: argparse.Namespace) -> int:
     config = config_from_args(EvalConfig, args)
     result = eval_for_run(Run(args.run_dir), config, _load(args))
     print(format_eval(result.label, result.factor, result.rows, self_cross(result.rows)))
-    print(f"results: {result.path} ({time.perf_counter() - start:.0f} s)")
-    return 0
+    return _results([result.path], start)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -206,8 +209,7 @@ def _compare(args: argparse.Namespace) -> int:
     for text, detail in result.summary["methods"].items():
         if "reason" in detail:
             print(f"{text}: chose {detail['factor']} on held-out facts; {detail['reason']}")
-    print(f"results: {', '.join(str(f) for f in result.files)} ({time.perf_counter() - start:.0f} s)")
-    return 0
+    return _results(result.files, start)
 
 
 def _inspect(args: argparse.Namespace) -> int:
