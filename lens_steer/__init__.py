@@ -60,7 +60,7 @@ _SUBMODULES = ("plots",)
 
 
 def __getattr__(name: str):  # PEP 562 lazy re-exports
-    import importlib
+    import importlib  # deferred: lazy API (PEP 562), only when a name is first used
 
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")  # the import binds it here: no second call

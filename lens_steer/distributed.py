@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from lens_steer.errors import LensSteerError
 
@@ -75,8 +76,6 @@ def parse_shard(text: str) -> World:
 def init() -> World:
     """Join torchrun's process group if this process was started by torchrun (``WORLD_SIZE`` > 1); else a world
     of one. gloo on CPU, nccl when CUDA is available (each rank on ``cuda:LOCAL_RANK``)."""
-    import torch.distributed as dist
-
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
@@ -90,8 +89,6 @@ def init() -> World:
 
 def current() -> World:
     """The world of this process: torch.distributed's when a group is initialised, else a world of one."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     return World()
@@ -129,8 +126,6 @@ def check_all(error: BaseException | None) -> None:
         if error is not None:
             raise error
         return
-    import torch.distributed as dist
-
     messages: list[Any] = [None] * world.size
     dist.all_gather_object(messages, None if error is None else str(error) or type(error).__name__)
     failed = [(r, m) for r, m in enumerate(messages) if m is not None]
@@ -146,8 +141,6 @@ def exchange(obj: Any) -> list[Any]:
     world = current()
     if not world.collective:
         return [obj]
-    import torch.distributed as dist
-
     out: list[Any] = [None] * world.size
     dist.all_gather_object(out, obj)  # works on gloo and nccl alike
     return out
@@ -192,8 +185,6 @@ def broadcast_from_main(obj: Any) -> Any:
     world = current()
     if not world.collective:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -203,15 +194,11 @@ def barrier() -> None:
     """Wait for every rank (so that no rank exits while rank 0 still writes)."""
     world = current()
     if world.collective:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
 def shutdown() -> None:
     """Leave the process group, if this process joined one (the end of a torchrun command)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -21,7 +21,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention, check_layers, parse_layers
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.lid import Detector, get_detector, matches
-from lens_steer.models import LoadConfig, ModelLike
+from lens_steer.models import LoadConfig, ModelLike, has_chat_template
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run, writes
 from lens_steer.steer import Steerer
 
@@ -170,8 +170,6 @@ def check_before_loading(run: Run, factors: Sequence[Factor] = (), layers: str |
                          chat_template: bool = False) -> None:
     """What the run's manifest can refuse before the model loads: layers (``resid:L``, ``--layers``) out of the
     recorded model's range, and ``--chat-template`` for a model whose tokenizer files hold no template."""
-    from lens_steer.models import has_chat_template
-
     recorded = run.stats().manifest.get("model") or {}  # the manifest Run.model loads the model from
     check_layers(recorded.get("n_layers"), factors, layers)
     if chat_template and isinstance(recorded.get("model"), str):

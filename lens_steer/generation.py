@@ -9,10 +9,12 @@ must be reproducible (``bridge.generate`` samples unless ``do_sample=False``).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from lens_steer.distributed import run_dealt
 from lens_steer.errors import LensSteerError
@@ -88,8 +90,6 @@ def greedy_generate(model: ModelLike, prompts: Sequence[str], *, max_new_tokens:
     eos = model.tokenizer.eos_token_id
     out: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    from tqdm.auto import tqdm
-
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     bar = tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress, leave=False)
 
@@ -174,8 +174,6 @@ def cut_prompts(model: ModelLike, prompts: Sequence[str], max_prompt_tokens: int
             p = tok.decode(ids[-limit:])
         out.append(p)
     if longest:
-        import warnings
-
         why = (f"--max-prompt-tokens {limit}; raise it to keep more" if max_prompt_tokens == limit
                else f"the model reads at most {model.context} tokens and {model.context - room} of them are new"
                     " ones; ask for fewer new tokens to keep more")

@@ -20,14 +20,17 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lens_steer.corpora import corpus_description, load_corpus
 from lens_steer.configs import METHODS, IdentifyConfig, check_rate  # noqa: F401 - declared there, for the CLI
-from lens_steer.distributed import World
-from lens_steer.models import LoadConfig
+from lens_steer.distributed import World, current
+from lens_steer.languages import parse_languages
+from lens_steer.models import LoadConfig, load_model
 from lens_steer.errors import LensSteerError
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_json
+from lens_steer.recorder import record
 from lens_steer.run import MANIFEST_FILE, Run, writes
-from lens_steer.stats import Stats, read_manifest
+from lens_steer.stats import Stats, merge_shards, read_manifest
 
 # Elements of one neuron chunk of the AP computation (samples x neurons): about 16 MiB per float64 work tensor.
 AP_CHUNK_ELEMENTS = 1 << 21
@@ -268,11 +271,6 @@ def identify_for_run(run: Run, config: IdentifyConfig, load: LoadConfig | str | 
     Under torchrun every rank records its share and gets the same statistics and neurons; rank 0 alone writes. A
     shard run (``world`` from :func:`~lens_steer.distributed.parse_shard`) writes its part of the statistics and
     the identification settings, and identifies nothing (None): ``lens-steer merge`` does, on all the shards."""
-    from lens_steer.corpora import corpus_description, load_corpus
-    from lens_steer.distributed import current
-    from lens_steer.languages import parse_languages
-    from lens_steer.models import load_model
-    from lens_steer.recorder import record
 
     world = world or current()
     texts = load_corpus(config.corpus, parse_languages(config.langs), split=config.split, path=config.corpus_path)
@@ -293,8 +291,6 @@ def write_neurons(run: Run, neurons: NeuronSet) -> None:
     """Write a run's new neuron set: first move the results of a previous, different one aside
     (:meth:`~lens_steer.run.Run.retire_derived`), then ``neurons.json`` and the manifest's ``identification``.
     An empty set is written (it is a result) with a one-line warning. Under torchrun only rank 0 writes."""
-    from lens_steer.distributed import current  # deferred: torch (identification is imported by `import lens_steer`)
-
     if not current().writes:
         return
     run.retire_derived(neurons.fingerprint())
@@ -315,8 +311,6 @@ def write_pending_identification(run_dir: str | Path, method: str, params: dict[
 
 def merge_for_run(shard_dirs: list[str | Path], out: Run) -> tuple[Stats, NeuronSet]:
     """``lens-steer merge``: combine shard runs into ``out`` and identify it as the shards were told to."""
-    from lens_steer.stats import merge_shards
-
     shards = [Run(d).stats() for d in shard_dirs]
     pending = [s.manifest.get("identify") for s in shards]
     stats = merge_shards(shards)  # refuses mixed settings, missing and duplicate shards before anything is written

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from babel import Locale
 
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Intervention, PromptInstruction
+from lens_steer.languages import get_language
 
 
 def instruction(target: str, which: str) -> str:
@@ -22,13 +24,9 @@ def instruction(target: str, which: str) -> str:
     >>> instruction("fr", "en"), instruction("fr", "native")
     ('Answer in French.\n', 'Français:\n')
     """
-    from lens_steer.languages import get_language
-
     if which == "en":
         return f"Answer in {get_language(target).name}.\n"
     try:
-        from babel import Locale
-
         name = Locale.parse(target).get_display_name(target) or get_language(target).name
     except Exception:  # noqa: BLE001 - babel without this locale: the English name still names it
         name = get_language(target).name

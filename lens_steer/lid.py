@@ -69,7 +69,7 @@ class Cld2Detector:
 
     def __init__(self) -> None:
         try:
-            import pycld2
+            import pycld2  # deferred: a compiled extension; missing, it is refused in one line here
         except ImportError:
             raise LensSteerError("language identification needs the `pycld2` package; pip install pycld2") from None
         self._cld2 = pycld2

@@ -11,20 +11,25 @@ forwards with its own per-row intervention, all answers of a prompt sharing the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from torch import Tensor
 
 from lens_steer.choice import DAMAGE_BOUND, RULE, SKIPPED_NOTE, choose_factor, summarise, with_diagonal  # noqa: F401
-from lens_steer.cloze import Fact
+from lens_steer.cloze import Fact, load_cloze, supported_languages
 from lens_steer.configs import CONTROL_SEEDS, LSSConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.distributed import current, run_dealt
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention
+from lens_steer.forcing import append_generations, check_before_loading, run_forcing, write_forcing
+from lens_steer.languages import parse_languages
+from lens_steer.lid import get_detector
 from lens_steer.intervals import N_BOOT, bootstrap_mean_ci  # noqa: F401 - re-exported
 from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.neurons import NeuronSet
@@ -119,8 +124,6 @@ def run_lss(model: ModelLike, neurons: NeuronSet, stats: Stats | None, facts: di
 
     A target without neurons gets rows with an empty ``lss`` and a note: it is in no mean, interval or choice.
     """
-    from tqdm.auto import tqdm
-
     steerer = Steerer(model, neurons, stats)
     n_layers = steerer.site.n_layers
     layered = {f.text for f in factors} if per_layer is True else set(per_layer or [])
@@ -181,8 +184,6 @@ def _without_neurons(neurons: NeuronSet, languages: Sequence[str]) -> list[str]:
     totals = neurons.totals()
     empty = [t for t in languages if totals.get(t, 0) == 0]
     if empty:
-        import warnings
-
         warnings.warn(f"no neurons for {', '.join(empty)}: those targets are skipped", stacklevel=3)
     return empty
 
@@ -278,9 +279,6 @@ def write_lss(run_dir: str | Path, rows: Sequence[dict[str, Any]], summary: dict
 # ---------------------------------------------------------------------------------------------------------------
 def lss_languages(neurons: NeuronSet, spec: str | None, cloze: str) -> list[str]:
     """The LSS languages: those asked for (each must be in the run), else the run's languages the cloze covers."""
-    from lens_steer.cloze import supported_languages
-    from lens_steer.languages import parse_languages
-
     if not spec:
         covered = supported_languages(cloze)
         langs = [c for c in neurons.languages if c in covered]
@@ -302,8 +300,6 @@ def cloze_facts(name: str, langs: Sequence[str], path: str | None = None,
                 max_facts: int | None = None) -> tuple[Any, dict[str, list[Fact]]]:
     """The cloze ``name`` for ``langs`` and, per source language, its facts that have an answer in every one of
     ``langs`` (the fact set of ``lss`` and ``compare``): ``(cloze, {source: [Fact, ...]})``."""
-    from lens_steer.cloze import load_cloze  # deferred: babel's CLDR tables are only needed here
-
     cloze = load_cloze(name, langs, path=path, max_facts=max_facts)
     return cloze, {s: [f for f in cloze.for_source(s) if all(u in f.answer for u in langs)] for s in langs}
 
@@ -313,9 +309,6 @@ def lss_for_run(run: Run, config: LSSConfig,
                 load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """LSS (and, with ``config.forcing``, language forcing) of a run directory; writes ``lss.csv``,
     ``lss_summary.json`` (and ``forcing.csv``, appending ``generations.jsonl``) and returns (rows, summary)."""
-    from lens_steer.forcing import append_generations, check_before_loading, run_forcing, write_forcing
-    from lens_steer.lid import get_detector
-
     factors = config.parsed_factors()
     detector = get_detector(config.detector) if config.forcing else None  # a bad detector fails before any work
     per_layer = config.layered(factors)

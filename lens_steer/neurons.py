@@ -24,6 +24,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
+from lens_steer.languages import parse_languages
 from lens_steer.paths import atomic_path, write_json
 from lens_steer.artifacts import NEURONS_FILE
 
@@ -125,8 +126,6 @@ class NeuronSet:
         >>> NeuronSet(["en", "fr"], {"en": [[1], []], "fr": [[], []]}, 2, 4).targets("en,fr")
         (['en'], ['fr'])
         """
-        from lens_steer.languages import parse_languages
-
         totals = self.totals()
         targets = parse_languages(spec) if spec else [c for c in self.languages if totals[c]]
         unknown = [t for t in targets if t not in totals]

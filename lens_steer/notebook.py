@@ -18,6 +18,7 @@ No torch here: importing this module is cheap, and the figure set-up imports plo
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,18 +103,17 @@ def static_figures() -> str:
     Chromium, MathJax off: nothing from a CDN) draws them all, as ``plots.save_figures`` does. Without Chromium the
     figures use the ``plotly_mimetype`` renderer (interactive in Jupyter) and one line says how to get PNGs.
     Calling it again (a re-run cell) keeps the server that runs."""
-    import warnings
-
+    # deferred: plotly (and torch, via plots), only when a notebook is set up
     import plotly.io as pio
 
-    from lens_steer.plots import browser_path
+    from lens_steer.plots import browser_path  # deferred: torch, pandas and plotly
 
     browser = browser_path()
     if browser is None:
         pio.renderers.default = "plotly_mimetype"
         print("no Chromium (run `make setup` or set BROWSER_PATH): figures are interactive, not static PNGs")
         return pio.renderers.default
-    import kaleido
+    import kaleido  # deferred: kaleido, only with a Chromium to draw
 
     os.environ.setdefault("BROWSER_PATH", browser)
     try:

@@ -110,8 +110,8 @@ def _jsonl_rows(file: Path, missing: Missing, schema: str) -> list[Row]:
 
 
 def _parquet_table(file: Path, schema: str) -> Any:
-    import pyarrow as pa  # a dependency of datasets; imported late to keep start-up fast
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # deferred: pyarrow (a dependency of datasets), to keep start-up fast
+    import pyarrow.parquet as pq  # deferred: as above
 
     try:
         return pq.read_table(file)
@@ -253,7 +253,7 @@ def load_hub(
     'hf:cambridgeltl/xcopa/qu/test'
     """
     try:
-        import datasets
+        import datasets  # deferred: datasets (seconds); missing, it is refused in one line
     except ImportError:
         raise LensSteerError(f"{user} needs the `datasets` package (pip install datasets), or {hint}") from None
     names = list(dict.fromkeys(configs))

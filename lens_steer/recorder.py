@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -522,8 +522,6 @@ def _load_partial(partial_dir: Path, code: str, key: str) -> dict[str, Tensor] |
     if not path.exists():
         return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             if (f.metadata() or {}).get("key") != key:
                 return None  # recorded with other settings or text: recompute

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
 from lens_steer.version import __version__
 from lens_steer.errors import LensSteerError
@@ -287,8 +288,6 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def _build_report(run: Run, target: Path) -> Path:
-    from plotly.offline import get_plotlyjs
-
     run_dir = run.path
     neurons, stats = _load(run)
     figs = run_figures(run)

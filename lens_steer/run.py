@@ -149,7 +149,7 @@ class Run:
     # ---- the identification artifacts ----
     def stats(self) -> Stats:
         if "stats" not in self._cache:
-            from lens_steer.stats import Stats
+            from lens_steer.stats import Stats  # deferred: torch; the CLI imports run.py
 
             self._cache["stats"] = Stats.load(self.path)
         return self._cache["stats"]
@@ -157,7 +157,7 @@ class Run:
     def neurons(self) -> NeuronSet:
         """``neurons.json``, checked against ``manifest.json`` (languages, model, the statistics it came from)."""
         if "neurons" not in self._cache:
-            from lens_steer.neurons import NeuronSet
+            from lens_steer.neurons import NeuronSet  # deferred: torch; the CLI imports run.py
 
             self.require(NEURONS_FILE, f"run `lens-steer identify --out {self.path}` first")
             neurons = NeuronSet.load(self.path)
@@ -195,7 +195,7 @@ class Run:
         return self.neurons().fingerprint()
 
     def manifest(self) -> dict[str, Any]:
-        from lens_steer.stats import read_manifest
+        from lens_steer.stats import read_manifest  # deferred: torch; the CLI imports run.py
 
         return read_manifest(self.path)
 
@@ -273,7 +273,7 @@ class Run:
         """The model the run's statistics were recorded with, placed as ``load`` says (a
         :class:`~lens_steer.models.LoadConfig`, or a device string), in the recorded dtype unless ``load.dtype``
         names another (steering then says so: :func:`lens_steer.steer.check_stats_for_model`)."""
-        from lens_steer.models import LoadConfig, load_model
+        from lens_steer.models import LoadConfig, load_model  # deferred: torch; the CLI imports run.py
 
         load = LoadConfig.of(load)
         manifest = self.stats().manifest

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -110,8 +111,6 @@ def score(model: ModelLike, prompts: Sequence[str], answers: Sequence[Sequence[s
     counts = torch.zeros(len(prompts), n_a, dtype=torch.long)
     # Length buckets: sorting by prefix length keeps left padding (and wasted compute) small.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i].prefix))
-    from tqdm.auto import tqdm
-
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     # Test-time factors (testmax, p10) take their statistic over the whole row, prompt and answer, in one forward
     # (as the reference scores prompt + answer): a cached prompt pass would see the prompt alone.

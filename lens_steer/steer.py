@@ -16,6 +16,7 @@ on exit, also after an exception.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,12 +25,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_steer.control import matched_control
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention, ResidualShift
 from lens_steer.instructions import instructed
 from lens_steer.models import ACT_FNS, MLPSite, Model, ModelLike, as_model
 from lens_steer.neurons import NeuronSet
-from lens_steer.stats import Stats
+from lens_steer.stats import Stats, check_compatible
 
 # The grammar and the instructions live in lens_steer.factors and lens_steer.instructions; their names stay
 # importable from here for code written against `from lens_steer.steer import ...` (notebooks, users' scripts).
@@ -132,15 +134,11 @@ def diff_mean(stats: Stats, lang: str) -> Float[Tensor, "layer d_mlp"]:
 
 def check_stats_for_model(stats: Stats, site: MLPSite, model: Model | None = None) -> None:
     """Statistics must come from this model's shape; a dtype difference only warns."""
-    from lens_steer.stats import check_compatible
-
     check_compatible(stats.manifest, site.n_layers, site.d_mlp)
     if model is not None:
         dtype = str(model.dtype).removeprefix("torch.")
         recorded = stats.manifest.get("dtype")
         if recorded and recorded != dtype:
-            import warnings
-
             warnings.warn(f"statistics were recorded in {recorded} and the model runs in {dtype}: the patched values"
                           f" are the recorded ones rounded to {dtype}", stacklevel=3)
 
@@ -190,8 +188,6 @@ class Steerer:
         if seed not in self._controls:
             if self.stats is None:
                 raise LensSteerError("control factors need the run's statistics (stats.safetensors)")
-            from lens_steer.control import matched_control
-
             self._controls[seed] = matched_control(self.neurons, self.stats, seed)
         return self._controls[seed]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lens_steer.languages import LANGUAGES
+
 
 def format_counts(neurons, stats=None, per_layer: bool = False) -> str:
     """A plain-text table: language, name, tokens, neurons, and the three layers holding most of them."""
-    from lens_steer.languages import LANGUAGES
-
     counts = neurons.counts()
     header = f"{'lang':<5} {'name':<16} {'tokens':>7} {'neurons':>7}  top layers (count)"
     lines = [header, "-" * len(header)]
@@ -173,8 +173,6 @@ def format_steer(prompt: str, records: Sequence[dict[str, Any]]) -> str:
 
 def format_neuron(layer: int, neuron: int, owners: Sequence[str], method: str, table: Any) -> str:
     """One neuron's languages and its per-language probability, p_max and p_median (``*``: assigned)."""
-    from lens_steer.languages import LANGUAGES
-
     selection = "selection" in table  # lens-steer stability ran: the share of resamples choosing it, per language
     lines = [f"layer {layer}, neuron {neuron}: assigned to {', '.join(owners) or 'no language'} ({method})",
              f"{'lang':<5} {'name':<16} {'p':>6} {'p_max':>8} {'p_median':>8}" + (f" {'chosen':>7}" if selection else "")]

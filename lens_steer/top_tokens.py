@@ -16,11 +16,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lens_steer.corpora import load_corpus
 from lens_steer.configs import InspectConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.errors import LensSteerError
+from lens_steer.languages import parse_languages
 from lens_steer.models import ACT_FNS, LoadConfig, ModelLike, as_model
 from lens_steer.recorder import RecordConfig, tokenise
 from lens_steer.run import Run
+from lens_steer.stability import read_frequency
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,7 @@ def top_activating_tokens(model: ModelLike, texts: dict[str, Sequence[str]], lay
 def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
     """The languages neuron (``layer``, ``neuron``) is assigned to, and its per-language table (probability,
     p_max, p_median, assigned) from the run's statistics."""
-    from lens_steer.inspection import inspector_tables
-    from lens_steer.stability import read_frequency
+    from lens_steer.inspection import inspector_tables  # deferred: pandas and pyarrow, only for this table
 
     stats, neurons = run.stats(), run.neurons()
     if not 0 <= layer < stats.n_layers:
@@ -114,9 +116,6 @@ def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = 
                        load: LoadConfig | str | None = None) -> dict[str, list[TokenHit]]:
     """The neuron's top tokens per language over the run's corpus (or ``config.corpus``), read at the run's site
     with its token budget and length limit."""
-    from lens_steer.corpora import load_corpus
-    from lens_steer.languages import parse_languages
-
     manifest = run.stats().manifest
     corpus = manifest.get("corpus", {})
     name = config.corpus or corpus.get("name")

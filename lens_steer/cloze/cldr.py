@@ -266,7 +266,7 @@ SUPPORTED: tuple[str, ...] = tuple(code for code in LANGUAGES if code in _TEMPLA
 
 def _locale(lang: str) -> Any:
     try:
-        from babel import Locale
+        from babel import Locale  # deferred: babel, only when a CLDR cloze is built (keeps the CLI light)
     except ImportError:
         raise LensSteerError("the cldr cloze needs the `babel` package; pip install babel") from None
     return Locale.parse(lang)
@@ -393,6 +393,7 @@ def load(langs: Sequence[str], path: str | None) -> ClozeSet:
                     answer={lang: answer for lang, _, answer in chosen},
                 )
             )
+    # deferred: babel, only when a CLDR cloze is built (keeps the CLI light)
     import babel
     import babel.core
 

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lens_steer.corpora import flores, load_corpus
+from lens_steer.corpora.udhr import SPLITS, udhr_units
 from lens_steer.errors import LensSteerError
 from lens_steer.languages import LANGUAGES, parse_languages
 from lens_steer.reader import Missing, Row, find_files, load_hub, needs, read_files
@@ -358,8 +360,6 @@ def load_include(
 
 
 def _flores(codes: Sequence[str], split: str, path: str | None) -> dict[str, list[str]]:
-    from lens_steer.corpora import flores
-
     try:
         return flores.load(codes, split, path)
     except LensSteerError as exc:  # the corpus loader names the corpus commands' flag; here it is --data
@@ -479,8 +479,6 @@ def load_udhr_pairs(langs: str | Sequence[str], limit: int | None = None) -> dic
     >>> len(load_udhr_pairs(["fr"])["fr"])  # doctest: +SKIP
     12
     """
-    from lens_steer.corpora.udhr import SPLITS, udhr_units
-
     codes = _codes(langs)
     _check_limit(limit)
     english = udhr_units("en")
@@ -499,8 +497,6 @@ def load_udhr_eval(langs: str | Sequence[str], limit: int | None = None) -> dict
     >>> len(load_udhr_eval(["en"])["en"])  # doctest: +SKIP
     12
     """
-    from lens_steer.corpora import load_corpus
-
     _check_limit(limit)
     texts = load_corpus("udhr", _codes(langs), split="eval")
     return {lang: items[:limit] if limit is not None else items for lang, items in texts.items()}

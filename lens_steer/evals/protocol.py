@@ -7,16 +7,21 @@ are scored in the same batched forwards; results do not depend on the batch size
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from sacrebleu.metrics import BLEU, CHRF
+from tqdm.auto import tqdm
 
 from lens_steer.errors import LensSteerError
 from lens_steer.evals.registry import TASKS, task_label
 from lens_steer.evals.tasks import Choice, max_new_tokens_for, mt_prompt
 from lens_steer.factors import Factor, Intervention
+from lens_steer.generation import cut_generation, greedy_generate
 from lens_steer.models import ModelLike, as_model
+from lens_steer.scoring import score
 
 EVAL_COLUMNS = ("task", "factor", "intervened", "eval_lang", "metric", "value", "n")
 
@@ -45,8 +50,6 @@ def choice_logps(model: ModelLike, items: Sequence[Choice], ivs: Sequence[Interv
     Items whose choices share one context (XCOPA, Include) are one prompt row with all continuations (the prompt's
     KV cache is shared); items with a context per choice (XWinograd) are one row per choice.
     """
-    from lens_steer.scoring import score
-
     if not items:
         return torch.zeros(0, 0)
     n_c = len(items[0].continuations)
@@ -68,8 +71,6 @@ def eval_choice(task: str, model: ModelLike, steerer: Any, items: dict[str, list
                 setups: list[tuple[str, Intervention | None]], factor_text: str, batch_size: int = 16,
                 progress: bool = False) -> list[dict[str, Any]]:
     """Accuracy per (setting, evaluation language)."""
-    from tqdm.auto import tqdm
-
     rows = []
     for lang in tqdm(list(items), desc=task, disable=not progress):
         lang_items = items[lang]
@@ -100,10 +101,6 @@ def eval_ppl(task: str, model: ModelLike, steerer: Any, texts: dict[str, list[st
              progress: bool = False) -> list[dict[str, Any]]:
     """Negative log-likelihood over real tokens (pads never scored): the paper's macro average (mean of per-sentence
     mean NLL) and the micro average over tokens, each with its perplexity exp(NLL)."""
-    from tqdm.auto import tqdm
-
-    from lens_steer.scoring import score
-
     rows = []
     for lang in tqdm(list(texts), desc=task, disable=not progress):
         pairs = [_split_for_nll(model, t) for t in texts[lang]]
@@ -145,8 +142,6 @@ def mt_scores(hypotheses: Sequence[str], references: Sequence[str], spbleu: bool
     >>> round(got["chrf++"], 1), round(got["bleu"], 1), "spbleu" in got
     (100.0, 100.0, False)
     """
-    from sacrebleu.metrics import BLEU, CHRF
-
     hyps, refs = list(hypotheses), [list(references)]
     out = {"chrf++": float(CHRF(word_order=2).corpus_score(hyps, refs).score),
            "bleu": float(BLEU().corpus_score(hyps, refs).score)}
@@ -154,8 +149,6 @@ def mt_scores(hypotheses: Sequence[str], references: Sequence[str], spbleu: bool
         try:
             out["spbleu"] = float(BLEU(tokenize="flores200").corpus_score(hyps, refs).score)
         except Exception as exc:  # sacrebleu raises URLError/OSError/RuntimeError when it cannot fetch the model
-            import warnings
-
             warnings.warn(f"spBLEU skipped: sacreBLEU's flores200 tokenizer is unavailable offline ({type(exc).__name__})",
                           stacklevel=2)
             out["spbleu"] = float("nan")
@@ -170,8 +163,6 @@ def _mt_cell(task: str, factor_text: str, name: str, lang: str, items: list[tupl
             for metric, value in mt_scores(hyps, [ref for _, ref in items], spbleu=spbleu).items()]
     empty = sum(not h for h in hyps)
     if empty:  # never silently: an empty hypothesis is scored as an empty string
-        import warnings
-
         warnings.warn(f"{task} {lang} (intervened: {name}): {empty} of {len(hyps)} outputs are empty after the cut;"
                       " they are scored as empty strings (metric empty_share)", stacklevel=3)
     return rows + [_row(task, factor_text, name, lang, "empty_share", empty / len(hyps), len(hyps))]
@@ -183,10 +174,6 @@ def eval_mt(task: str, model: ModelLike, steerer: Any, pairs: dict[str, list[tup
             prompt: str = "targeted") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """en->x greedy translation under every setting with the ``prompt`` of :data:`MT_PROMPTS`; rows of chrF++,
     BLEU, spBLEU and empty share, and the outputs themselves (the hypotheses exactly as scored)."""
-    from tqdm.auto import tqdm
-
-    from lens_steer.generation import cut_generation, greedy_generate
-
     rows, outputs = [], []
     for lang in tqdm(list(pairs), desc=task, disable=not progress):
         items = pairs[lang]

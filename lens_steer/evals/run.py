@@ -11,10 +11,14 @@ from typing import Any
 from lens_steer.configs import EvalOptions
 from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
+from lens_steer.factors import parse_factor
+from lens_steer.forcing import check_before_loading
+from lens_steer.languages import parse_languages
 from lens_steer.evals.protocol import EVAL_COLUMNS, run_eval, settings
 from lens_steer.evals.registry import MT_TASKS, load_task_data, task_label, task_languages
 from lens_steer.models import LoadConfig
 from lens_steer.run import Run, eval_csv, eval_outputs, writes
+from lens_steer.steer import Steerer
 
 # Which direction is better, for the printed summary (perplexity, NLL and empty outputs: lower).
 LOWER_IS_BETTER = ("ppl_macro", "ppl_micro", "nll_macro", "nll_micro", "empty_share")
@@ -87,8 +91,6 @@ def eval_languages(task: str, languages: Sequence[str], totals: dict[str, int], 
     >>> eval_languages("udhr-mt", ["en", "fr", "ja"], {"en": 3, "fr": 2, "ja": 0})
     (['fr', 'ja'], ['fr'])
     """
-    from lens_steer.languages import parse_languages
-
     covered = task_languages(task)
     if eval_langs:
         langs = parse_languages(eval_langs)
@@ -107,10 +109,6 @@ def eval_languages(task: str, languages: Sequence[str], totals: dict[str, int], 
 def eval_for_run(run: Run, config: EvalConfig, load: LoadConfig | str | None = None) -> EvalResult:
     """One downstream task of a run directory, without and with each target's neurons amplified; writes
     ``eval_<label>.csv`` (and the generated outputs of translation tasks)."""
-    from lens_steer.forcing import check_before_loading
-    from lens_steer.factors import parse_factor
-    from lens_steer.steer import Steerer
-
     neurons = run.neurons()  # a run without a neuron set fails before any data is read
     factor = parse_factor(config.factor if config.factor is not None else run.best_factor())
     langs, targets = eval_languages(config.task, neurons.languages, neurons.totals(), config.eval_langs)

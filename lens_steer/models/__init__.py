@@ -50,7 +50,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:  # PEP 562 lazy re-exports
     if name in _LAZY:
-        import importlib
+        import importlib  # deferred: lazy API (PEP 562), only when a name is first used
 
         value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
         globals()[name] = value  # once: later lookups do not come back here

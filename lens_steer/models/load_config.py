@@ -9,6 +9,7 @@ torch about this machine's devices import it when they run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ class LoadConfig:
         if self.device is not None:
             object.__setattr__(self, "device", check_device(self.device))
         if placed:
-            from lens_steer.distributed import current
+            from lens_steer.distributed import current  # deferred: torch; see the module docstring
 
             if current().collective:
                 raise LensSteerError("under torchrun every rank holds one model replica on its own device; --device-map"
@@ -191,8 +192,6 @@ def _check_n_devices(n: int) -> None:
 
 def _read_device_map(text: str) -> dict[str, Any]:
     """A device map JSON file (module name -> device): ``{"": "cpu"}``, ``{"model.layers.0": 0, ...}``."""
-    import json
-
     path = Path(text)
     if not path.is_file():
         raise LensSteerError(f"--device-map {text!r} is neither {', '.join(_NAMED_MAPS)} nor a JSON file; write"

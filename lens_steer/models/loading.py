@@ -3,12 +3,14 @@ checks that refuse a model name that cannot load before anything is imported or 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 
 from lens_steer.errors import LensSteerError
 from lens_steer.models.embedded import (_EMBEDDED_SHA256, EMBEDDED_MODEL, EMBEDDED_PACKAGE, embedded_model_dir,
@@ -25,7 +27,7 @@ def _refuse_fp16_gemma(source: str, torch_dtype: torch.dtype, revision: str | No
     if torch_dtype != torch.float16:
         return
     try:
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # deferred: transformers (seconds), only for a float16 check
 
         model_type = str(getattr(AutoConfig.from_pretrained(source, revision=revision), "model_type", ""))
     except (OSError, ValueError):
@@ -56,7 +58,7 @@ def load_model(spec: str = EMBEDDED_MODEL, load: LoadConfig | str | None = None,
     load = LoadConfig.of(load, **placement)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     torch_dtype = resolve_dtype(load.dtype)
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # deferred: transformers (seconds), only to load
 
     hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown our own progress and errors
     source, identity = _source(spec, revision)
@@ -85,8 +87,6 @@ def offline() -> bool:
 def hub_cached(repo_id: str, filename: str = "config.json", revision: str | None = None) -> str | bool | None:
     """Where ``filename`` of a hub repo lies in the local HF cache (a path), False where the cache knows the repo
     lacks it, None where the cache cannot say."""
-    from huggingface_hub import try_to_load_from_cache
-
     try:
         found = try_to_load_from_cache(repo_id, filename, revision=revision)
     except Exception:  # noqa: BLE001 - an unreadable cache or id cannot answer: the load will say what is wrong
@@ -145,8 +145,6 @@ def has_chat_template(spec: str, revision: str | None = None) -> bool | None:
         return None
     if where is None or not (where / "tokenizer_config.json").is_file():
         return None
-    import json
-
     try:
         config = json.loads((where / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -180,7 +178,7 @@ def _source(spec: str, revision: str | None) -> tuple[str, dict[str, Any]]:
 def _boot(spec: str, source: str, load: LoadConfig, torch_dtype: torch.dtype,
           revision: str | None) -> TransformerBridge:
     """The bridge's own loader; ``device=`` and ``device_map=``/``n_devices=`` are mutually exclusive there."""
-    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge  # deferred: transformer_lens (seconds), only to load
 
     where: dict[str, Any] = ({"device": load.device} if load.device is not None
                              else {"device_map": load.device_map, "n_devices": load.n_devices})

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import kaleido
 import plotly.graph_objects as go
 
 from lens_steer.errors import LensSteerError
@@ -65,10 +67,6 @@ def save_figures(items: Sequence[tuple[go.Figure, str | Path]], width: int | Non
                 fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     if static:
         _check_browser()
-        import warnings
-
-        import kaleido
-
         for _, p in static:
             p.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():

@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import factor_or_none, is_control
+from lens_steer.intervals import bootstrap_mean_ci
 from lens_steer.plots.frames import _as_frame
 from lens_steer.plots.languages import language_label, order_languages
 from lens_steer.plots.style import CONTROL_COLOUR, SEQUENTIAL, _empty, _style
@@ -108,9 +110,6 @@ def factor_multiple(text: str) -> tuple[str, float] | None:
 def _curves(frame: pd.DataFrame, x: str, metric: str, hover_x: str, mode: str) -> tuple[go.Figure, list[float]]:
     """One faint line per target (mean over sources), the 95% bootstrap band of the mean over pairs, and that mean
     as the last, bold trace. ``hover_x`` is a plotly template for the x value (``"layer %{x}"``)."""
-    from lens_steer.intervals import bootstrap_mean_ci
-    import torch
-
     fig = go.Figure()
     for t in order_languages(list(dict.fromkeys(frame["target"]))):
         curve = frame[frame["target"] == t].groupby(x)[metric].mean().sort_index()

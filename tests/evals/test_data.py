@@ -432,10 +432,10 @@ def test_align_respects_the_articles() -> None:
 
 
 def test_udhr_pairs_on_fake_units(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lens_steer.corpora import udhr
+    import lens_steer.evals.data as data
 
     fake = {"en": EN, "sw": [Paragraph(30, 0, "Hakuna kinachoruhusu madhara.")], "ta": [Paragraph(25, 0, "x")]}
-    monkeypatch.setattr(udhr, "udhr_units", lambda lang: fake[lang])
+    monkeypatch.setattr(data, "udhr_units", lambda lang: fake[lang])  # evals.data imports it at the top
     assert load_udhr_pairs(["sw"]) == {"sw": [("Nothing here allows harm.", "Hakuna kinachoruhusu madhara.")]}
     with pytest.raises(LensSteerError, match="no UDHR article 25-30 of ta has the same paragraphs as English"):
         load_udhr_pairs(["ta"])
