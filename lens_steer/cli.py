@@ -299,8 +299,8 @@ INTERRUPTED = {
     "setup": "the UDHR and the converted model are each cached only once complete; a rerun redoes what was unfinished",
 }
 HANDLERS = {"identify": _identify, "merge": _merge, "neurons": _neurons, "lss": _lss, "steer": _steer,
-            "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "stability": _stability, "report": _report,
-            "figures": _figures, "setup": _setup}
+            "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "stability": _stability,
+            "report": _report, "figures": _figures, "setup": _setup}
 
 if __name__ == "__main__":
     sys.exit(main())
