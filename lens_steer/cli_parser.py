@@ -127,6 +127,7 @@ FIGURES = (
     ("forcing_vs_factor", "forcing success against the dose (as lss_vs_factor, forcing.csv)"),
     ("lss_per_layer", "LSS of single-layer interventions (lss --per-layer)"),
     ("gain_vs_damage", "target gain against source damage per factor (lss.csv)"),
+    ("set_stability", "Jaccard of resampled neuron sets and stable neurons per layer (stability.csv)"),
     ("compare_methods", "every method of `lens-steer compare` (compare.csv)"),
     ("downstream_<task>", "change of the metric per eval and intervened language (eval_<task>.csv)"),
 )

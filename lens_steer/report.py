@@ -28,8 +28,9 @@ from lens_steer.languages import LANGUAGES
 from lens_steer.neurons import NeuronSet
 from lens_steer.paths import write_text
 from lens_steer.run import (COMPARE_CSV, COMPARE_SUMMARY, EVAL_GLOB, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE,
-                            LSS_CSV, LSS_SUMMARY, REPORT_FILE, STATS_FILE, Run)
+                            LSS_CSV, LSS_SUMMARY, REPORT_FILE, STABILITY_CSV, STATS_FILE, Run)
 from lens_steer import plots
+from lens_steer.stability import read_frequency, stable_share_per_layer
 from lens_steer.stats import Stats
 
 MAX_GENERATIONS = 80  # the newest records shown; the full file stays in the run directory
@@ -83,7 +84,7 @@ def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) ->
     figs["overlap_counts"] = plots.overlap_heatmap(neurons, "count")
     figs["overlap_jaccard"] = plots.overlap_heatmap(neurons, "jaccard")
     if stats is not None:
-        figs["layer_inspector"] = plots.layer_inspector(stats, neurons)
+        figs["layer_inspector"] = plots.layer_inspector(stats, neurons, frequency=read_frequency(run))
     lss = _lss_table(run)
     if lss is not None:
         best = _best_factor(run)
@@ -110,6 +111,11 @@ def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) ->
             figs["lss_per_layer"] = plots.layer_lss_curve(lss)
         if {"target_gain", "source_damage"} <= set(lss.columns):
             figs["gain_vs_damage"] = plots.gain_damage(lss)
+    stability = run.table(STABILITY_CSV)
+    if stability is not None:
+        frequency = read_frequency(run)
+        per_layer = None if frequency is None else stable_share_per_layer(neurons.mask(), frequency).numpy()
+        figs["set_stability"] = plots.set_stability(stability, per_layer)
     compare_table = run.table(COMPARE_CSV)
     if compare_table is not None:
         figs["compare_methods"] = plots.compare_methods(compare_table)
@@ -146,7 +152,8 @@ def run_results(run_dir: str | Path | Run) -> dict[str, Any]:
         summary = _summary(run, name)
         if summary:
             out[key] = _stable(summary)
-    for key, name in (("lss", LSS_CSV), ("forcing", FORCING_CSV), ("compare", COMPARE_CSV)):
+    for key, name in (("lss", LSS_CSV), ("forcing", FORCING_CSV), ("compare", COMPARE_CSV),
+                      ("stability", STABILITY_CSV)):
         frame = run.table(name)
         if frame is not None:
             out[key] = _records(frame)
@@ -312,6 +319,14 @@ def _build_report(run: Run, target: Path) -> Path:
     gens = _generations(run)
     if gens:
         sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))
+    if "set_stability" in figs:
+        sections.append(("stability", "How stable the neuron set is (lens-steer stability)",
+                         "<p>Each language's neurons identified again from bootstrap resamples of the folds of"
+                         " sentences (no new model pass): the mean Jaccard of a resampled set with the full set and its"
+                         " 95% interval, the Jaccard of the sets of the even and of the odd folds (split half), and"
+                         " per layer the share of neurons chosen in at least 90% of resamples. The inspector's hover"
+                         " shows each neuron's own share.</p>"
+                         + _figure_html(figs["set_stability"], "fig-set_stability") + _table(run.table(STABILITY_CSV))))
     if "compare_methods" in figs:
         sections.append(("compare", "Steering methods compared (lens-steer compare)", _compare_html(run, figs)))
     evals = [k for k in figs if k.startswith("downstream_")]

@@ -67,9 +67,20 @@ class Stability:
 
     def stable_share_per_layer(self) -> Float[Tensor, "lang layer"]:
         """Per language and layer, the share of the full set's neurons that are stable (NaN where it has none)."""
-        chosen = self.full.permute(2, 0, 1).double()  # [lang, layer, d]
-        stable = chosen * (self.frequency >= STABLE)
-        return stable.sum(-1) / chosen.sum(-1)
+        return stable_share_per_layer(self.full, self.frequency)
+
+
+def stable_share_per_layer(mask: Bool[Tensor, "layer d_mlp lang"],
+                           frequency: Float[Tensor, "lang layer d_mlp"]) -> Float[Tensor, "lang layer"]:
+    """Per language and layer, the share of the set's neurons chosen in >= 90% of resamples (NaN: none there).
+
+    >>> mask = torch.tensor([[[True], [True]], [[False], [False]]])  # 2 layers x 2 neurons, 1 language
+    >>> stable_share_per_layer(mask, torch.tensor([[[1.0, 0.5], [1.0, 1.0]]])).tolist()
+    [[0.5, nan]]
+    """
+    chosen = mask.permute(2, 0, 1).double()  # [lang, layer, d]
+    stable = chosen * (frequency >= STABLE)
+    return stable.sum(-1) / chosen.sum(-1)
 
 
 def jaccard(a: Bool[Tensor, "layer d_mlp lang"], b: Bool[Tensor, "layer d_mlp lang"]) -> Float[Tensor, " lang"]:

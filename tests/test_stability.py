@@ -148,3 +148,21 @@ def test_stability_without_folds_is_one_line(run, tmp_path, capsys):
     assert main(["stability", str(copy)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "re-run `lens-steer identify`" in err
+
+
+def test_figure_report_and_results_show_stability(run, tmp_path):
+    import json
+
+    from lens_steer.report import build_report, run_figures, run_results
+
+    assert main(["stability", str(run), "--resamples", "20", "--quiet"]) == 0
+    figs = run_figures(run)
+    fig = figs["set_stability"]
+    assert [t.type for t in fig.data] == ["scatter", "scatter", "heatmap"]
+    assert fig.data[0].error_x.array is not None  # the 95% interval as whiskers
+    assert "resamples" in figs["layer_inspector"].data[0].hovertemplate  # each neuron's own selection share
+    results = run_results(run)
+    assert [r["lang"] for r in results["stability"]] == list(LANGS)
+    page = build_report(run, out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "id='stability'" in page and "fig-set_stability" in page
+    assert json.dumps(results)  # JSON-ready

@@ -22,6 +22,7 @@ One idea per module, every public name re-exported here:
 * :mod:`~lens_steer.plots.compare`: :func:`compare_methods`.
 * :mod:`~lens_steer.plots.downstream`: :func:`downstream_heatmap`.
 * :mod:`~lens_steer.plots.inspector`: :func:`layer_inspector`.
+* :mod:`~lens_steer.plots.stability`: :func:`set_stability` (``lens-steer stability``).
 * :mod:`~lens_steer.plots.export`: :func:`save_figure`, :func:`save_figures` (kaleido + Chromium for PNG/SVG).
 """
 
@@ -42,4 +43,5 @@ from lens_steer.plots.lss import (  # noqa: F401 - re-exported
     lss_matrix,
 )
 from lens_steer.plots.neurons import layer_distribution, overlap_heatmap  # noqa: F401 - re-exported
+from lens_steer.plots.stability import set_stability  # noqa: F401 - re-exported
 from lens_steer.plots.style import CONTROL_COLOUR, DEFAULT_COLOURS, DIVERGING, SEQUENTIAL  # noqa: F401

@@ -18,17 +18,18 @@ from lens_steer.stats import Stats
 
 
 def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | None = None,
-                    order: str = "family", max_neurons: int = 400) -> go.Figure:
+                    order: str = "family", max_neurons: int = 400, frequency: Any = None) -> go.Figure:
     """Neurons x languages activation-probability heatmap of one layer at a time, with a layer slider inside the
     figure. Crosses mark the language(s) each neuron is assigned to; hover shows p, p_max and p_median.
 
     Only neurons assigned to some language are shown (at most ``max_neurons`` per layer, by highest probability),
-    so the page stays light: 18 layers of Gemma-3-270M add well under 1 MB.
+    so the page stays light: 18 layers of Gemma-3-270M add well under 1 MB. With ``frequency`` (``lens-steer
+    stability``'s [lang, layer, d_mlp]) hover also shows how often resamples choose the neuron for the language.
     """
     layers = list(range(stats.n_layers)) if layers is None else list(layers)
     if not layers:
         raise LensSteerError("layer_inspector needs at least one layer")
-    data = InspectorData(stats, neurons)
+    data = InspectorData(stats, neurons, frequency)
     langs = order_languages(neurons.languages, order)
     col = [neurons.languages.index(c) for c in langs]
     frames = {layer: _inspector_frame(data, layer, langs, col, max_neurons) for layer in layers}
@@ -38,7 +39,8 @@ def layer_inspector(stats: Stats, neurons: NeuronSet, layers: Sequence[int] | No
                    zmax=1, colorbar=dict(title=dict(text="activation<br>probability")), hoverongaps=False,
                    hovertemplate="neuron %{customdata[3]} (assigned: %{customdata[4]})<br>%{customdata[0]}<br>"
                                  "p = %{z:.3f}<br>p_max = %{customdata[1]:.3f}<br>p_median = %{customdata[2]:.3f}"
-                                 "<extra></extra>"),
+                                 + ("<br>chosen in %{customdata[5]:.0%} of resamples" if data.freq is not None else "")
+                                 + "<extra></extra>"),
         go.Scatter(x=first["mx"], y=first["my"], mode="markers", name="assigned",
                    marker=dict(symbol="x-thin", size=9, line=dict(width=2, color="white")), hoverinfo="skip"),
     ])
@@ -81,6 +83,9 @@ def _inspector_frame(data: InspectorData, layer: int, langs: list[str], col: lis
     owners = [",".join(c for c, a in zip(langs, row) if a) for row in assigned]
     custom = [[[labels[k], float(pmax[i, k]), float(pmed[i, k]), int(j), owners[i]] for k in range(len(langs))]
               for i, j in enumerate(idx)]
+    if data.freq is not None:  # the selection frequency of lens-steer stability, per (neuron, language)
+        freq = data.freq[col][:, layer, idx].T.round(4)
+        custom = [[cell + [float(freq[i, k])] for k, cell in enumerate(row)] for i, row in enumerate(custom)]
     ys = [f"n{j}" for j in idx]
     rows, cols = np.nonzero(assigned)
     return dict(z=prob.tolist(), y=ys, custom=custom, mx=[langs[c] for c in cols], my=[ys[r] for r in rows],
