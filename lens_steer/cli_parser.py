@@ -129,6 +129,7 @@ FIGURES = (
     ("gain_vs_damage", "target gain against source damage per factor (lss.csv)"),
     ("compare_methods", "every method of `lens-steer compare` (compare.csv)"),
     ("downstream_<task>", "change of the metric per eval and intervened language (eval_<task>.csv)"),
+    ("downstream_<task>_values", "the metric per eval language and setting, with 95% error bars (eval_<task>.csv)"),
 )
 
 
