@@ -13,7 +13,7 @@ import torch
 
 from lens_steer.configs import DAMAGE_BOUND  # the default of --damage-bound
 from lens_steer.errors import LensSteerError
-from lens_steer.intervals import bootstrap_mean_ci
+from lens_steer.intervals import bootstrap_mean_ci, wilson_ci
 from lens_steer.factors import Factor
 
 SKIPPED_NOTE = "skipped: target has no neurons"
@@ -51,6 +51,7 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
                  "source_damage": mean("source_damage"), "target_wins": mean("target_wins"),
                  "target_wins_base": mean("target_wins_base"), "chance": mean("chance"),
                  "specificity": mean("specificity"), "control": factor.control}
+        entry.update(_intervals(mine, entry))
         seeds = [r["seed_lss"] for r in mine if "seed_lss" in r]
         if seeds:
             per_seed = [sum(x[k] for x in seeds) / len(seeds) for k in range(len(seeds[0]))]
@@ -61,6 +62,9 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
                 entry["forcing"] = sum(r["forcing_strict"] for r in f_rows) / len(f_rows)
                 entry["repetition"] = sum(r["repetition"] for r in f_rows) / len(f_rows)
                 entry["distinct2"] = sum(r["distinct2"] for r in f_rows) / len(f_rows)
+                # every target has as many generations: the mean share is the pooled share of all of them
+                entry["n_generations"] = n_gen = sum(int(r["n"]) for r in f_rows)
+                entry["forcing_low"], entry["forcing_high"] = wilson_ci(entry["forcing"] * n_gen, n_gen)
         per[factor.text] = entry
     valid = [f.text for f in factors if per[f.text]["n_pairs"]]
     if not valid:
@@ -71,6 +75,26 @@ def summarise(rows: Sequence[dict[str, Any]], factors: Sequence[Factor],
     return {"factors": per, "best_factor": best, "reason": reason, "rule": RULE.format(bound=damage_bound),
             "best_lss_factor": best_lss, "best_lss_rule": "the highest mean LSS over scored pairs (the paper's)",
             "skipped_targets": skipped, "damage_bound": damage_bound}
+
+
+def _intervals(rows: Sequence[dict[str, Any]], entry: dict[str, Any]) -> dict[str, Any]:
+    """The 95% intervals of a factor's means over pairs: Wilson for the target-wins shares, their trials the facts of
+    every pair that measured them (``n_facts``), and the bootstrap over pairs for gain, damage and specificity.
+
+    >>> rows = [dict(target_wins=0.5, target_wins_base=0.0, n_facts=10, target_gain=1.0, source_damage=0.0,
+    ...              specificity=0.5)] * 2
+    >>> got = _intervals(rows, dict(target_wins=0.5, target_wins_base=0.0))
+    >>> round(got["target_wins_low"], 3), got["n_facts"], got["target_gain_low"]
+    (0.299, 20, 1.0)
+    """
+    out: dict[str, Any] = {"n_facts": sum(int(r.get("n_facts", 0) or 0) for r in rows)}
+    for key in ("target_wins", "target_wins_base"):
+        n = sum(int(r.get("n_facts", 0) or 0) for r in rows if r.get(key) == r.get(key) and key in r)
+        out[f"{key}_low"], out[f"{key}_high"] = wilson_ci(entry[key] * n, n)
+    for key in ("target_gain", "source_damage", "specificity"):
+        values = torch.tensor([float(r[key]) for r in rows if key in r], dtype=torch.float64)
+        out[f"{key}_low"], out[f"{key}_high"] = bootstrap_mean_ci(values)
+    return out
 
 
 def with_diagonal(rows: Sequence[dict[str, Any]]) -> float:

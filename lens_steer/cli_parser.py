@@ -130,6 +130,7 @@ FIGURES = (
     ("set_stability", "Jaccard of resampled neuron sets and stable neurons per layer (stability.csv)"),
     ("compare_methods", "every method of `lens-steer compare` (compare.csv)"),
     ("downstream_<task>", "change of the metric per eval and intervened language (eval_<task>.csv)"),
+    ("downstream_<task>_values", "the metric per eval language and setting, with 95% error bars (eval_<task>.csv)"),
 )
 
 

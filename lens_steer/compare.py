@@ -59,9 +59,16 @@ BEST_ALPHAS: dict[str, tuple[float, ...]] = {
 """The candidate multiples of a ``*best`` method, by factor kind (at most :data:`MAX_ALPHAS`)."""
 MAX_ALPHAS = 4
 LAYER_STRIDE = 3
+# Each number's 95% interval right after it: the bootstrap over pairs for lss, target_gain, source_damage and
+# specificity, Wilson over n_facts for target_wins(_base) and over n_generations for forcing, the bootstrap over
+# (evaluated, intervened) cells for the perplexity ratios (README: which interval each column uses).
 COMPARE_COLUMNS = ("method", "factor", "alpha", "layer", "chosen", "lss", "lss_low", "lss_high", "target_wins",
-                   "target_wins_base", "target_gain", "source_damage", "specificity", "forcing", "repetition",
-                   "udhr_ppl_self", "udhr_ppl_cross", "n_pairs", "seconds", "note")
+                   "target_wins_low", "target_wins_high", "target_wins_base", "target_wins_base_low",
+                   "target_wins_base_high", "target_gain", "target_gain_low", "target_gain_high", "source_damage",
+                   "source_damage_low", "source_damage_high", "specificity", "specificity_low", "specificity_high",
+                   "forcing", "forcing_low", "forcing_high", "repetition", "udhr_ppl_self", "udhr_ppl_self_low",
+                   "udhr_ppl_self_high", "udhr_ppl_cross", "udhr_ppl_cross_low", "udhr_ppl_cross_high", "n_pairs",
+                   "n_facts", "n_generations", "n_ppl_self", "n_ppl_cross", "seconds", "note")
 _BEST = re.compile(r"\bbest\b")
 
 
@@ -249,11 +256,13 @@ def search(method: Method, n_layers: int, measure: Callable[[list[Factor]], list
 def ppl_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Perplexity ratios against no intervention from ``eval_ppl`` rows (``nll_macro``): exp of the mean NLL change,
     over cells whose evaluated language is the intervened one (``self``) or another (``cross``). 1 = unchanged.
+    With each its 95% bootstrap interval over those cells (``self_low``, ``self_high``...) and their count
+    (``n_self``, ``n_cross``).
 
     >>> rows = [dict(intervened="none", eval_lang=e, metric="nll_macro", value=1.0) for e in "ab"]
     >>> rows += [dict(intervened="a", eval_lang=e, metric="nll_macro", value=v) for e, v in (("a", 1.5), ("b", 1.0))]
-    >>> {k: round(v, 3) for k, v in ppl_ratios(rows).items()}
-    {'self': 1.649, 'cross': 1.0}
+    >>> {k: round(v, 3) for k, v in ppl_ratios(rows).items() if k in ("self", "cross", "self_low", "n_self")}
+    {'self': 1.649, 'cross': 1.0, 'self_low': 1.649, 'n_self': 1}
     """
     nll = [r for r in rows if r["metric"] == "nll_macro"]
     base = {r["eval_lang"]: r["value"] for r in nll if r["intervened"] == "none"}
@@ -261,32 +270,53 @@ def ppl_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     for r in nll:
         if r["intervened"] != "none" and r["eval_lang"] in base:
             deltas["self" if r["eval_lang"] == r["intervened"] else "cross"].append(r["value"] - base[r["eval_lang"]])
-    return {k: math.exp(sum(v) / len(v)) if v else float("nan") for k, v in deltas.items()}
+    import torch  # deferred: compare stays torch-free at import for the CLI
+
+    from lens_steer.intervals import bootstrap_mean_ci  # deferred: torch
+
+    out: dict[str, float] = {k: math.exp(sum(v) / len(v)) if v else float("nan") for k, v in deltas.items()}
+    for k, v in deltas.items():  # exp is monotone: the interval of the ratio is exp of the mean change's
+        lo, hi = bootstrap_mean_ci(torch.tensor(v, dtype=torch.float64))
+        out.update({f"{k}_low": math.exp(lo), f"{k}_high": math.exp(hi), f"n_{k}": len(v)})
+    return out
 
 
 def method_row(text: str, factor: Factor, chosen: str, entry: dict[str, Any], ppl: dict[str, float],
                seconds: float, note: str = "") -> dict[str, Any]:
     """One ``compare.csv`` row from a factor's LSS summary entry (:func:`lens_steer.choice.summarise`, with forcing)."""
     get = (lambda k: entry.get(k, float("nan")))  # noqa: E731
-    return {"method": text, "factor": factor.text, "alpha": alpha_of(factor), "layer": layer_of(factor),
-            "chosen": chosen, "lss": get("mean_lss"), "lss_low": get("ci_low"), "lss_high": get("ci_high"),
-            "target_wins": get("target_wins"), "target_wins_base": get("target_wins_base"),
-            "target_gain": get("target_gain"), "source_damage": get("source_damage"),
-            "specificity": get("specificity"), "forcing": get("forcing"), "repetition": get("repetition"),
-            "udhr_ppl_self": ppl.get("self", float("nan")), "udhr_ppl_cross": ppl.get("cross", float("nan")),
-            "n_pairs": entry.get("n_pairs", 0), "seconds": seconds, "note": note}
+    row = {"method": text, "factor": factor.text, "alpha": alpha_of(factor), "layer": layer_of(factor),
+           "chosen": chosen, "lss": get("mean_lss"), "lss_low": get("ci_low"), "lss_high": get("ci_high")}
+    for key in ("target_wins", "target_wins_base", "target_gain", "source_damage", "specificity", "forcing"):
+        row.update({key: get(key), f"{key}_low": get(f"{key}_low"), f"{key}_high": get(f"{key}_high")})
+    row["repetition"] = get("repetition")
+    for key in ("self", "cross"):
+        row.update({f"udhr_ppl_{key}{end}": ppl.get(f"{key}{end}", float("nan")) for end in ("", "_low", "_high")})
+    return {**row, "n_pairs": entry.get("n_pairs", 0), "n_facts": entry.get("n_facts", 0),
+            "n_generations": entry.get("n_generations", 0), "n_ppl_self": ppl.get("n_self", 0),
+            "n_ppl_cross": ppl.get("n_cross", 0), "seconds": seconds, "note": note}
 
 
 def baseline_row(lss_entry: dict[str, Any], forcing_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The ``none`` row: no intervention. Its target wins, forcing and repetition are the baselines the methods
     are measured against; gain, damage and the perplexity ratios are 0 and 1 by definition."""
+    from lens_steer.intervals import wilson_ci  # deferred: torch, so that the CLI imports compare light
+
     scored = [r for r in forcing_rows if r["n"]]
     mean = (lambda k: sum(r[k] for r in scored) / len(scored) if scored else float("nan"))  # noqa: E731
+    n_gen = sum(int(r["n"]) for r in scored)
+    wins = [lss_entry.get(f"target_wins_base{end}", float("nan")) for end in ("", "_low", "_high")]
+    forcing = mean("baseline_strict")
+    # gain, damage (0) and the ratios (1) hold by definition: their intervals are the point itself
     return {"method": "none", "factor": "-", "alpha": float("nan"), "layer": "-", "chosen": "-",
-            "target_wins": lss_entry.get("target_wins_base", float("nan")),
-            "target_wins_base": lss_entry.get("target_wins_base", float("nan")), "target_gain": 0.0,
-            "source_damage": 0.0, "forcing": mean("baseline_strict"), "repetition": mean("baseline_repetition"),
-            "udhr_ppl_self": 1.0, "udhr_ppl_cross": 1.0, "n_pairs": lss_entry.get("n_pairs", 0),
+            **dict(zip(("target_wins", "target_wins_low", "target_wins_high"), wins)),
+            **dict(zip(("target_wins_base", "target_wins_base_low", "target_wins_base_high"), wins)),
+            "target_gain": 0.0, "target_gain_low": 0.0, "target_gain_high": 0.0, "source_damage": 0.0,
+            "source_damage_low": 0.0, "source_damage_high": 0.0, "forcing": forcing,
+            **dict(zip(("forcing_low", "forcing_high"), wilson_ci(forcing * n_gen, n_gen))),
+            "repetition": mean("baseline_repetition"), "udhr_ppl_self": 1.0, "udhr_ppl_self_low": 1.0,
+            "udhr_ppl_self_high": 1.0, "udhr_ppl_cross": 1.0, "udhr_ppl_cross_low": 1.0, "udhr_ppl_cross_high": 1.0,
+            "n_pairs": lss_entry.get("n_pairs", 0), "n_facts": lss_entry.get("n_facts", 0), "n_generations": n_gen,
             "seconds": float("nan"), "note": "no intervention"}
 
 

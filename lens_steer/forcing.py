@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lens_steer.configs import ForcingConfig, SteerConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention, check_layers, parse_layers
 from lens_steer.generation import greedy_generate, is_empty_generation
+from lens_steer.intervals import bootstrap_mean_ci, wilson_share
 from lens_steer.lid import Detector, get_detector, matches
 from lens_steer.models import LoadConfig, ModelLike, has_chat_template
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run, writes
@@ -40,8 +43,13 @@ NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
            "Моя бабушка всегда говорила, что"),
     "ja": ("昔々、山のふもとの小さな村に", "静かな日曜日の朝の一番いい過ごし方は", "祖母はいつも私に"),
 }
-FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_lenient", "baseline_strict", "undetected",
-                   "empty", "distinct2", "repetition", "baseline_distinct2", "baseline_repetition")
+# n: the generations behind the row. Shares of generations have their Wilson 95% interval right after them; the
+# mean distinct2 and repetition of the steered texts their bootstrap interval over the generations.
+FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_strict_low", "forcing_strict_high",
+                   "forcing_lenient", "forcing_lenient_low", "forcing_lenient_high", "baseline_strict",
+                   "baseline_strict_low", "baseline_strict_high", "undetected", "empty", "distinct2", "distinct2_low",
+                   "distinct2_high", "repetition", "repetition_low", "repetition_high", "baseline_distinct2",
+                   "baseline_repetition")
 
 
 def _units(text: str) -> list[str]:
@@ -123,15 +131,19 @@ def run_forcing(model: ModelLike, steerer: Steerer, targets: Sequence[str], fact
             records += [r for _, r in got]
             n = len(got)
             mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))  # noqa: E731
+            row: dict[str, Any] = {"factor": factor.text, "target": t, "n": n}
+            for key, hits in (("forcing_strict", sum(r["match_strict"] for _, r in got)),
+                              ("forcing_lenient", sum(r["match_lenient"] for _, r in got)),
+                              ("baseline_strict", sum(matches(base_lang[i], t, lenient=False) for i, _ in got))):
+                row[key], row[f"{key}_low"], row[f"{key}_high"] = wilson_share(hits, n)
+            for key in ("distinct2", "repetition"):
+                values = [r[key] for _, r in got]
+                row[key] = mean(values)
+                row[f"{key}_low"], row[f"{key}_high"] = bootstrap_mean_ci(torch.tensor(values, dtype=torch.float64))
             rows.append({
-                "factor": factor.text, "target": t, "n": n,
-                "forcing_strict": sum(r["match_strict"] for _, r in got) / n if n else float("nan"),
-                "forcing_lenient": sum(r["match_lenient"] for _, r in got) / n if n else float("nan"),
-                "baseline_strict": sum(matches(base_lang[i], t, lenient=False) for i, _ in got) / n if n else float("nan"),
+                **row,
                 "undetected": sum(r["detected"] is None for _, r in got),
                 "empty": sum(r["empty"] for _, r in got),
-                "distinct2": mean([r["distinct2"] for _, r in got]),
-                "repetition": mean([r["repetition"] for _, r in got]),
                 "baseline_distinct2": mean([records[i]["distinct2"] for i, _ in got]),
                 "baseline_repetition": mean([records[i]["repetition"] for i, _ in got]),
             })

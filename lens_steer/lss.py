@@ -30,7 +30,7 @@ from lens_steer.factors import Factor, Intervention
 from lens_steer.forcing import append_generations, check_before_loading, run_forcing, write_forcing
 from lens_steer.languages import parse_languages
 from lens_steer.lid import get_detector
-from lens_steer.intervals import N_BOOT, bootstrap_mean_ci  # noqa: F401 - re-exported
+from lens_steer.intervals import N_BOOT, bootstrap_mean_ci, wilson_share  # noqa: F401 - re-exported
 from lens_steer.models import LoadConfig, ModelLike
 from lens_steer.neurons import NeuronSet
 from lens_steer.run import LSS_CSV, LSS_SUMMARY, Run, writes
@@ -38,13 +38,20 @@ from lens_steer.scoring import score
 from lens_steer.steer import Steerer
 from lens_steer.stats import Stats
 
-LSS_COLUMNS = ("factor", "factor_kind", "factor_value", "layers", "source", "target", "lss", "lss_nontie",
-               "mean_shift", "ci_low", "ci_high", "target_gain", "target_gain_low", "target_gain_high",
-               "source_damage", "source_damage_low", "source_damage_high", "target_wins", "target_wins_base",
-               "chance", "specificity", "n_facts", "n_ties", "n_seeds", "note")
-_NUMERIC = ("lss", "lss_nontie", "mean_shift", "ci_low", "ci_high", "target_gain", "target_gain_low",
-            "target_gain_high", "source_damage", "source_damage_low", "source_damage_high", "target_wins",
-            "target_wins_base", "chance", "specificity")
+# Every share and mean has its 95% interval right after it (README: which interval each column uses): Wilson over
+# n_facts for lss, target_wins and target_wins_base, over n_nontie for lss_nontie; the bootstrap over facts for
+# mean_shift (ci_low, ci_high), target_gain, source_damage and specificity.
+LSS_COLUMNS = ("factor", "factor_kind", "factor_value", "layers", "source", "target", "lss", "lss_low", "lss_high",
+               "lss_nontie", "lss_nontie_low", "lss_nontie_high", "mean_shift", "ci_low", "ci_high", "target_gain",
+               "target_gain_low", "target_gain_high", "source_damage", "source_damage_low", "source_damage_high",
+               "target_wins", "target_wins_low", "target_wins_high", "target_wins_base", "target_wins_base_low",
+               "target_wins_base_high", "chance", "specificity", "specificity_low", "specificity_high", "n_facts",
+               "n_nontie", "n_ties", "n_seeds", "note")
+_NUMERIC = ("lss", "lss_low", "lss_high", "lss_nontie", "lss_nontie_low", "lss_nontie_high", "mean_shift", "ci_low",
+            "ci_high", "target_gain", "target_gain_low", "target_gain_high", "source_damage", "source_damage_low",
+            "source_damage_high", "target_wins", "target_wins_low", "target_wins_high", "target_wins_base",
+            "target_wins_base_low", "target_wins_base_high", "chance", "specificity", "specificity_low",
+            "specificity_high")
 
 
 def pair_stats(base_s: Tensor, base_t: Tensor, int_s: Tensor, int_t: Tensor, identical: Tensor) -> dict[str, Any]:
@@ -62,15 +69,19 @@ def pair_stats(base_s: Tensor, base_t: Tensor, int_s: Tensor, int_t: Tensor, ide
     g_lo, g_hi = bootstrap_mean_ci(gain)
     d_lo, d_hi = bootstrap_mean_ci(damage)
     mean = (lambda x: float(x.double().mean()) if x.numel() else float("nan"))  # noqa: E731
+    n, n_nontie = int(shift.numel()), int(nontie.sum())
+    lss, lss_lo, lss_hi = wilson_share(int(up.sum()), n)
+    nt, nt_lo, nt_hi = wilson_share(int(up[nontie].sum()), n_nontie)
     return {
-        "lss": float(up.double().mean()) if shift.numel() else float("nan"),
-        "lss_nontie": float(up[nontie].double().mean()) if bool(nontie.any()) else float("nan"),
+        "lss": lss, "lss_low": lss_lo, "lss_high": lss_hi,
+        "lss_nontie": nt, "lss_nontie_low": nt_lo, "lss_nontie_high": nt_hi,
         "mean_shift": mean(shift),
         "ci_low": lo,
         "ci_high": hi,
         "target_gain": mean(gain), "target_gain_low": g_lo, "target_gain_high": g_hi,
         "source_damage": mean(damage), "source_damage_low": d_lo, "source_damage_high": d_hi,
-        "n_facts": int(shift.numel()),
+        "n_facts": n,
+        "n_nontie": n_nontie,
         "n_ties": int((shift == 0).sum()),
     }
 
@@ -90,14 +101,19 @@ def win_stats(base_norm: Tensor, int_norm: Tensor, base: Tensor, steered: Tensor
     >>> (w["target_wins"], w["target_wins_base"], w["specificity"], round(w["chance"], 3))
     (1.0, 0.0, 1.0, 0.333)
     """
-    k = base_norm.shape[1]
+    k, n = base_norm.shape[1], base_norm.shape[0]
     others = [u for u in range(k) if u not in (si, ti)]
     rise = ((steered[:, others] - steered[:, [si]]) - (base[:, others] - base[:, [si]])) > 0
+    wins, wins_lo, wins_hi = wilson_share(int((int_norm.argmax(dim=1) == ti).sum()), n)
+    base_wins, base_lo, base_hi = wilson_share(int((base_norm.argmax(dim=1) == ti).sum()), n)
+    # the (fact, u) cells of one fact are not independent: the bootstrap over facts of each fact's share
+    spec_lo, spec_hi = bootstrap_mean_ci(rise.double().mean(dim=1)) if others else (float("nan"), float("nan"))
     return {
-        "target_wins": float((int_norm.argmax(dim=1) == ti).double().mean()),
-        "target_wins_base": float((base_norm.argmax(dim=1) == ti).double().mean()),
+        "target_wins": wins, "target_wins_low": wins_lo, "target_wins_high": wins_hi,
+        "target_wins_base": base_wins, "target_wins_base_low": base_lo, "target_wins_base_high": base_hi,
         "chance": 1.0 / k,
         "specificity": float(rise.double().mean()) if others else float("nan"),
+        "specificity_low": spec_lo, "specificity_high": spec_hi,
     }
 
 
@@ -234,7 +250,8 @@ class _Source:
             row = pair_stats(self.base[:, si], self.base[:, ti], logp[:, j, s_col], logp[:, j, t_col], identical)
             if pair_only:  # the baseline still says how often t wins without steering
                 base = win_stats(self.base_norm, self.base_norm, self.base, self.base, si, ti)
-                row.update(target_wins_base=base["target_wins_base"], chance=base["chance"])
+                row.update({k: base[k] for k in ("target_wins_base", "target_wins_base_low", "target_wins_base_high",
+                                                 "chance")})
             else:
                 row.update(win_stats(self.base_norm, norm[:, j], self.base, logp[:, j], si, ti))
             out.append(row)
@@ -262,7 +279,7 @@ def _row(factor: Factor, layers: str | int, s: str, t: str, values: dict[str, An
     row: dict[str, Any] = {"factor": factor.text, "factor_kind": "control" if factor.control else factor.kind,
                            "factor_value": factor.value, "layers": layers, "source": s, "target": t}
     row.update({k: float("nan") for k in _NUMERIC})
-    row.update({"n_facts": 0, "n_ties": 0, "n_seeds": 1, "note": ""})
+    row.update({"n_facts": 0, "n_nontie": 0, "n_ties": 0, "n_seeds": 1, "note": ""})
     row.update(values)
     return row
 

@@ -103,7 +103,7 @@ def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) ->
                                                             null=_control_mean(lss, "target_wins"))
         forcing = run.table(FORCING_CSV) if len(families) and families.iloc[0] >= 2 else None
         if forcing is not None:
-            forcing = forcing.assign(layers="all", source="-")
+            forcing = fill_intervals(forcing).assign(layers="all", source="-")
             if forcing["factor"].map(plots.factor_multiple).notna().sum() >= 2:
                 figs["forcing_vs_factor"] = plots.lss_curve(forcing, metric="forcing_strict",
                                                             null=_control_mean(forcing, "forcing_strict"))
@@ -128,6 +128,8 @@ def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) ->
         part = deltas[deltas["metric"] == metric]
         figs[f"downstream_{task.replace('-', '_')}"] = plots.downstream_heatmap(
             part, title=f"{task}: change of {metric} under amplification (self-language outlined)", unit=metric)
+        figs[f"downstream_{task.replace('-', '_')}_values"] = plots.downstream_values(
+            frame, metric, title=f"{task}: {metric} per evaluation language, with 95% intervals")
     return figs
 
 
@@ -156,10 +158,38 @@ def run_results(run_dir: str | Path | Run) -> dict[str, Any]:
                       ("stability", STABILITY_CSV)):
         frame = run.table(name)
         if frame is not None:
-            out[key] = _records(frame)
+            out[key] = _records(fill_intervals(frame))
     evals = _eval_tables(run)
     if evals:
         out["eval"] = {name: _records(frame) for name, frame in evals.items()}
+    return out
+
+
+# (share, its count) pairs whose Wilson interval a table written before the interval columns can still be given
+_WILSON_FROM_COUNTS = (("lss", "n_facts"), ("target_wins", "n_facts"), ("target_wins_base", "n_facts"),
+                       ("forcing_strict", "n"), ("forcing_lenient", "n"), ("baseline_strict", "n"))
+
+
+def fill_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the Wilson 95% intervals an older ``lss.csv`` or ``forcing.csv`` lacks (written before every
+    share had one) computed from the share and its count; a table that has them is returned as it is. Bootstrap
+    intervals need the per-fact values, which an older table does not hold: those stay absent.
+
+    >>> f = fill_intervals(pd.DataFrame(dict(lss=[0.8], n_facts=[10])))
+    >>> [round(float(f[c].iloc[0]), 4) for c in ("lss_low", "lss_high")]
+    [0.4902, 0.9433]
+    """
+    from lens_steer.intervals import wilson_ci  # deferred: torch
+
+    out = frame
+    for share, count in _WILSON_FROM_COUNTS:
+        if {share, count} <= set(frame.columns) and f"{share}_low" not in frame.columns:
+            bounds = [wilson_ci(float(v) * float(n), float(n)) if v == v and n == n else (float("nan"),) * 2
+                      for v, n in zip(frame[share], frame[count])]
+            out = out.copy() if out is frame else out
+            position = list(out.columns).index(share) + 1
+            out.insert(position, f"{share}_low", [b[0] for b in bounds])
+            out.insert(position + 1, f"{share}_high", [b[1] for b in bounds])
     return out
 
 
@@ -179,7 +209,7 @@ def _stable(obj: Any) -> Any:
 
 def _lss_table(run: Run) -> pd.DataFrame | None:
     frame = run.table(LSS_CSV)
-    return frame if frame is not None and not frame.empty else None
+    return fill_intervals(frame) if frame is not None and not frame.empty else None
 
 
 def _eval_tables(run: Run) -> dict[str, pd.DataFrame]:
@@ -227,7 +257,39 @@ th { background: #f4f4f4; } td.text, th.text { text-align: left; max-width: 560p
 """
 
 
+# (value, low, high) column triples shown as one cell "0.620 [0.410, 0.790]": besides every <c>, <c>_low, <c>_high
+_SPECIAL_INTERVALS = (("mean_shift", "ci_low", "ci_high"), ("mean_lss", "ci_low", "ci_high"), ("value", "low", "high"))
+
+
+def with_intervals(frame: pd.DataFrame, float_format: str = "{:.3f}") -> pd.DataFrame:
+    """``frame`` with each number that has a 95% interval beside it (``<c>_low``, ``<c>_high``; ``ci_low``,
+    ``ci_high`` of ``mean_shift`` and ``mean_lss``; ``low``, ``high`` of an evaluation's ``value``) as one text cell
+    "value [low, high]", the bound columns dropped: the tables of the report page.
+
+    >>> f = pd.DataFrame(dict(lss=[0.62], lss_low=[0.41], lss_high=[0.79], n_facts=[20]))
+    >>> with_intervals(f).iloc[0].to_dict()
+    {'lss': '0.620 [0.410, 0.790]', 'n_facts': 20}
+    """
+    out = frame.copy()
+    triples = [(c, f"{c}_low", f"{c}_high") for c in frame.columns] + list(_SPECIAL_INTERVALS)
+    for value, low, high in triples:
+        if not {value, low, high} <= set(out.columns):
+            continue
+
+        def cell(r: pd.Series) -> Any:
+            v, lo, hi = r[value], r[low], r[high]
+            if not isinstance(v, (int, float)) or v != v:
+                return "" if v != v else v
+            text = float_format.format(v)
+            return text + (f" [{float_format.format(lo)}, {float_format.format(hi)}]" if lo == lo and hi == hi else "")
+
+        out[value] = out.apply(cell, axis=1) if len(out) else out[value]
+        out = out.drop(columns=[low, high])
+    return out
+
+
 def _table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    frame = with_intervals(frame, float_format)
     if len(frame) > MAX_TABLE_ROWS:
         note = f"<p class='meta'>first {MAX_TABLE_ROWS} of {len(frame)} rows; the full table is in the CSV file</p>"
         frame = frame.head(MAX_TABLE_ROWS)
@@ -315,7 +377,7 @@ def _build_report(run: Run, target: Path) -> Path:
         sections.append(("lss", "Language Steering Shift", _lss_html(run, lss, figs)))
     forcing = run.table(FORCING_CSV)
     if forcing is not None:
-        sections.append(("forcing", "Language forcing on neutral prompts", _table(forcing)))
+        sections.append(("forcing", "Language forcing on neutral prompts", _table(fill_intervals(forcing))))
     gens = _generations(run)
     if gens:
         sections.append(("generations", "Steered generations (greedy, language detected by CLD2)", gens))

@@ -66,6 +66,18 @@ def format_factor_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _ci(row: dict[str, Any], key: str, spec: str = ".2f") -> str:
+    """``[low, high]`` of ``key``'s 95% interval in ``row`` (``<key>_low``, ``<key>_high``), or "" without one.
+
+    >>> _ci(dict(lss_low=0.25, lss_high=0.5), "lss"), _ci(dict(lss=0.5), "lss")
+    ('[0.25, 0.50]', '')
+    """
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if low is None or high is None or low != low or high != high:
+        return ""
+    return f"[{low:{spec}}, {high:{spec}}]"
+
+
 def _cell(value: float | None, spec: str) -> str:
     """A table number, or "-" in its width when it was not measured (a test-time factor's target wins).
 
@@ -80,18 +92,28 @@ def _cell(value: float | None, spec: str) -> str:
 def format_eval(label: str, factor: str, rows: Sequence[dict[str, Any]], self_cross: Sequence[dict[str, Any]]) -> str:
     """The e x t table of an evaluation's first metric and the mean self- and cross-language changes.
 
+    Each cell is the value and, where the table has one, its 95% interval (``low``, ``high``).
+
     >>> rows = [dict(intervened="none", eval_lang="fr", metric="acc", value=0.5),
-    ...         dict(intervened="fr", eval_lang="fr", metric="acc", value=0.75)]
+    ...         dict(intervened="fr", eval_lang="fr", metric="acc", value=0.75, low=0.5, high=0.9)]
     >>> print(format_eval("xcopa", "p_max", rows, []).splitlines()[2])
-    fr           0.5      0.75
+    fr                       0.5       0.75 [0.5, 0.9]
     """
     metric = rows[0]["metric"]
-    lines = [f"{label}, factor {factor}: {metric} per evaluation language (rows) and intervened language"]
+    lines = [f"{label}, factor {factor}: {metric} per evaluation language (rows) and intervened language"
+             + (" (95% intervals)" if any(_ci({"v_low": r.get("low"), "v_high": r.get("high")}, "v") for r in rows)
+                else "")]
     intervened = list(dict.fromkeys(r["intervened"] for r in rows))
-    lines.append(f"{'eval':<6}" + "".join(f"{t:>10}" for t in intervened))
+    lines.append(f"{'eval':<6}" + "".join(f"{t:>22}" for t in intervened))
     for lang in dict.fromkeys(r["eval_lang"] for r in rows):
-        vals = {r["intervened"]: r["value"] for r in rows if r["eval_lang"] == lang and r["metric"] == metric}
-        lines.append(f"{lang:<6}" + "".join(f"{vals.get(t, float('nan')):>10.4g}" for t in intervened))
+        got = {r["intervened"]: r for r in rows if r["eval_lang"] == lang and r["metric"] == metric}
+        cells = []
+        for t in intervened:
+            r = got.get(t, {})
+            value = r.get("value", float("nan"))
+            ci = _ci({"v_low": r.get("low"), "v_high": r.get("high")}, "v", ".3g")
+            cells.append(f"{(format(value, '.4g') + (' ' + ci if ci else '')):>22}")
+        lines.append(f"{lang:<6}" + "".join(cells))
     lines.append("\nmean change against no intervention (self: eval = intervened language; cross: eval != intervened)")
     notes: dict[str, None] = {}  # why a mean is missing, once each (the same for every metric of a task)
     for s in self_cross:
@@ -143,16 +165,26 @@ def format_lss_result(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -
                      " it (README: Beyond LSS): add control:p_max to --factors to compare with them")
     lines.append(f"(by LSS alone, the paper's choice (highest mean LSS), it would be {summary['best_lss_factor']});"
                  f" hardest pairs for {best}: " + ", ".join(f"{r['source']}->{r['target']} {r['lss']:.2f}"
+                                                          + (f" {_ci(r, 'lss')}" if _ci(r, "lss") else "")
                                                           for r in hardest))
     return "\n".join(lines)
 
 
 def format_forcing(rows: Sequence[dict[str, Any]], factors: Sequence[str]) -> str:
-    """The forcing table (one line per factor and target) and the mean strict success of each factor."""
-    lines = [f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'lenient':>8} {'baseline':>8} {'empty':>5}"]
+    """The forcing table (one line per factor and target: strict success with its Wilson 95% interval over the n
+    generations) and the mean strict success of each factor.
+
+    >>> row = dict(factor="p_max", target="fr", n=10, forcing_strict=0.8, forcing_strict_low=0.4902,
+    ...            forcing_strict_high=0.9433, forcing_lenient=0.8, baseline_strict=0.0, empty=0)
+    >>> print(format_forcing([row], ["p_max"]).splitlines()[1])
+    p_max        fr      10    0.80 [0.49, 0.94]     0.80     0.00     0
+    """
+    lines = [f"{'factor':<12} {'target':<6} {'n':>3} {'strict':>7} {'95% CI':<12} {'lenient':>8} {'baseline':>8}"
+             f" {'empty':>5}"]
     for r in rows:
         lines.append(f"{r['factor']:<12} {r['target']:<6} {r['n']:>3} {r['forcing_strict']:>7.2f}"
-                     f" {r['forcing_lenient']:>8.2f} {r['baseline_strict']:>8.2f} {r['empty']:>5}")
+                     f" {_ci(r, 'forcing_strict'):<12} {r['forcing_lenient']:>8.2f} {r['baseline_strict']:>8.2f}"
+                     f" {r['empty']:>5}")
     for factor in factors:
         mine = [r["forcing_strict"] for r in rows if r["factor"] == factor and r["n"]]
         lines.append(f"mean forcing success ({factor}, strict): {sum(mine) / max(len(mine), 1):.2f}")
@@ -216,23 +248,31 @@ def format_stability(rows: Sequence[dict[str, Any]]) -> str:
 def format_compare(rows: Sequence[dict[str, Any]]) -> str:
     """``compare.csv`` as a table: one line per method and control, what it used and every metric.
 
+    LSS and forcing carry their 95% intervals (bootstrap over pairs; Wilson over the generations).
+
     >>> print(format_compare([dict(method="none", alpha=float("nan"), layer="-", lss=float("nan"), target_wins=0.2,
-    ...       target_gain=0.0, source_damage=0.0, specificity=float("nan"), forcing=0.1, repetition=0.3,
-    ...       udhr_ppl_self=1.0, udhr_ppl_cross=1.0, seconds=float("nan"))]).splitlines()[2])
-    none                       -     -     -  0.20   +0.0    +0.0     -    0.10   0.30       1       1     -
+    ...       target_gain=0.0, source_damage=0.0, specificity=float("nan"), forcing=0.1, forcing_low=0.02,
+    ...       forcing_high=0.4, repetition=0.3, udhr_ppl_self=1.0, udhr_ppl_cross=1.0,
+    ...       seconds=float("nan"))]).splitlines()[2])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    none - - - 0.20 +0.0 +0.0 - 0.10 [0.02, 0.40] 0.30 1 1 -
     """
-    head = (f"{'method':<22} {'alpha':>5} {'layer':>5} {'LSS':>5} {'wins':>5} {'gain':>6} {'damage':>7} {'spec':>5}"
-            f" {'forcing':>7} {'repeat':>6} {'ppl_s':>7} {'ppl_x':>7} {'sec':>5}")
+    head = (f"{'method':<22} {'alpha':>5} {'layer':>5} {'LSS':>5} {'95% CI':<12} {'wins':>5} {'gain':>6}"
+            f" {'damage':>7} {'spec':>5} {'forcing':>7} {'95% CI':<12} {'repeat':>6} {'ppl_s':>7} {'ppl_x':>7}"
+            f" {'sec':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        cells = [_cell(r.get(k), spec) for k, spec in (
-            ("lss", ">5.2f"), ("target_wins", ">5.2f"), ("target_gain", ">+6.1f"), ("source_damage", ">+7.1f"),
-            ("specificity", ">5.2f"), ("forcing", ">7.2f"), ("repetition", ">6.2f"), ("udhr_ppl_self", ">7.3g"),
-            ("udhr_ppl_cross", ">7.3g"), ("seconds", ">5.0f"))]  # a broken model's ratios run to 1e10: 3 digits
+        cells = [_cell(r.get(k), spec) if spec else f"{_ci(r, k):<12}" for k, spec in (
+            ("lss", ">5.2f"), ("lss", ""), ("target_wins", ">5.2f"), ("target_gain", ">+6.1f"),
+            ("source_damage", ">+7.1f"), ("specificity", ">5.2f"), ("forcing", ">7.2f"), ("forcing", ""),
+            ("repetition", ">6.2f"), ("udhr_ppl_self", ">7.3g"), ("udhr_ppl_cross", ">7.3g"),
+            ("seconds", ">5.0f"))]  # a broken model's ratios run to 1e10: 3 digits
         lines.append(f"{str(r['method'])[:22]:<22} {_cell(r.get('alpha'), '>5.3g')} {str(r.get('layer', '')):>5} "
                      + " ".join(cells))
-    lines.append("LSS, wins, gain, damage, spec: on the reported cloze facts (as `lss`); forcing: greedy outputs of the"
-                 " neutral prompts detected as the target; repeat: repeated trigrams; ppl_s / ppl_x: UDHR perplexity"
+    lines.append("LSS, wins, gain, damage, spec: on the reported cloze facts (as `lss`), LSS's 95% CI the bootstrap"
+                 " over pairs; forcing: greedy outputs of the"
+                 " neutral prompts detected as the target (95% CI: Wilson over the generations); repeat: repeated"
+                 " trigrams; ppl_s / ppl_x: UDHR perplexity"
                  " ratio against no intervention, evaluated in the steered language / in the others; sec: the method"
                  " with its choice and its control")
     return "\n".join(lines)

@@ -248,9 +248,9 @@ def test_figures_list_matches_run_figures():
 
     source = inspect.getsource(run_figures)
     keys = set(re.findall(r'figs\["([^"]+)"\]', source))
-    dynamic = re.findall(r'figs\[f"([^"{]+)\{', source)
-    assert keys and dynamic == ["downstream_"]  # the parse found what it looks for
-    made = keys | {f"{prefix}<task>" for prefix in dynamic}
+    dynamic = [re.sub(r"\{[^}]*\}", "<task>", name) for name in re.findall(r'figs\[f"([^"]+)"\]', source)]
+    assert keys and dynamic == ["downstream_<task>", "downstream_<task>_values"]  # the parse found what it looks for
+    made = keys | set(dynamic)
     assert made == {name for name, _ in FIGURES}
 
 

@@ -64,6 +64,17 @@ def test_forcing_cli(run, capsys):
     rows = list(csv.DictReader((run / "forcing.csv").open()))
     assert {r["target"] for r in rows} == {"en", "fr"}
     assert all(int(r["n"]) == 12 for r in rows)  # 15 neutral prompts minus the 3 in the target language
+    from lens_steer.forcing import FORCING_COLUMNS
+    from lens_steer.intervals import wilson_ci
+
+    for r in rows:  # every share with its Wilson interval over the n generations, the means with their bootstrap
+        for key in ("forcing_strict", "forcing_lenient", "baseline_strict"):
+            i = FORCING_COLUMNS.index(key)
+            assert FORCING_COLUMNS[i + 1:i + 3] == (f"{key}_low", f"{key}_high")
+            assert (float(r[f"{key}_low"]), float(r[f"{key}_high"])) == pytest.approx(
+                wilson_ci(float(r[key]) * 12, 12), abs=1e-5)
+        for key in ("forcing_strict", "forcing_lenient", "baseline_strict", "distinct2", "repetition"):
+            assert float(r[f"{key}_low"]) - 1e-5 <= float(r[key]) <= float(r[f"{key}_high"]) + 1e-5
 
 
 class AlwaysFrench:

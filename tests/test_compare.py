@@ -273,3 +273,31 @@ def test_no_held_out_facts_is_one_line(run, udhr, capsys):
     assert main(["compare", str(run), "--methods", "diffmean*best", "--langs", "en,fr", "--max-facts", "500",
                  "--quiet"]) == 2
     assert "no held-out facts" in capsys.readouterr().err
+
+
+def test_compare_intervals_and_counts(compared):
+    """Every number with an interval lies inside it; forcing's Wilson interval is recomputable from n_generations,
+    target wins' from n_facts (pairs x facts per pair); the figure draws the whiskers."""
+    from lens_steer.intervals import wilson_ci
+    from lens_steer.report import run_figures
+
+    rows = _csv(compared / "compare.csv")
+    for metric in ("lss", "target_wins", "target_wins_base", "target_gain", "source_damage", "specificity",
+                   "forcing", "udhr_ppl_self", "udhr_ppl_cross"):
+        i = COMPARE_COLUMNS.index(metric)
+        assert COMPARE_COLUMNS[i + 1:i + 3] == (f"{metric}_low", f"{metric}_high")
+        for r in rows:
+            if r[metric] and r[f"{metric}_low"]:
+                assert float(r[f"{metric}_low"]) - 1e-5 <= float(r[metric]) <= float(r[f"{metric}_high"]) + 1e-5, \
+                    (r["method"], metric)
+    by = {r["method"]: r for r in rows}
+    for method in ("none", "p_max", "control:p_max"):
+        r = by[method]
+        n = int(r["n_generations"])
+        assert n > 0 and int(r["n_facts"]) == 2 * int(r["n_pairs"])  # 2 reported facts per source
+        assert (float(r["forcing_low"]), float(r["forcing_high"])) == pytest.approx(
+            wilson_ci(float(r["forcing"]) * n, n), abs=1e-5)
+    assert by["p_max"]["udhr_ppl_self_low"] and int(by["p_max"]["n_ppl_self"]) >= 1
+    fig = run_figures(compared)["compare_methods"]
+    method = next(t for t in fig.data if t.name == "p_max")
+    assert method.error_y.array is not None and method.error_x.array is not None

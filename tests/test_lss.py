@@ -152,3 +152,40 @@ def test_kept_baselines_are_scored_once_and_change_nothing(tiny_models, monkeypa
     fewer = {s: v[:2] for s, v in facts().items()}
     run_lss(model, neurons, None, fewer, LANGS, [parse_factor("zero")], baselines=cache, progress=False)
     assert scored == LANGS + LANGS + LANGS  # the plain call scored again, and so did the other facts
+
+
+# every share column of lss.csv and the interval it carries; the count its Wilson interval is over
+SHARES = {"lss": "n_facts", "lss_nontie": "n_nontie", "target_wins": "n_facts", "target_wins_base": "n_facts"}
+MEANS = {"mean_shift": ("ci_low", "ci_high"), "target_gain": ("target_gain_low", "target_gain_high"),
+         "source_damage": ("source_damage_low", "source_damage_high"),
+         "specificity": ("specificity_low", "specificity_high")}
+
+
+def test_every_share_has_its_interval_and_count(tiny_models, tmp_path):
+    """Wilson for the shares (recomputed from the share and its count), the bootstrap for the means; each interval
+    contains its number, n_facts is the number of facts, and the columns sit right after their metric."""
+    from lens_steer.intervals import wilson_ci
+    from lens_steer.lss import LSS_COLUMNS
+
+    model = tiny_models["qwen2"]
+    d = model.cfg.d_mlp
+    g = torch.Generator().manual_seed(2)
+    neurons = NeuronSet(LANGS, {c: [torch.randperm(d, generator=g)[:8].tolist() for _ in range(2)] for c in LANGS},
+                        2, d)
+    factors = [parse_factor("set:3"), parse_factor("zero")]
+    rows = run_lss(model, neurons, None, facts(), LANGS, factors, progress=False)
+    for metric in SHARES:
+        i = LSS_COLUMNS.index(metric)
+        assert LSS_COLUMNS[i + 1:i + 3] == (f"{metric}_low", f"{metric}_high")
+    for r in rows:
+        assert r["n_facts"] == len(facts()[r["source"]]) and 0 <= r["n_nontie"] <= r["n_facts"]
+        for metric, count in SHARES.items():
+            assert r[f"{metric}_low"] <= r[metric] <= r[f"{metric}_high"], metric
+            expect = wilson_ci(r[metric] * r[count], r[count])
+            assert (r[f"{metric}_low"], r[f"{metric}_high"]) == pytest.approx(expect), metric
+        for metric, (low, high) in MEANS.items():
+            assert r[low] - 1e-9 <= r[metric] <= r[high] + 1e-9, metric
+    neurons.save(tmp_path)
+    write_lss(tmp_path, rows, summarise(rows, factors))
+    header = next(csv.reader((tmp_path / "lss.csv").open()))
+    assert tuple(header) == (*LSS_COLUMNS, "run_fingerprint")

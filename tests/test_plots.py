@@ -893,3 +893,102 @@ def test_static_export_png_and_svg(tmp_path):
     assert "<svg" in text[:500] and 'width="300"' in text[:500] and 'height="200"' in text[:500]
     assert "Neurons shared between languages" in text
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["fig.png", "fig.svg"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 95% intervals drawn: bands, error bars, whiskers
+# ---------------------------------------------------------------------------------------------------------------
+def _wilson_rows(factors=("p_max*0.5", "p_max", "p_max*2"), sources=("en",)):
+    from lens_steer.intervals import wilson_ci
+
+    rows = []
+    for k, f in enumerate(factors):
+        for s in sources:
+            for t in ("fr", "ru"):
+                lo, hi = wilson_ci(4 + 2 * k, 10)
+                rows.append(dict(factor=f, layers="all", source=s, target=t, lss=(4 + 2 * k) / 10, lss_low=lo,
+                                 lss_high=hi, target_gain=1.0 + k + (t == "fr"), source_damage=-k - (t == "ru")))
+    return rows
+
+
+def test_lss_curve_has_a_band_and_per_target_error_bars_from_the_rows():
+    fig = lss_curve(_wilson_rows()).to_dict()
+    band = next(t for t in fig["data"] if t.get("fill") == "toself")
+    assert len(band["x"]) == 6  # three multiples, there and back
+    fr = next(t for t in fig["data"] if t.get("name") == "fr")
+    rows = [r for r in _wilson_rows() if r["target"] == "fr"]
+    assert fr["error_y"]["array"] == pytest.approx([r["lss_high"] - r["lss"] for r in rows])
+    assert fr["error_y"]["arrayminus"] == pytest.approx([r["lss"] - r["lss_low"] for r in rows])
+
+
+def test_lss_curve_averaging_several_sources_draws_no_per_row_bars():
+    """A point that is a mean of rows has no single row's interval: only the band of the mean is drawn."""
+    fig = lss_curve(_wilson_rows(sources=("en", "ja"))).to_dict()
+    fr = next(t for t in fig["data"] if t.get("name") == "fr")
+    assert "error_y" not in fr or not fr["error_y"].get("array")
+    assert any(t.get("fill") == "toself" for t in fig["data"])
+
+
+def test_layer_lss_curve_has_its_band():
+    rows = [dict(factor="p_max", layers=str(layer), source="en", target=t, lss=0.5 + 0.1 * layer)
+            for layer in range(3) for t in ("fr", "ru")]
+    assert any(t.get("fill") == "toself" for t in layer_lss_curve(rows).to_dict()["data"])
+
+
+def test_gain_damage_has_whiskers_of_the_mean_over_pairs():
+    from lens_steer.intervals import bootstrap_mean_ci
+
+    fig = gain_damage(_wilson_rows()).to_dict()
+    point = fig["data"][0]
+    gains = torch.tensor([1.0 + 1 + 1, 1.0 + 1])  # p_max: k = 1, fr and ru
+    lo, hi = bootstrap_mean_ci(gains)
+    assert point["error_y"]["array"][1] == pytest.approx(hi - float(gains.mean()))
+    assert point["error_y"]["arrayminus"][1] == pytest.approx(float(gains.mean()) - lo)
+    assert len(point["error_x"]["array"]) == 3
+
+
+def test_lss_matrix_hover_gives_the_cell_interval():
+    fig = lss_matrix(_wilson_rows(factors=("p_max",)))
+    text = fig.data[0].text
+    assert "%{text}" in fig.data[0].hovertemplate
+    assert any("[" in cell for row in text for cell in row)
+
+
+def test_compare_methods_whiskers_for_forcing_and_damage():
+    from lens_steer.plots import compare_methods
+
+    rows = [dict(method="none", source_damage=0.0, source_damage_low=0.0, source_damage_high=0.0, forcing=0.1,
+                 forcing_low=0.02, forcing_high=0.3),
+            dict(method="p_max", source_damage=-2.0, source_damage_low=-2.5, source_damage_high=-1.4, forcing=0.6,
+                 forcing_low=0.4, forcing_high=0.75, lss=0.9, lss_low=0.8, lss_high=0.95),
+            dict(method="control:p_max", source_damage=-0.1, source_damage_low=-0.3, source_damage_high=0.0,
+                 forcing=0.1, forcing_low=0.05, forcing_high=0.2)]
+    fig = compare_methods(rows).to_dict()
+    by = {t["name"]: t for t in fig["data"]}
+    assert by["p_max"]["error_y"]["array"] == pytest.approx([0.15])
+    assert by["p_max"]["error_y"]["arrayminus"] == pytest.approx([0.2])
+    assert by["p_max"]["error_x"]["array"] == pytest.approx([0.6])
+    assert by["p_max (control)"]["error_y"]["array"] == pytest.approx([0.0, 0.1])  # the control's only
+    assert by["none"]["error_y"]["array"] == pytest.approx([0.2])
+    assert "lss 0.9 [0.8, 0.95]" in by["p_max"]["hovertemplate"]
+
+
+def test_compare_methods_without_interval_columns_has_no_whiskers():
+    from lens_steer.plots import compare_methods
+
+    fig = compare_methods([dict(method="p_max", source_damage=-2.0, forcing=0.6)]).to_dict()
+    assert "error_y" not in fig["data"][0]
+
+
+def test_downstream_values_error_bars_from_low_and_high():
+    from lens_steer.plots import downstream_values
+
+    frame = pd.DataFrame(dict(intervened=["none", "fr", "none", "fr"], eval_lang=["fr", "fr", "ru", "ru"],
+                              metric="acc", value=[0.5, 0.7, 0.4, 0.3], low=[0.3, 0.5, 0.2, 0.1],
+                              high=[0.7, 0.85, 0.6, 0.5], interval="wilson", n=20))
+    fig = downstream_values(frame, "acc").to_dict()
+    assert [t["name"] for t in fig["data"]] == ["no intervention", f"{language_label('fr')} amplified"]
+    assert fig["data"][1]["error_y"]["array"] == pytest.approx([0.15, 0.2])
+    assert fig["data"][1]["error_y"]["arrayminus"] == pytest.approx([0.2, 0.2])
+    empty = downstream_values(frame.assign(low=float("nan"), high=float("nan")), "acc").to_dict()
+    assert "error_y" not in empty["data"][0]

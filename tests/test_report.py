@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -231,3 +233,24 @@ def test_inspect_bad_inputs(identified, capsys):
     assert "outside" in capsys.readouterr().err
     assert main(["inspect", str(identified), "--layer", "0", "--neuron", "100000"]) == 2
     assert "outside" in capsys.readouterr().err
+
+
+def test_intervals_in_results_and_report_tables(full_run, tmp_path):
+    """results.json carries every interval column; the page's tables show "value [low, high]"; a table written
+    before the interval columns gets its Wilson intervals from the counts."""
+    from lens_steer.intervals import wilson_ci
+    from lens_steer.report import build_report, fill_intervals, run_results, with_intervals
+
+    results = run_results(full_run)
+    for r in results["lss"]:
+        if r["lss"] is not None:
+            assert r["lss_low"] <= r["lss"] <= r["lss_high"] and r["n_facts"] == 3
+            assert r["target_wins_low"] <= r["target_wins"] <= r["target_wins_high"]
+    table = with_intervals(pd.DataFrame(results["lss"]))
+    assert "lss_low" not in table and "ci_low" not in table and " [" in str(table["lss"].iloc[0])
+    html = build_report(full_run, tmp_path / "page.html").read_text(encoding="utf-8")
+    assert re.search(r"<td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", html)
+    old = pd.DataFrame(dict(factor=["p_max"], n=[12], forcing_strict=[0.25]))
+    filled = fill_intervals(old)
+    assert list(filled.columns) == ["factor", "n", "forcing_strict", "forcing_strict_low", "forcing_strict_high"]
+    assert (filled["forcing_strict_low"][0], filled["forcing_strict_high"][0]) == pytest.approx(wilson_ci(3, 12))

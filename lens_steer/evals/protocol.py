@@ -20,10 +20,13 @@ from lens_steer.evals.registry import TASKS, task_label
 from lens_steer.evals.tasks import Choice, max_new_tokens_for, mt_prompt
 from lens_steer.factors import Factor, Intervention
 from lens_steer.generation import cut_generation, greedy_generate
+from lens_steer.intervals import bootstrap_mean_ci, wilson_share
 from lens_steer.models import ModelLike, as_model
 from lens_steer.scoring import score
 
-EVAL_COLUMNS = ("task", "factor", "intervened", "eval_lang", "metric", "value", "n")
+# low, high: the value's 95% interval; interval: which one ("wilson" for a share of the n items, "bootstrap" over
+# the sentences for NLL and perplexity, "" for a corpus metric such as BLEU or chrF++, which has none here).
+EVAL_COLUMNS = ("task", "factor", "intervened", "eval_lang", "metric", "value", "low", "high", "interval", "n")
 
 
 def settings(factor: Factor | None, targets: Sequence[str], layers: str | int = "all",
@@ -35,9 +38,24 @@ def settings(factor: Factor | None, targets: Sequence[str], layers: str | int = 
     return out
 
 
-def _row(task: str, factor: str, intervened: str, lang: str, metric: str, value: float, n: int) -> dict[str, Any]:
+def _row(task: str, factor: str, intervened: str, lang: str, metric: str, value: float, n: int,
+         ci: tuple[float, float] | None = None, interval: str = "") -> dict[str, Any]:
+    """One long-format row; ``ci`` is the value's 95% interval and ``interval`` says which (none: NaN and "")."""
+    low, high = ci if ci is not None else (float("nan"), float("nan"))
     return {"task": task, "factor": factor if intervened != "none" else "-", "intervened": intervened,
-            "eval_lang": lang, "metric": metric, "value": value, "n": n}
+            "eval_lang": lang, "metric": metric, "value": value, "low": low, "high": high,
+            "interval": interval if ci is not None else "", "n": n}
+
+
+def _share_row(task: str, factor: str, intervened: str, lang: str, metric: str, hits: int, n: int) -> dict[str, Any]:
+    """A share of ``n`` independent items (accuracy, empty outputs) with its Wilson interval.
+
+    >>> r = _share_row("t", "f", "fr", "fr", "acc", 8, 10)
+    >>> r["value"], round(r["low"], 4), round(r["high"], 4), r["interval"], r["n"]
+    (0.8, 0.4902, 0.9433, 'wilson', 10)
+    """
+    value, low, high = wilson_share(hits, n)
+    return _row(task, factor, intervened, lang, metric, value, n, (low, high), "wilson")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,8 +97,8 @@ def eval_choice(task: str, model: ModelLike, steerer: Any, items: dict[str, list
         logp = choice_logps(model, flat, ivs, steerer, batch_size).view(len(setups), len(lang_items), -1)
         gold = torch.tensor([c.gold for c in lang_items])
         for k, (name, _) in enumerate(setups):
-            acc = (logp[k].argmax(dim=-1) == gold).double().mean().item()
-            rows.append(_row(task, factor_text, name, lang, "acc", acc, len(lang_items)))
+            hits = int((logp[k].argmax(dim=-1) == gold).sum())
+            rows.append(_share_row(task, factor_text, name, lang, "acc", hits, len(lang_items)))
     return rows
 
 
@@ -115,13 +133,20 @@ def eval_ppl(task: str, model: ModelLike, steerer: Any, texts: dict[str, list[st
         logp = got.logp[:, 0].double().view(len(setups), len(pairs))
         n_tok = got.n_tokens[:, 0].double().view(len(setups), len(pairs))
         for k, (name, _) in enumerate(setups):
-            macro = float((-logp[k] / n_tok[k].clamp(min=1)).mean())
+            per_sentence = -logp[k] / n_tok[k].clamp(min=1)
+            macro = float(per_sentence.mean())
             micro = float(-logp[k].sum() / n_tok[k].sum().clamp(min=1))
             n = len(pairs)
-            rows += [_row(task, factor_text, name, lang, "ppl_macro", math.exp(macro), n),
-                     _row(task, factor_text, name, lang, "nll_macro", macro, n),
-                     _row(task, factor_text, name, lang, "ppl_micro", math.exp(micro), int(n_tok[k].sum())),
-                     _row(task, factor_text, name, lang, "nll_micro", micro, int(n_tok[k].sum()))]
+            # the bootstrap over sentences; micro: each sentence weighted by its tokens (NLL per token)
+            ma_ci = bootstrap_mean_ci(per_sentence)
+            mi_ci = bootstrap_mean_ci(per_sentence, weights=n_tok[k].clamp(min=1))
+            exp = (lambda ci: (math.exp(ci[0]), math.exp(ci[1])))  # noqa: E731 - exp is monotone
+            rows += [_row(task, factor_text, name, lang, "ppl_macro", math.exp(macro), n, exp(ma_ci), "bootstrap"),
+                     _row(task, factor_text, name, lang, "nll_macro", macro, n, ma_ci, "bootstrap"),
+                     _row(task, factor_text, name, lang, "ppl_micro", math.exp(micro), int(n_tok[k].sum()),
+                          exp(mi_ci), "bootstrap"),
+                     _row(task, factor_text, name, lang, "nll_micro", micro, int(n_tok[k].sum()), mi_ci,
+                          "bootstrap")]
     return rows
 
 
@@ -165,7 +190,7 @@ def _mt_cell(task: str, factor_text: str, name: str, lang: str, items: list[tupl
     if empty:  # never silently: an empty hypothesis is scored as an empty string
         warnings.warn(f"{task} {lang} (intervened: {name}): {empty} of {len(hyps)} outputs are empty after the cut;"
                       " they are scored as empty strings (metric empty_share)", stacklevel=3)
-    return rows + [_row(task, factor_text, name, lang, "empty_share", empty / len(hyps), len(hyps))]
+    return rows + [_share_row(task, factor_text, name, lang, "empty_share", empty, len(hyps))]
 
 
 def eval_mt(task: str, model: ModelLike, steerer: Any, pairs: dict[str, list[tuple[str, str]]],

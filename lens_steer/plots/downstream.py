@@ -53,3 +53,43 @@ def downstream_heatmap(deltas: pd.DataFrame, value: str = "delta", title: str | 
     size = max(420, 36 * max(len(rows), len(cols)) + 200)
     return _style(fig, title or "Downstream change under amplification (self-language outlined)", height=size,
                   width=size + 120)
+
+
+def downstream_values(frame: pd.DataFrame, metric: str, title: str | None = None,
+                      order: str = "family") -> go.Figure:
+    """The values themselves with their 95% intervals: per evaluation language, one bar per setting (no
+    intervention first, then each intervened language), error bars from the table's ``low`` and ``high``
+    (``interval`` says which: Wilson for accuracy, the bootstrap over sentences for perplexity; none for BLEU).
+
+    >>> f = pd.DataFrame(dict(intervened=["none", "fr"], eval_lang="fr", metric="acc", value=[0.5, 0.7],
+    ...                       low=[0.3, 0.5], high=[0.7, 0.85], n=20))
+    >>> [t.error_y.array for t in downstream_values(f, "acc").data]
+    [(0.2,), (0.15,)]
+    """
+    part = frame[frame["metric"] == metric] if "metric" in frame else frame.iloc[0:0]
+    if part.empty:
+        return _empty(title or f"{metric} per evaluation language", f"no {metric} rows")
+    langs = order_languages(list(dict.fromkeys(part["eval_lang"])), order)
+    settings = ["none", *order_languages([t for t in dict.fromkeys(part["intervened"]) if t != "none"], order)]
+    has_ci = {"low", "high"} <= set(part)
+    fig = go.Figure()
+    for name in settings:
+        mine = part[part["intervened"] == name].drop_duplicates("eval_lang").set_index("eval_lang")
+        mine = mine.reindex([c for c in langs if c in mine.index])
+        if mine.empty:
+            continue
+        value = mine["value"].astype(float)
+        error = None
+        if has_ci and mine["low"].notna().any():
+            error = dict(type="data", symmetric=False, thickness=1.2, width=4,
+                         array=[round(v, 12) for v in (mine["high"].astype(float) - value).clip(lower=0).fillna(0)],
+                         arrayminus=[round(v, 12) for v in (value - mine["low"].astype(float)).clip(lower=0).fillna(0)])
+        label = "no intervention" if name == "none" else f"{language_label(name)} amplified"
+        fig.add_trace(go.Bar(x=list(mine.index), y=value.tolist(), name=label, error_y=error,
+                             marker_color="#888" if name == "none" else None,
+                             hovertemplate=f"{label}<br>evaluated in %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="evaluation language")
+    fig.update_yaxes(title_text=metric)
+    return _style(fig, title or f"{metric} per evaluation language (95% intervals)", height=460,
+                  width=max(620, 90 * len(langs) * max(len(settings), 1) // 2 + 300))

@@ -55,20 +55,33 @@ def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | No
                 z[langs.index(s), langs.index(t)] = v
         return z
 
+    def ci_text(f: str) -> list[list[str]]:
+        """Each cell's 95% interval for the hover (one row per cell: with several, e.g. control seeds, none)."""
+        low, high = f"{metric}_low", f"{metric}_high"
+        text = [["" for _ in langs] for _ in langs]
+        if {low, high} <= set(frame):
+            mine = frame[frame["factor"] == f].groupby(["source", "target"]).filter(lambda g: len(g) == 1)
+            for _, r in mine.iterrows():
+                if r["source"] in langs and r["target"] in langs and r[low] == r[low]:
+                    text[langs.index(r["source"])][langs.index(r["target"])] = f" [{r[low]:.2f}, {r[high]:.2f}]"
+        return text
+
     grids = {f: grid(f) for f in factors}
+    texts = {f: ci_text(f) for f in factors}
     labels = [language_label(c) for c in langs]
     custom = np.dstack(np.meshgrid(labels, labels))
     first = factors[0]
     fig = go.Figure(go.Heatmap(
-        z=grids[first], x=langs, y=langs, customdata=custom, colorscale=SEQUENTIAL,
+        z=grids[first], x=langs, y=langs, customdata=custom, colorscale=SEQUENTIAL, text=texts[first],
         zmin=0 if unit else None, zmax=1 if unit else None, texttemplate="%{z:.2f}" if len(langs) <= 20 else None,
         colorbar=dict(title=dict(text=_metric_label(metric))), hoverongaps=False,
-        hovertemplate="source %{customdata[1]}<br>target %{customdata[0]}<br>" + metric + " %{z:.3f}<extra></extra>",
+        hovertemplate="source %{customdata[1]}<br>target %{customdata[0]}<br>" + metric
+                      + " %{z:.3f}%{text}<extra></extra>",
     ))
     if len(factors) > 1:
         fig.update_layout(updatemenus=[dict(
             x=1.0, xanchor="right", y=1.12, yanchor="bottom", active=0,
-            buttons=[dict(label=f, method="update", args=[{"z": [grids[f].tolist()]},
+            buttons=[dict(label=f, method="update", args=[{"z": [grids[f].tolist()], "text": [texts[f]]},
                                                           {"title.text": _lss_title(metric, f, control)}])
                      for f in factors])])
     fig.update_xaxes(title_text="target language (neurons amplified)")
@@ -112,8 +125,10 @@ def _curves(frame: pd.DataFrame, x: str, metric: str, hover_x: str, mode: str) -
     as the last, bold trace. ``hover_x`` is a plotly template for the x value (``"layer %{x}"``)."""
     fig = go.Figure()
     for t in order_languages(list(dict.fromkeys(frame["target"]))):
-        curve = frame[frame["target"] == t].groupby(x)[metric].mean().sort_index()
+        mine = frame[frame["target"] == t]
+        curve = mine.groupby(x)[metric].mean().sort_index()
         fig.add_trace(go.Scatter(x=curve.index, y=curve.values, mode=mode, name=t, opacity=0.55,
+                                 error_y=_row_error(mine, x, metric, curve),
                                  hovertemplate=f"target {language_label(t)}<br>{hover_x}<br>{metric}"
                                                " %{y:.3f}<extra></extra>"))
     xs, means, lows, highs = [], [], [], []
@@ -130,6 +145,24 @@ def _curves(frame: pd.DataFrame, x: str, metric: str, hover_x: str, mode: str) -
                              line=dict(color="black", width=3),
                              hovertemplate=f"{hover_x}<br>mean {metric} %{{y:.3f}}<extra></extra>"))
     return fig, xs
+
+
+def _row_error(rows: pd.DataFrame, x: str, metric: str, curve: pd.Series) -> dict[str, Any] | None:
+    """Error bars of one target's line from the rows' own 95% interval (``<metric>_low``, ``<metric>_high``: Wilson
+    for a share) where each point is a single row (one source, or forcing's one row per factor and target); None
+    where a point averages several rows (their intervals do not add up to the mean's: the band says that) or the
+    table has no interval columns (a run written before they existed).
+
+    >>> rows = pd.DataFrame(dict(a=[1.0, 2.0], lss=[0.5, 0.8], lss_low=[0.2, 0.5], lss_high=[0.8, 0.9]))
+    >>> [round(v, 2) for v in _row_error(rows, "a", "lss", rows.set_index("a")["lss"])["array"]]
+    [0.3, 0.1]
+    """
+    low, high = f"{metric}_low", f"{metric}_high"
+    if not {low, high} <= set(rows) or rows.groupby(x).size().max() > 1:
+        return None
+    by = rows.set_index(x).loc[curve.index]
+    return dict(type="data", symmetric=False, array=(by[high] - by[metric]).clip(lower=0).tolist(),
+                arrayminus=(by[metric] - by[low]).clip(lower=0).tolist(), thickness=1, width=3)
 
 
 def lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], family: str | None = None, metric: str = "lss",
@@ -202,15 +235,25 @@ def layer_lss_curve(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str
 
 def gain_damage(lss: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figure:
     """Per factor: mean target gain (change of logp of the target answer) against mean source damage (change of
-    logp of the source answer), with 95% intervals when ``lss.csv`` carries them. Needs the columns
+    logp of the source answer), each with whiskers: the 95% bootstrap interval of the mean over pairs. Needs the columns
     ``target_gain`` and ``source_damage``."""
     frame = _as_frame(lss)
     if frame.empty or not {"target_gain", "source_damage"} <= set(frame):
         return _empty("Target gain against source damage", "no target_gain / source_damage columns in this run")
     frame = frame[frame["layers"] == "all"]
     agg = frame.groupby("factor", sort=False)[["target_gain", "source_damage"]].mean()
+    # whiskers: the 95% bootstrap interval of each mean over the factor's pairs
+    ci = {k: [bootstrap_mean_ci(torch.tensor(frame.loc[frame["factor"] == f, k].to_numpy(dtype=float)))
+              for f in agg.index] for k in ("target_gain", "source_damage")}
+
+    def bars(k: str) -> dict[str, Any]:
+        return dict(type="data", symmetric=False, thickness=1, width=3,
+                    array=[max(hi - v, 0.0) for (_, hi), v in zip(ci[k], agg[k])],
+                    arrayminus=[max(v - lo, 0.0) for (lo, _), v in zip(ci[k], agg[k])])
+
     fig = go.Figure(go.Scatter(
         x=agg["source_damage"], y=agg["target_gain"], mode="markers+text", text=agg.index,
+        error_x=bars("source_damage"), error_y=bars("target_gain"),
         textposition="top center", marker=dict(size=12, color=[CONTROL_COLOUR if is_control(f) else
                                                                  "#1f77b4" for f in agg.index]),
         hovertemplate="%{text}<br>source damage %{x:.2f} nats<br>target gain %{y:.2f} nats<extra></extra>"))

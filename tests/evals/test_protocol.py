@@ -12,6 +12,7 @@ from helpers import SENTENCES
 from lens_steer.evals import choice_logps, eval_choice, eval_mt, eval_ppl, settings
 from lens_steer.evals.tasks import include_choice, xcopa_choice, xwinograd_choice
 from lens_steer.identification import lape
+from lens_steer.intervals import bootstrap_mean_ci, wilson_ci
 from lens_steer.recorder import RecordConfig, record
 from lens_steer.steer import Steerer, parse_factor
 
@@ -63,6 +64,10 @@ def test_eval_choice_rows_and_batch_invariance(run):
     assert a == b
     assert [(r["intervened"], r["factor"]) for r in a] == [("none", "-"), ("fr", "p_max"), ("ru", "p_max")]
     assert all(r["metric"] == "acc" and 0 <= r["value"] <= 1 and r["n"] == len(items["fr"]) for r in a)
+    n = len(items["fr"])
+    for r in a:  # accuracy: Wilson over the items, its count the number of items
+        assert r["interval"] == "wilson" and r["low"] <= r["value"] <= r["high"]
+        assert (r["low"], r["high"]) == pytest.approx(wilson_ci(round(r["value"] * n), n))
 
 
 def test_eval_ppl_equals_a_direct_computation(run):
@@ -84,6 +89,14 @@ def test_eval_ppl_equals_a_direct_computation(run):
     assert got["nll_macro"] == pytest.approx(sum(per_sentence) / len(per_sentence), rel=1e-4)
     assert got["ppl_macro"] == pytest.approx(math.exp(got["nll_macro"]), rel=1e-6)
     assert [r["n"] for r in rows if r["metric"] == "ppl_micro"] == [n_tok]
+    by = {r["metric"]: r for r in rows}
+    for r in rows:  # the bootstrap over sentences; perplexity's interval is exp of the NLL's
+        assert r["interval"] == "bootstrap" and r["low"] <= r["value"] <= r["high"], r["metric"]
+    assert by["nll_macro"]["n"] == len(texts["en"])
+    assert (by["ppl_macro"]["low"], by["ppl_macro"]["high"]) == pytest.approx(
+        (math.exp(by["nll_macro"]["low"]), math.exp(by["nll_macro"]["high"])))
+    assert (by["nll_macro"]["low"], by["nll_macro"]["high"]) == pytest.approx(
+        bootstrap_mean_ci(torch.tensor(per_sentence)), rel=1e-4)
 
 
 def test_eval_ppl_batch_invariance_under_intervention(run):
@@ -107,7 +120,8 @@ def test_eval_mt_batch_invariance_and_outputs(run):
     rows1, out1 = eval_mt("udhr-mt", model, steerer, pairs, setups, "p_max", batch_size=1, max_new_tokens=6,
                           spbleu=False)
     assert [o["hypothesis"] for o in out16] == [o["hypothesis"] for o in out1]
-    assert rows16 == rows1
+    no_nan = (lambda rows: [{k: (None if v != v else v) for k, v in r.items()} for r in rows])  # noqa: E731
+    assert no_nan(rows16) == no_nan(rows1)  # corpus metrics have no interval: NaN bounds
     assert [r["metric"] for r in rows16[:3]] == ["chrf++", "bleu", "empty_share"] and len(out16) == 6
     assert all("\n" not in o["hypothesis"] for o in out16)
 
@@ -160,6 +174,9 @@ def test_eval_mt_leading_newline_is_skipped_and_empty_outputs_are_counted(tokeni
     assert [o["empty"] for o in outputs] == [False, True]
     got = {r["metric"]: r for r in rows}
     assert got["empty_share"]["value"] == 0.5 and got["empty_share"]["n"] == 2
+    assert got["empty_share"]["interval"] == "wilson"
+    assert (got["empty_share"]["low"], got["empty_share"]["high"]) == pytest.approx(wilson_ci(1, 2))
+    assert got["bleu"]["interval"] == "" and got["bleu"]["low"] != got["bleu"]["low"]  # a corpus metric: none
     assert list(got) == ["chrf++", "bleu", "empty_share"]  # the quality metric first: the one tables and plots use
 
 
