@@ -119,7 +119,8 @@ def eval_ppl(task: str, model: ModelLike, steerer: Any, texts: dict[str, list[st
             micro = float(-logp[k].sum() / n_tok[k].sum().clamp(min=1))
             n = len(pairs)
             rows += [_row(task, factor_text, name, lang, "ppl_macro", math.exp(macro), n),
-                     _row(task, factor_text, name, lang, "nll_macro", macro, n),
+                     {**_row(task, factor_text, name, lang, "nll_macro", macro, n),  # per text: what compare pairs
+                      "per_text": (-logp[k] / n_tok[k].clamp(min=1)).tolist()},
                      _row(task, factor_text, name, lang, "ppl_micro", math.exp(micro), int(n_tok[k].sum())),
                      _row(task, factor_text, name, lang, "nll_micro", micro, int(n_tok[k].sum()))]
     return rows
