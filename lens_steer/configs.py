@@ -335,10 +335,13 @@ class CompareOptions:
     ``max_facts`` reported facts per source; ``held_out`` facts after them for the ``best`` choices (None: as many
     as reported); ``forcing_prompts`` neutral prompts per prompt language (of 3); ``seeds`` matched random draws per
     control; ``ppl_articles`` held-out UDHR paragraphs per language for the perplexity ratios. The defaults keep
-    4 languages x 10 facts with the default methods within 10 minutes on a 2-core CPU.
+    4 languages x 10 facts with the default methods within 10 minutes on a 2-core CPU. ``reference``: the method
+    the others are paired with (it must be among ``methods``; :class:`lens_steer.compare.CompareConfig` checks it).
     """
 
     methods: str = option(DEFAULT_METHODS, help="comma-separated methods")
+    reference: str = option("p_max", help="the method every other one is paired with (one of --methods): the"
+                            " difference on the same facts, prompts and texts, and a verdict")
     langs: str | None = _cloze_langs()
     cloze: str = _cloze()
     cloze_path: str | None = _cloze_path()

@@ -146,6 +146,8 @@ def run_forcing(model: ModelLike, steerer: Steerer, targets: Sequence[str], fact
                 "empty": sum(r["empty"] for _, r in got),
                 "baseline_distinct2": mean([records[i]["distinct2"] for i, _ in got]),
                 "baseline_repetition": mean([records[i]["repetition"] for i, _ in got]),
+                # per prompt (its index among the prompts): what `compare` pairs between methods (not a column)
+                "per_prompt": {i: float(r["match_strict"]) for i, r in got},
             })
     return rows, records
 

@@ -83,6 +83,9 @@ def pair_stats(base_s: Tensor, base_t: Tensor, int_s: Tensor, int_t: Tensor, ide
         "n_facts": n,
         "n_nontie": n_nontie,
         "n_ties": int((shift == 0).sum()),
+        # per fact, in the source's fact order: what `compare` pairs between methods (not a column of lss.csv)
+        "per_fact": {"lss": up.double().tolist(), "target_gain": gain.double().tolist(),
+                     "source_damage": damage.double().tolist()},
     }
 
 
@@ -254,6 +257,7 @@ class _Source:
                                                  "chance")})
             else:
                 row.update(win_stats(self.base_norm, norm[:, j], self.base, logp[:, j], si, ti))
+                row["per_fact"]["target_wins"] = (norm[:, j].argmax(dim=1) == ti).double().tolist()
             out.append(row)
         return out
 
@@ -270,6 +274,9 @@ def _mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if key in out:
             out[key] = sum(vals) / len(vals) if vals else float("nan")
     out["n_seeds"] = len(rows)
+    if len(rows) > 1 and all("per_fact" in r for r in rows):  # per fact too: the mean over seeds
+        out["per_fact"] = {k: [sum(v) / len(v) for v in zip(*(r["per_fact"][k] for r in rows))]
+                           for k in rows[0]["per_fact"] if all(k in r["per_fact"] for r in rows)}
     if len(rows) > 1:
         out["seed_lss"] = [r["lss"] for r in rows]
     return out

@@ -275,4 +275,45 @@ def format_compare(rows: Sequence[dict[str, Any]]) -> str:
                  " trigrams; ppl_s / ppl_x: UDHR perplexity"
                  " ratio against no intervention, evaluated in the steered language / in the others; sec: the method"
                  " with its choice and its control")
-    return "\n".join(lines)
+    return "\n".join(lines + paired_lines(rows))
+
+
+_VERDICT_MARK = {"better": "+", "worse": "-", "indistinguishable": "=", "reference": "R"}
+_PAIRED_SHORT = (("lss", "L"), ("target_wins", "W"), ("target_gain", "G"), ("source_damage", "D"), ("forcing", "F"),
+                 ("udhr_ppl_self", "S"), ("udhr_ppl_cross", "X"))
+
+
+def paired_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The methods against the reference (``compare.csv``'s paired columns): forcing's difference with its paired
+    95% interval, one verdict mark per metric and ``rank_first``; nothing for rows written without them.
+
+    >>> rows = [dict(method="p_max", diff_forcing=0.0, diff_forcing_low=0.0, diff_forcing_high=0.0, rank_first=0.25,
+    ...              **{f"verdict_{m}": "reference" for m, _ in _PAIRED_SHORT}),
+    ...         dict(method="diffmean*best", diff_forcing=0.12, diff_forcing_low=0.03, diff_forcing_high=0.2,
+    ...              rank_first=0.75, **{f"verdict_{m}": v for (m, _), v in zip(_PAIRED_SHORT, ["better", "worse",
+    ...              "indistinguishable", "worse", "better", "", "better"])}),
+    ...         dict(method="control:p_max", verdict_lss="")]
+    >>> for line in paired_lines(rows)[1:4]:
+    ...     print(line)
+    vs p_max               forcing (paired 95%)    L W G D F S X  first
+    p_max                  +0.00 [+0.00, +0.00]    R R R R R R R   0.25
+    diffmean*best          +0.12 [+0.03, +0.20]    + - = - + . +   0.75
+    """
+    paired = [r for r in rows if any(isinstance(r.get(f"verdict_{m}"), str) and r[f"verdict_{m}"]
+                                     for m, _ in _PAIRED_SHORT)]  # a CSV read back holds NaN where empty
+    reference = next((r["method"] for r in paired if "reference" in (r.get(f"verdict_{m}") for m, _ in _PAIRED_SHORT)),
+                     None)
+    if not paired or reference is None:
+        return []
+    head = f"{'vs ' + str(reference):<22} {'forcing (paired 95%)':<23} {' '.join(c for _, c in _PAIRED_SHORT)}  first"
+    lines = ["", head]
+    for r in paired:
+        d, lo, hi = (r.get(f"diff_forcing{k}") for k in ("", "_low", "_high"))
+        forcing = f"{_cell(d, '+.2f')} [{_cell(lo, '+.2f')}, {_cell(hi, '+.2f')}]"
+        marks = " ".join(_VERDICT_MARK.get(r.get(f"verdict_{m}"), ".") for m, _ in _PAIRED_SHORT)
+        lines.append(f"{str(r['method'])[:22]:<22} {forcing:<23} {marks} {_cell(r.get('rank_first'), '>6.2f')}")
+    lines.append("method minus reference on the same facts, prompts and texts (paired bootstrap, 95%): + better,"
+                 " - worse, = indistinguishable, R the reference, . not measured; L LSS, W target wins, G gain,"
+                 " D source damage (less is better), F forcing, S / X perplexity ratio self / cross (lower is"
+                 " better); first: share of resamples of the prompts in which the method forces best")
+    return lines

@@ -109,9 +109,9 @@ CONFIGURED = [
     ("eval", EvalConfig(task="udhr-mt", factor="p_max*2", targets="fr", eval_langs="fr,ja", data="d", limit=3,
                         positions="prompt", max_new_tokens=9, prompt="untargeted", batch_size=3, progress=False)),
     ("eval", EvalConfig(task="xcopa", join="reference")),
-    ("compare", CompareConfig(methods="p_max,diffmean*best", langs="en,fr", cloze_path="m", max_facts=4, held_out=3,
-                              forcing_tokens=5, forcing_prompts=2, seeds=2, ppl_articles=2, damage_bound=3.0,
-                              join="reference", batch_size=8, progress=False)),
+    ("compare", CompareConfig(methods="p_max,diffmean*best", reference="diffmean*best", langs="en,fr", cloze_path="m",
+                              max_facts=4, held_out=3, forcing_tokens=5, forcing_prompts=2, seeds=2, ppl_articles=2,
+                              damage_bound=3.0, join="reference", batch_size=8, progress=False)),
     ("inspect", InspectConfig(layer=1, neuron=7, top=3, langs="fr", corpus="files", corpus_path="c", split="all",
                               max_tokens=50, batch_size=2, progress=False)),
 ]

@@ -138,7 +138,7 @@ def test_config_checks_itself():
     with pytest.raises(LensSteerError, match="seeds"):
         CompareConfig(methods="p_max", seeds=0)
     assert [m.text for m in CompareConfig().parsed][:2] == ["p_max", "add:mean*best"]
-    assert isinstance(CompareConfig(methods="resid:best").parsed[0], Method)
+    assert isinstance(CompareConfig(methods="resid:best", reference="resid:best").parsed[0], Method)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_runs_without_residual_means_refuse_resid_methods(run, udhr, capsys, tmp
     from lens_steer.stats import Stats
 
     copy = tmp_path / "old"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("partial", "compare*"))
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("partial", "compare*", "folds*"))  # old: no folds
     s = Stats.load(copy)
     Stats(s.over_zero, s.n_tokens, s.n_sentences, s.act_sum, s.act_sqsum, s.sent_means, s.manifest).save(copy)
     neurons = json.loads((copy / "neurons.json").read_text())  # a run of that time named no statistics
@@ -270,8 +270,8 @@ def test_runs_without_residual_means_refuse_resid_methods(run, udhr, capsys, tmp
 
 
 def test_no_held_out_facts_is_one_line(run, udhr, capsys):
-    assert main(["compare", str(run), "--methods", "diffmean*best", "--langs", "en,fr", "--max-facts", "500",
-                 "--quiet"]) == 2
+    assert main(["compare", str(run), "--methods", "diffmean*best", "--reference", "diffmean*best", "--langs",
+                 "en,fr", "--max-facts", "500", "--quiet"]) == 2
     assert "no held-out facts" in capsys.readouterr().err
 
 
@@ -301,3 +301,116 @@ def test_compare_intervals_and_counts(compared):
     fig = run_figures(compared)["compare_methods"]
     method = next(t for t in fig.data if t.name == "p_max")
     assert method.error_y.array is not None and method.error_x.array is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Methods compared on the same items: paired differences against the reference (issue 27)
+# ---------------------------------------------------------------------------------------------------------------
+def _hand_items(lss, forcing, ppl_self):
+    """method_items-shaped cells: LSS indicators on facts of one pair, forcing on 2 targets, NLL changes on texts."""
+    return {"lss": {("en", "fr"): dict(enumerate(lss))}, "target_wins": {}, "target_gain": {},
+            "source_damage": {("en", "fr"): dict(enumerate([-x for x in lss]))},
+            "forcing": {t: dict(enumerate(forcing)) for t in ("fr", "ru")},
+            "udhr_ppl_self": {("fr", "fr"): {("fr", j): v for j, v in enumerate(ppl_self)}}, "udhr_ppl_cross": {}}
+
+
+def test_paired_columns_by_hand():
+    from lens_steer.compare import PAIRED, paired_columns
+
+    ref = _hand_items([0, 1, 0, 1, 0, 1, 0, 1], [0, 0, 1, 0], [0.1, 0.2, 0.3, 0.2])
+    up = _hand_items([1] * 8, [1, 1, 1, 1], [0.0, 0.1, 0.2, 0.1])  # better everywhere but damage (more of it)
+    got = paired_columns({"ref": ref, "same": ref, "up": up}, "ref", n_boot=500)
+    for metric in PAIRED:
+        assert got["ref"][f"verdict_{metric}"] == ("reference" if metric in ("lss", "source_damage", "forcing",
+                                                                             "udhr_ppl_self") else "")
+    assert got["same"]["diff_lss"] == 0 and got["same"]["verdict_lss"] == "indistinguishable"
+    assert got["same"]["verdict_forcing"] == "indistinguishable" and got["same"]["diff_udhr_ppl_self"] == 0
+    assert got["up"]["diff_lss"] == pytest.approx(0.5) and got["up"]["verdict_lss"] == "better"
+    assert got["up"]["diff_forcing"] == pytest.approx(0.75) and got["up"]["verdict_forcing"] == "better"
+    assert got["up"]["verdict_source_damage"] == "worse"  # damage is negative nats: lower is more damage
+    assert got["up"]["diff_udhr_ppl_self"] == pytest.approx(math.exp(0.1) - math.exp(0.2))
+    assert got["up"]["verdict_udhr_ppl_self"] == "better"  # a lower perplexity ratio
+    assert math.isnan(got["up"]["diff_target_wins"]) and got["up"]["verdict_target_wins"] == ""
+    assert sum(got[m]["rank_first"] for m in got) == pytest.approx(1.0)
+    assert got["up"]["rank_first"] > 0.9
+    assert repr(paired_columns({"ref": ref, "up": up}, "ref", n_boot=500)) == repr(paired_columns(
+        {"ref": ref, "up": up}, "ref", n_boot=500))  # a fixed seed: the same numbers every run (NaN included)
+
+
+def test_item_weights_give_the_reported_mean():
+    """Cells of unequal size (a target scored on fewer prompts): the items' weighted mean is the mean of the cells'
+    means, the number the row reports."""
+    import torch
+
+    from lens_steer.compare import item_values
+    from lens_steer.intervals import weighted_mean
+
+    cells = {"fr": {0: 1.0, 1: 0.0, 2: 0.0}, "ru": {0: 1.0, 2: float("nan")}, "ja": {}}
+    keys, values, weights = item_values(cells)
+    assert keys == [0, 1, 2]
+    assert weighted_mean(torch.tensor(values), torch.tensor(weights)) == pytest.approx((1 / 3 + 1.0) / 2)
+
+
+def test_pairing_narrows_the_interval_of_correlated_items():
+    import torch
+
+    from lens_steer.intervals import paired_bootstrap
+
+    g = torch.Generator().manual_seed(1)
+    hardness = torch.randn(40, generator=g) * 3  # items differ a lot, the same way for both methods
+    a, b = hardness + 0.5 + 0.1 * torch.randn(40, generator=g), hardness + 0.1 * torch.randn(40, generator=g)
+    diff, low, high = paired_bootstrap(a, b)
+    _, u_low, u_high = paired_bootstrap(a, b, paired=False)
+    assert diff == pytest.approx(float(a.mean() - b.mean()))
+    assert 0 < low < diff < high and high - low < (u_high - u_low) / 5
+    assert u_low < 0 < u_high  # unpaired, the same difference is lost in the items' spread
+
+
+def test_rank_first_shares():
+    import torch
+
+    from lens_steer.intervals import rank_first
+
+    values = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    shares = rank_first(values, n_boot=300)
+    assert float(shares.sum()) == pytest.approx(1.0) and float(shares[2]) > 0.9
+
+
+def test_compare_pairs_every_method_with_the_reference(compared):
+    from lens_steer.compare import PAIRED
+
+    rows = {r["method"]: r for r in _csv(compared / "compare.csv")}
+    methods = [m for m in rows if m != "none" and not m.startswith("control:")]
+    ref = rows["p_max"]
+    for metric in PAIRED:
+        assert ref[f"verdict_{metric}"] == "reference" and float(ref[f"diff_{metric}"]) == 0
+        for m in methods:
+            r = rows[m]
+            if r[f"diff_{metric}"] == "":  # a metric the method has no items for
+                continue
+            # the difference on the same items is the difference of the two rows' means
+            assert float(r[f"diff_{metric}"]) == pytest.approx(float(r[metric]) - float(ref[metric]), abs=2e-5), \
+                (m, metric)
+            assert float(r[f"diff_{metric}_low"]) <= float(r[f"diff_{metric}"]) + 1e-9
+            assert float(r[f"diff_{metric}_high"]) >= float(r[f"diff_{metric}"]) - 1e-9
+            assert r[f"verdict_{metric}"] in {"better", "worse", "indistinguishable", "reference"}
+    for m in ("none", *(m for m in rows if m.startswith("control:"))):
+        assert all(rows[m][f"diff_{x}"] == "" and rows[m][f"verdict_{x}"] == "" for x in PAIRED)
+        assert rows[m]["rank_first"] == ""
+    assert sum(float(rows[m]["rank_first"]) for m in methods) == pytest.approx(1.0, abs=1e-6)
+    assert rows["control:p_max"]["lss_seed_min"] == rows["control:p_max"]["lss"]  # one draw: no spread
+    summary = json.loads((compared / "compare_summary.json").read_text())
+    assert summary["reference"] == "p_max"
+    paired = summary["methods"]["diffmean*best"]["paired"]
+    assert paired["lss"]["diff"] == pytest.approx(float(rows["diffmean*best"]["diff_lss"]), rel=1e-5, abs=1e-9)
+    assert paired["forcing"]["verdict"] == rows["diffmean*best"]["verdict_forcing"]
+    assert summary["methods"]["p_max"]["paired"]["lss"]["verdict"] == "reference"
+
+
+def test_unknown_reference_is_one_line(run, udhr, capsys):
+    capsys.readouterr()
+    assert main(["compare", str(run), "--methods", "p_max,prompt:en", "--reference", "diffmean*best", *COMPARE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--reference diffmean*best is not among --methods (p_max, prompt:en)" in err
+    with pytest.raises(LensSteerError, match="add it to --methods"):
+        CompareConfig(methods="diffmean*best")  # the default reference, p_max, is not listed

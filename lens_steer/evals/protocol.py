@@ -142,7 +142,8 @@ def eval_ppl(task: str, model: ModelLike, steerer: Any, texts: dict[str, list[st
             mi_ci = bootstrap_mean_ci(per_sentence, weights=n_tok[k].clamp(min=1))
             exp = (lambda ci: (math.exp(ci[0]), math.exp(ci[1])))  # noqa: E731 - exp is monotone
             rows += [_row(task, factor_text, name, lang, "ppl_macro", math.exp(macro), n, exp(ma_ci), "bootstrap"),
-                     _row(task, factor_text, name, lang, "nll_macro", macro, n, ma_ci, "bootstrap"),
+                     {**_row(task, factor_text, name, lang, "nll_macro", macro, n, ma_ci, "bootstrap"),
+                      "per_text": per_sentence.tolist()},  # per text: what compare pairs
                      _row(task, factor_text, name, lang, "ppl_micro", math.exp(micro), int(n_tok[k].sum()),
                           exp(mi_ci), "bootstrap"),
                      _row(task, factor_text, name, lang, "nll_micro", micro, int(n_tok[k].sum()), mi_ci,
