@@ -315,7 +315,7 @@ def _hand_items(lss, forcing, ppl_self):
 
 
 def test_paired_columns_by_hand():
-    from lens_steer.compare import PAIRED, paired_columns
+    from lens_steer.paired import PAIRED, paired_columns
 
     ref = _hand_items([0, 1, 0, 1, 0, 1, 0, 1], [0, 0, 1, 0], [0.1, 0.2, 0.3, 0.2])
     up = _hand_items([1] * 8, [1, 1, 1, 1], [0.0, 0.1, 0.2, 0.1])  # better everywhere but damage (more of it)
@@ -342,7 +342,7 @@ def test_item_weights_give_the_reported_mean():
     means, the number the row reports."""
     import torch
 
-    from lens_steer.compare import item_values
+    from lens_steer.paired import item_values
     from lens_steer.intervals import weighted_mean
 
     cells = {"fr": {0: 1.0, 1: 0.0, 2: 0.0}, "ru": {0: 1.0, 2: float("nan")}, "ja": {}}
@@ -377,7 +377,7 @@ def test_rank_first_shares():
 
 
 def test_compare_pairs_every_method_with_the_reference(compared):
-    from lens_steer.compare import PAIRED
+    from lens_steer.paired import PAIRED
 
     rows = {r["method"]: r for r in _csv(compared / "compare.csv")}
     methods = [m for m in rows if m != "none" and not m.startswith("control:")]
