@@ -204,6 +204,8 @@ class Stats:
             save_file({"sent_means": means}, str(tmp), metadata=meta)
         if self.folds is not None:
             self.folds.save(run_dir, fingerprint)
+        else:  # a folds file left from other statistics would no longer add up to these: not kept beside them
+            (run_dir / FOLDS_FILE).unlink(missing_ok=True)
         manifest = dict(self.manifest, n_sentence_means=int(self.sent_means.shape[1]), stats_fingerprint=fingerprint)
         write_json(run_dir / MANIFEST_FILE, manifest)
 

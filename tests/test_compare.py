@@ -256,7 +256,7 @@ def test_runs_without_residual_means_refuse_resid_methods(run, udhr, capsys, tmp
     from lens_steer.stats import Stats
 
     copy = tmp_path / "old"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("partial", "compare*", "folds*"))  # old: no folds
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("partial", "compare*"))
     s = Stats.load(copy)
     Stats(s.over_zero, s.n_tokens, s.n_sentences, s.act_sum, s.act_sqsum, s.sent_means, s.manifest).save(copy)
     neurons = json.loads((copy / "neurons.json").read_text())  # a run of that time named no statistics

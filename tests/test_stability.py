@@ -66,6 +66,11 @@ def test_folds_survive_save_load_and_subset(native_model, tmp_path):
     back = Stats.load(tmp_path)
     assert torch.equal(back.folds.over_zero, stats.folds.over_zero)
     assert torch.equal(back.subset(["ru", "en"]).folds.n_tokens, stats.folds.n_tokens[:, [2, 0]])
+    # statistics saved without folds over a run that had them: the old folds go, the run still loads
+    import dataclasses
+
+    dataclasses.replace(stats, folds=None, over_zero=stats.over_zero + 1).save(tmp_path)
+    assert not (tmp_path / "folds.safetensors").exists() and Stats.load(tmp_path).folds is None
 
 
 def test_folds_of_another_run_are_refused(native_model, tmp_path):
