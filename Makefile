@@ -56,11 +56,12 @@ DEMO_PROMPT  ?= Once upon a time, in a small village near the mountains,
 EVAL_LANGS   ?= en,fr,ja,ru,sw
 EVAL_TARGETS ?= fr,ja,ru,sw
 
-# identify (18 languages) -> LSS, target wins, gain/damage, matched control and forcing per factor, and the chosen
+# identify (18 languages) -> how stable the set is (bootstrap of the folds, no model) -> LSS, target wins, gain/damage, matched control and forcing per factor, and the chosen
 # factor (lss_summary.json) -> one steered generation per target language -> UDHR perplexity
 # and translation analogs under amplification -> RUN/report.html.
 demo: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN)
+	$(VENV)/bin/lens-steer stability $(RUN) --quiet
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(DEMO_LANGS) --max-facts 10 --factors '$(DEMO_FACTORS)' \
 	  --forcing --forcing-tokens 20
 	$(VENV)/bin/lens-steer steer $(RUN) --to fr,ja,ru,vi,sw --factor p_max '$(DEMO_PROMPT)'
@@ -79,6 +80,7 @@ COMPARE_LANGS   ?= en,fr,ja,sw
 COMPARE_METHODS ?= p_max,add:mean*best,diffmean*best,resid:best,prompt:en,prompt:native
 figures: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN) --quiet
+	$(VENV)/bin/lens-steer stability $(RUN) --quiet
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(FIG_LANGS) --max-facts 10 --factors '$(FIG_FACTORS)' \
 	  --per-layer p_max --quiet
 	$(VENV)/bin/lens-steer compare $(RUN) --langs $(COMPARE_LANGS) --max-facts 10 --methods '$(COMPARE_METHODS)' --quiet

@@ -37,6 +37,8 @@ _LAZY = {
     **dict.fromkeys(("RecordConfig", "record"), "lens_steer.recorder"),
     "Run": "lens_steer.run",
     **dict.fromkeys(("Stats", "merge_stats", "read_manifest"), "lens_steer.stats"),
+    "Folds": "lens_steer.folds",
+    **dict.fromkeys(("StabilityConfig", "stability_for_run", "jaccard"), "lens_steer.stability"),
     # Corpora import datasets; transformers is imported by load_model itself.
     **dict.fromkeys(("corpus_description", "load_corpus"), "lens_steer.corpora"),
     **dict.fromkeys(("LANGUAGES", "parse_languages"), "lens_steer.languages"),
