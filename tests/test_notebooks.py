@@ -156,6 +156,9 @@ def test_notebook_runs(name: str, run_dir: Path, tmp_path: Path) -> None:
         assert m and int(m.group(1)) >= int(m.group(2)) > 0, text
         assert "ja Japanese" in text
         assert (run_dir / "stats.safetensors").exists() and (run_dir / "neurons.json").exists()
+        stability = outputs(nb, "stability")[-1]["data"]["text/plain"]
+        assert "jaccard_mean" in stability and "split_half_jaccard" in stability, stability
+        assert (run_dir / "stability.csv").exists() and (run_dir / "stability.safetensors").exists()
     elif name == "02_steering_and_lss":
         table = outputs(nb, "next-token")[-1]["data"]["text/plain"]
         assert "ja p_max" in table and "none" in table
@@ -182,6 +185,9 @@ def test_notebook_runs(name: str, run_dir: Path, tmp_path: Path) -> None:
             assert method in table, table
         frame = read_table(run_dir / "compare.csv")
         assert tuple(frame.columns) == (*COMPARE_COLUMNS, "run_fingerprint") and len(frame) == 9
+        verdicts = outputs(nb, "verdicts")[-1]["data"]["text/plain"]
+        assert "rank_first" in verdicts and "reference" in verdicts, verdicts  # p_max's own row
+        assert re.search(r"\] (better|worse|indistinguishable)", verdicts), verdicts
         choices = text_of(nb, "choices")
         assert re.search(r"diffmean\*best: chose diffmean\*\d+ on held-out facts", choices), choices
         assert re.search(r"resid:best: chose resid:\d+\*\d+ on held-out facts", choices), choices
