@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks import bench  # noqa: E402
+from benchmarks import recording, workload  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,26 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.langs = args.langs or (bench.TINY_LANGS if args.model == "tiny" else bench.DEFAULT_LANGS)
-    path = bench.resolve_model(args)
-    bridge = bench.load_bridge(path, args)
-    texts = bench.load_texts(args)
-    config = bench.record_config(args)
+    args.langs = args.langs or (workload.TINY_LANGS if args.model == "tiny" else workload.DEFAULT_LANGS)
+    path = workload.resolve_model(args)
+    bridge = workload.load_bridge(path, args)
+    texts = workload.load_texts(args)
+    config = workload.record_config(args)
     from lens_steer.recorder import record
 
-    batches, stats = bench.capture_batches(bridge, texts, config)  # also the warm-up
+    batches, stats = recording.capture_batches(bridge, texts, config)  # also the warm-up
     if args.what == "record":
         def fn():
             return record(bridge, texts, config=config, progress=False)
     elif args.what == "bridge":
         def fn():
-            return bench.bridge_forward(bridge, batches, args.device)
+            return recording.bridge_forward(bridge, batches, args.device)
     elif args.what == "forward":
-        hf = bench.load_plain_hf(path, bridge, args.device)
-        bench.plain_forward(hf, batches[:1], args.device)
+        hf = workload.load_plain_hf(path, bridge, args.device)
+        recording.plain_forward(hf, batches[:1], args.device)
 
         def fn():
-            return bench.plain_forward(hf, batches, args.device)
+            return recording.plain_forward(hf, batches, args.device)
     else:
         from lens_steer.cloze import load_cloze
         from lens_steer.identification import lape, top_k_by_probability
