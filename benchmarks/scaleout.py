@@ -70,4 +70,7 @@ def _timed_cli(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 
 def _same_neurons(a: Path, b: Path) -> bool:
-    return json.loads((a / "neurons.json").read_text())["neurons"] == json.loads((b / "neurons.json").read_text())["neurons"]
+    def read(run: Path) -> dict:
+        return json.loads((run / "neurons.json").read_text())["neurons"]
+
+    return read(a) == read(b)

@@ -14,13 +14,15 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P3_lss_speedup_vs_batch1": (">=", 8.0, "x", "LSS triples/s, lens_steer batched / batch-1 full-logits loop"),
     "P4_rss_growth_4x": ("<=", 1.05, "x", "peak RSS recording a 4x corpus / peak RSS recording the 1x corpus"),
     "P5_demo_seconds": ("<=", 900.0, "s", "`make demo` wall time after set-up"),
-    "P6_torchrun_2_over_1": ("<=", 1.10, "x", "identify wall: torchrun 2 gloo ranks x 1 thread / 1 process x 2 threads"),
+    "P6_torchrun_2_over_1": ("<=", 1.10, "x",
+                             "identify wall: torchrun 2 gloo ranks x 1 thread / 1 process x 2 threads"),
     "P6_merge_share": ("<=", 0.02, "x", "P6: merging the ranks' parts / the 2-rank identify wall time"),
     "P7_record_bf16_over_forward": ("<=", 1.05, "x", "GPU, bf16: recording time / plain HF forward without logits"),
     "P7_lss_over_forward": ("<=", 1.25, "x", "GPU, bf16: LSS time / plain HF forward of the same scoring batches"),
     # Measurements without a target (op "-"): what the --attention choice costs and saves.
     "P8_sdpa_over_eager_seconds": ("-", 0.0, "x", "recording long rows: --attention sdpa / eager, time"),
-    "P8_sdpa_over_eager_peak": ("-", 0.0, "x", "recording long rows: --attention sdpa / eager, peak memory above the model"),
+    "P8_sdpa_over_eager_peak": ("-", 0.0, "x",
+                                "recording long rows: --attention sdpa / eager, peak memory above the model"),
 }
 
 
