@@ -176,7 +176,8 @@ COMMANDS: dict[str, tuple[str, Any]] = {
               "Print the baseline and steered greedy continuations of PROMPT with the language detected for each, and"
               " append them to RUN_DIR/generations.jsonl."),
     "forcing": ("language-forcing success of every target and factor on neutral prompts",
-                "Continue neutral prompts (en, fr, id, ru, ja; written by lens_steer) greedily under the intervention"
+                "Continue neutral prompts (--forcing-prompts per run language: text starts of the UDHR's evaluation"
+                " split, or the hand-written ones in en, fr, id, ru, ja) greedily under the intervention"
                 " for every target language and factor, detect the output language, and write RUN_DIR/forcing.csv"
                 " (success = share of outputs detected as the target) plus the generations to"
                 " RUN_DIR/generations.jsonl."),

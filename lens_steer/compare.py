@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import re
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +45,8 @@ from lens_steer.configs import DEFAULT_METHODS, CompareOptions  # noqa: F401 - D
 from lens_steer.errors import LensSteerError
 from lens_steer.lid import get_detector
 from lens_steer.factors import Factor, PromptInstruction, ResidualShift, parse_factor
-from lens_steer.paired import PAIRED_COLUMNS, add_paired, check_reference, method_items, seed_spread
+from lens_steer.paired import PAIRED_COLUMNS, add_paired, check_reference, method_items, seed_spread, split_spread
+from lens_steer.prompts import forcing_prompts
 from lens_steer.run import COMPARE_CSV, COMPARE_SUMMARY, writes
 
 BEST_ALPHAS: dict[str, tuple[float, ...]] = {
@@ -350,13 +353,21 @@ class CompareResult:
     files: list[Any]
 
 
-def split_facts(facts: dict[str, list[Any]], n_report: int, n_held: int) -> tuple[dict[str, list[Any]],
-                                                                                   dict[str, list[Any]]]:
+def split_facts(facts: dict[str, list[Any]], n_report: int, n_held: int,
+                seed: int = 0) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """Per source, the first ``n_report`` facts (reported) and the ``n_held`` after them (held out for choices).
+    ``seed`` s > 0 shuffles each source's facts first (``random.Random(s * 1000003 + crc32(source))``, the same
+    on every machine); seed 0 keeps the cloze's order.
 
     >>> split_facts({"en": list(range(5))}, 2, 2)
     ({'en': [0, 1]}, {'en': [2, 3]})
+    >>> split_facts({"en": list(range(5))}, 2, 2, seed=1) == split_facts({"en": list(range(5))}, 2, 2, seed=1)
+    True
     """
+    if seed:
+        facts = {s: list(v) for s, v in facts.items()}
+        for s, v in facts.items():
+            random.Random(seed * 1_000_003 + zlib.crc32(s.encode())).shuffle(v)
     return ({s: v[:n_report] for s, v in facts.items()}, {s: v[n_report:n_report + n_held] for s, v in facts.items()})
 
 
@@ -388,14 +399,17 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
     if isinstance(recorded.get("n_layers"), int):  # a layer out of range fails before any data or model loads
         check_method_layers(methods, recorded["n_layers"])
     cloze, every = cloze_facts(config.cloze, langs, config.cloze_path)
-    reported, held = split_facts(every, config.max_facts, config.held_out or config.max_facts)
+    # seed s: the fact split s (seed 0: the cloze's order); every split has the same sizes
+    splits = [split_facts(every, config.max_facts, config.held_out or config.max_facts, s) for s in range(config.seeds)]
+    reported, held = splits[0]
     choosers = [m for m in methods if m.chooses]
     if choosers and not any(held.values()):
         raise LensSteerError(f"no held-out facts to choose {choosers[0].text} on: the cloze has at most"
                              f" {max(map(len, every.values()), default=0)} facts per language; lower --max-facts")
     if any(m.kind == "resid" for m in methods):
         stats.resid_mean()  # a run recorded before residual means existed: one line, before the model loads
-    bench = _Bench(run, config, langs, reported, held, detector, load)
+    prompts = forcing_prompts(langs, config.forcing_prompts, config.forcing_bank)  # a bad N: before the model loads
+    bench = _Bench(run, config, langs, splits, prompts, detector, load)
     check_method_layers(methods, bench.n_layers)  # a manifest without the layer count: before any scoring
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
@@ -414,27 +428,29 @@ class _Bench:
     """What every method of one comparison is measured on: the model, the fact sets with their baselines kept
     (scored once for all methods: the same numbers), the neutral prompts and the perplexity texts and baseline."""
 
-    def __init__(self, run: Any, config: CompareConfig, langs: list[str], reported: dict[str, Any],
-                 held: dict[str, Any], detector: Any, load: Any):
+    def __init__(self, run: Any, config: CompareConfig, langs: list[str], splits: list[tuple[dict[str, Any], ...]],
+                 prompts: dict[str, list[str]], detector: Any, load: Any):
         # deferred: torch; compare stays torch-free at import for the CLI (and its tests patch these modules' names)
         from lens_steer.distributed import current
         from lens_steer.evals import eval_ppl, settings
         from lens_steer.evals.data import load_udhr_eval
-        from lens_steer.forcing import NEUTRAL_PROMPTS
         from lens_steer.steer import Steerer
 
-        self.config, self.langs, self.reported, self.held, self.detector = config, langs, reported, held, detector
+        self.config, self.langs, self.detector, self.splits = config, langs, detector, splits
+        self.reported, self.held = splits[0]
         self.neurons, self.stats = run.neurons(), run.stats()
         self.texts = load_udhr_eval(langs, limit=config.ppl_articles)
         self.targets = self.neurons.steerable(langs)
-        self.prompts = {s: ps[:config.forcing_prompts] for s, ps in NEUTRAL_PROMPTS.items()}
+        self.prompts = prompts
+        self.forcing_base: list[str] | None = None  # the unsteered continuations: generated once for all methods
         self.model = run.model(load)
         self.n_layers = self.model.site.n_layers
         self.steerer = Steerer(self.model, self.neurons, self.stats)
         self.world = current()
         self.progress = config.progress and self.world.main
-        self.held_base: dict[str, Any] = {}
-        self.reported_base: dict[str, Any] = {}
+        # per split, the kept baselines of its held-out and reported facts (seed 0's are held_base, reported_base)
+        self.bases: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {}) for _ in splits]
+        self.held_base, self.reported_base = self.bases[0]
         # The perplexity baseline once; each method's settings are then only its intervened ones.
         self.base_ppl = eval_ppl("udhr-ppl", self.model, self.steerer, self.texts, settings(None, self.targets), "-",
                                  batch_size=config.forcing_batch_size)
@@ -466,16 +482,20 @@ class _Bench:
         control = control_of(factor)
         factors = [factor] + ([control] if control is not None else [])
         lss_rows = self.lss(self.reported, factors, config.seeds, self.reported_base)
-        forcing_rows, _ = run_forcing(self.model, self.steerer, self.targets, factors, self.detector,
-                                      prompts=self.prompts, max_new_tokens=config.forcing_tokens,
-                                      batch_size=config.forcing_batch_size)
+        forcing_rows, records = run_forcing(self.model, self.steerer, self.targets, factors, self.detector,
+                                            prompts=self.prompts, max_new_tokens=config.forcing_tokens,
+                                            batch_size=config.forcing_batch_size, baseline=self.forcing_base)
+        if self.forcing_base is None:
+            self.forcing_base = [r["text"] for r in records if r["steered"] is False]
         entries = summarise(lss_rows, factors, forcing=forcing_rows, damage_bound=config.damage_bound)["factors"]
         ppl = {f.text: self.ppl(f) for f in factors}
         detail["seconds"] = seconds = time.perf_counter() - start
         if self.baseline is None:
             self.baseline = baseline_row(entries[factor.text], [r for r in forcing_rows if r["factor"] == factor.text])
         note = "" if control is not None else "no control in the grammar for this kind"
+        detail["seeds"] = self.resplit(method, factor, entries[factor.text])
         rows = [method_row(method.text, factor, method.chosen, entries[factor.text], ppl[factor.text], seconds, note)]
+        rows[0].update(split_spread(detail["seeds"]))
         if control is not None:
             rows.append(method_row(f"control:{method.text}", control, method.chosen, entries[control.text],
                                    ppl[control.text], float("nan"), f"seeds: {config.seeds}"))
@@ -483,6 +503,28 @@ class _Bench:
         self.items[method.text] = method_items(factor.text, lss_rows, forcing_rows,
                                                self.base_ppl + self.ppl_rows[factor.text])
         return rows, detail
+
+    def resplit(self, method: Method, factor: Factor, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """The method's mean LSS and target wins on each fact split of ``--seeds``: seed 0's are ``entry`` (the
+        reported numbers); seed s > 0 chooses again on its held-out facts (a ``best`` method) and scores the factor
+        chosen on its reported facts. Only LSS scoring: forcing and perplexity are measured for seed 0's factor."""
+        from lens_steer.choice import summarise  # deferred: torch
+
+        def one(s: int, f: Factor, e: dict[str, Any]) -> dict[str, Any]:
+            return {"seed": s, "factor": f.text, "lss": e.get("mean_lss", float("nan")),
+                    "target_wins": e.get("target_wins", float("nan")), "n_pairs": e.get("n_pairs", 0)}
+
+        out = [one(0, factor, entry)]
+        for s in range(1, len(self.splits)):
+            (reported, held), (held_base, reported_base) = self.splits[s], self.bases[s]
+            chosen = factor
+            if method.chooses:
+                chosen, _, _ = search(method, self.n_layers, lambda fs: self.lss(held, fs, 1, held_base),
+                                      self.config.damage_bound)
+            rows = self.lss(reported, [chosen], 1, reported_base)
+            entries = summarise(rows, [chosen], damage_bound=self.config.damage_bound)["factors"]
+            out.append(one(s, chosen, entries[chosen.text]))
+        return out
 
     def ppl(self, factor: Factor) -> dict[str, float]:
         from lens_steer.evals import eval_ppl, settings  # deferred: torch (and late: tests patch evals.eval_ppl)
@@ -498,6 +540,7 @@ class _Bench:
                 "n_facts": {s: len(v) for s, v in self.reported.items()},
                 "n_held_out": {s: len(v) for s, v in self.held.items()}, "seeds": config.seeds,
                 "forcing_tokens": config.forcing_tokens, "forcing_prompts": sum(map(len, self.prompts.values())),
+                "forcing_bank": config.forcing_bank, "prompts": self.prompts,
                 "ppl_articles": config.ppl_articles, "damage_bound": config.damage_bound,
                 "best_alphas": {k: list(v) for k, v in BEST_ALPHAS.items()}, "layer_stride": LAYER_STRIDE,
                 "methods": details, "model": self.model.placement(), "world_size": self.world.size}

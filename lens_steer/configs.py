@@ -23,6 +23,7 @@ from lens_steer.languages import JOINS
 from lens_steer.lid import get_detector
 from lens_steer.models.embedded import EMBEDDED_MODEL
 from lens_steer.options import option, positive_int, rate
+from lens_steer.prompts import BANKS, check_prompts
 
 SITES = ("act", "post")
 """Where a neuron's value is read (:class:`RecordConfig`)."""
@@ -83,6 +84,18 @@ def _join() -> Any:
     return option("auto", choices=JOINS, help="prompt/answer separator: auto = one space iff the prompt's language"
                   " writes spaces (the same for every answer of a prompt); reference = always one space, as the"
                   " authors' code")
+
+
+def _forcing_prompts(default: int, langs: str) -> Any:
+    # No argparse type: 0 or a negative number is checked by prompts.check_prompts, as a one-line error.
+    return option(default, type=int, metavar="N", help=f"neutral prompts per prompt language ({langs}), the first N"
+                  " of --forcing-bank's bank: udhr >= 40 per language, handwritten 3")
+
+
+def _forcing_bank() -> Any:
+    return option("udhr", choices=BANKS, help="where the neutral prompts come from: udhr (text starts of the UDHR's"
+                  " evaluation split, articles 25-30, in every prompt language) or handwritten (3 story prompts"
+                  " each in en, fr, id, ru, ja)")
 
 
 def _cloze_langs() -> Any:
@@ -292,6 +305,8 @@ class ForcingConfig:
     detector: str = _detector()
     max_new_tokens: int = option(30, type=positive_int, help="new tokens per greedy continuation")
     batch_size: int = _batch_size(16, "prompts")
+    forcing_prompts: int = _forcing_prompts(3, "every run language")
+    forcing_bank: str = _forcing_bank()
     progress: bool = _progress()
     chat_template: bool = _chat_template()
     parsed: list[Factor] = field(init=False, repr=False, compare=False)
@@ -299,6 +314,7 @@ class ForcingConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "parsed", parse_factors(self.factors))
         get_detector(self.detector)
+        check_prompts(self.forcing_prompts, self.forcing_bank)
 
 
 # ---- eval and compare: their checks need the stage's own machinery (see the module docstring) ----
@@ -333,8 +349,10 @@ class CompareOptions:
     parses those): a bad detector or size fails before any model work.
 
     ``max_facts`` reported facts per source; ``held_out`` facts after them for the ``best`` choices (None: as many
-    as reported); ``forcing_prompts`` neutral prompts per prompt language (of 3); ``seeds`` matched random draws per
-    control; ``ppl_articles`` held-out UDHR paragraphs per language for the perplexity ratios. The defaults keep
+    as reported); ``forcing_prompts`` neutral prompts per prompt language (the compared languages), the first N of
+    ``forcing_bank``'s bank (:mod:`lens_steer.prompts`); ``seeds`` fact splits (seed 0: the facts in cloze order;
+    seed s: each source's facts shuffled with seed s before the split) and matched random draws per control;
+    ``ppl_articles`` held-out UDHR paragraphs per language for the perplexity ratios. The defaults keep
     4 languages x 10 facts with the default methods within 10 minutes on a 2-core CPU. ``reference``: the method
     the others are paired with (it must be among ``methods``; :class:`lens_steer.compare.CompareConfig` checks it).
     """
@@ -349,9 +367,12 @@ class CompareOptions:
     held_out: int | None = option(None, flag="--held-out-facts", type=positive_int, help="facts after the reported"
                                   " ones on which best choices are made (default: as many as reported)")
     forcing_tokens: int = option(20, type=positive_int, help="new tokens per greedy forcing continuation")
-    forcing_prompts: int = option(1, type=positive_int, help="neutral prompts per prompt language (en, fr, id, ru,"
-                                  " ja; at most 3)")
-    seeds: int = option(1, type=positive_int, help="matched random draws per control")
+    forcing_prompts: int = _forcing_prompts(2, "the compared languages")
+    forcing_bank: str = _forcing_bank()
+    seeds: int = option(1, type=positive_int, help="fact splits (seed 0: the first --max-facts facts are reported;"
+                        " seed s: each source's facts shuffled with seed s first), each method's LSS and target wins"
+                        " per split -> lss_seed_min/max, target_wins_seed_min/max; and matched random draws per"
+                        " control")
     ppl_articles: int = option(1, type=positive_int, help="held-out UDHR paragraphs per language for the perplexity"
                                " ratios")
     damage_bound: float = option(DAMAGE_BOUND, type=float, help="best choices: the largest mean source damage in"
@@ -364,7 +385,8 @@ class CompareOptions:
 
     def __post_init__(self) -> None:
         get_detector(self.detector)
-        for name in ("max_facts", "forcing_tokens", "forcing_prompts", "seeds", "ppl_articles"):
+        check_prompts(self.forcing_prompts, self.forcing_bank)
+        for name in ("max_facts", "forcing_tokens", "seeds", "ppl_articles"):
             if getattr(self, name) < 1:
                 raise LensSteerError(f"{name.replace('_', '-')} must be >= 1, not {getattr(self, name)}")
         if self.held_out is not None and self.held_out < 1:

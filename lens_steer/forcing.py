@@ -1,6 +1,7 @@
 """Language forcing: does amplifying language t make the model *write* in t?
 
-Neutral prompts (written by us, in several source languages) are continued greedily with and without the
+Neutral prompts in several source languages (:mod:`lens_steer.prompts`: text starts of the UDHR's evaluation split
+in every run language, or the ones we wrote) are continued greedily with and without the
 intervention for every target t; the language of each continuation is detected (:mod:`lens_steer.lid`). Forcing
 success is the fraction of steered outputs detected as t (CLaS-Bench's language-forcing success); an undetected
 output counts as a miss. Indonesian/Malay are reported strict and lenient. An output that is only whitespace
@@ -25,24 +26,12 @@ from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.intervals import bootstrap_mean_ci, wilson_share
 from lens_steer.lid import Detector, get_detector, matches
 from lens_steer.models import LoadConfig, ModelLike, has_chat_template
+from lens_steer.prompts import HANDWRITTEN, forcing_prompts
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run, writes
 from lens_steer.steer import Steerer
 
-NEUTRAL_PROMPTS: dict[str, tuple[str, ...]] = {
-    "en": ("Once upon a time, in a small village near the mountains,",
-           "The best way to spend a quiet Sunday morning is",
-           "My grandmother always told me that"),
-    "fr": ("Il était une fois, dans un petit village près des montagnes,",
-           "La meilleure façon de passer un dimanche matin tranquille, c'est",
-           "Ma grand-mère me disait toujours que"),
-    "id": ("Pada suatu hari, di sebuah desa kecil dekat pegunungan,",
-           "Cara terbaik menghabiskan Minggu pagi yang tenang adalah",
-           "Nenek saya selalu berkata bahwa"),
-    "ru": ("Однажды в маленькой деревне у подножия гор",
-           "Лучший способ провести тихое воскресное утро —",
-           "Моя бабушка всегда говорила, что"),
-    "ja": ("昔々、山のふもとの小さな村に", "静かな日曜日の朝の一番いい過ごし方は", "祖母はいつも私に"),
-}
+NEUTRAL_PROMPTS = HANDWRITTEN
+"""The hand-written prompts (``--forcing-bank handwritten``; ``lss --forcing`` continues them all)."""
 # n: the generations behind the row. Shares of generations have their Wilson 95% interval right after them; the
 # mean distinct2 and repetition of the steered texts their bootstrap interval over the generations.
 FORCING_COLUMNS = ("factor", "target", "n", "forcing_strict", "forcing_strict_low", "forcing_strict_high",
@@ -103,18 +92,20 @@ def append_generations(run_dir: str | Path, records: Sequence[dict[str, Any]]) -
 
 def run_forcing(model: ModelLike, steerer: Steerer, targets: Sequence[str], factors: Sequence[Factor], detector: Detector,
                 *, prompts: dict[str, Sequence[str]] | None = None, max_new_tokens: int = 30,
-                batch_size: int = 16, progress: bool = False,
-                chat: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                batch_size: int = 16, progress: bool = False, chat: bool = False,
+                baseline: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Forcing success per (factor, target) over neutral prompts whose source language is not the target
-    (``chat``: each prompt as the user turn of the tokenizer's chat template).
+    (``chat``: each prompt as the user turn of the tokenizer's chat template). ``baseline``: the unsteered
+    continuations of the same prompts from an earlier call (the first records' texts), not generated again.
 
     Returns:
         ``(rows, records)``: the ``forcing.csv`` rows and the ``generations.jsonl`` records.
     """
     prompts = prompts or NEUTRAL_PROMPTS
     flat = [(s, p) for s, ps in prompts.items() for p in ps]
-    baseline = greedy_generate(model, [p for _, p in flat], max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               split=True, chat=chat)
+    if baseline is None or len(baseline) != len(flat):
+        baseline = greedy_generate(model, [p for _, p in flat], max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, split=True, chat=chat)
     records = [generation_record("forcing", p, text, detector, target=None, factor=None, source=s, steered=False)
                for (s, p), text in zip(flat, baseline)]
     base_lang = [r["detected"] for r in records]
@@ -167,13 +158,17 @@ class ForcingResult:
 
 @writes("forcing")
 def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | None = None) -> ForcingResult:
-    """Language forcing of a run directory: writes ``forcing.csv`` and appends the generations."""
+    """Language forcing of a run directory: writes ``forcing.csv`` and appends the generations (each with its
+    prompt and source language). The prompts: ``config.forcing_prompts`` per run language from
+    ``config.forcing_bank`` (:func:`lens_steer.prompts.forcing_prompts`)."""
     neurons = run.neurons()
     targets, skipped = neurons.targets(config.targets, strict=False)
     check_before_loading(run, config.parsed, chat_template=config.chat_template)
+    # every run language is a source: the first --forcing-prompts of its bank (a bad N fails before the model loads)
+    prompts = forcing_prompts(neurons.languages, config.forcing_prompts, config.forcing_bank)
     model = run.model(load)
     rows, records = run_forcing(model, Steerer(model, neurons, run.stats()), targets, config.parsed,
-                                get_detector(config.detector), max_new_tokens=config.max_new_tokens,
+                                get_detector(config.detector), prompts=prompts, max_new_tokens=config.max_new_tokens,
                                 batch_size=config.batch_size, progress=config.progress and current().main,
                                 chat=config.chat_template)
     files = [write_forcing(run.path, rows), append_generations(run.path, records)]

@@ -22,10 +22,11 @@ PAIRED: dict[str, bool] = {"lss": True, "target_wins": True, "target_gain": True
 """The metrics each method is paired with the reference on, and whether higher is better (``source_damage`` is
 ``logp(o_s)`` steered minus unsteered, negative nats: higher is less damage; a perplexity ratio: lower is better)."""
 PAIRED_COLUMNS = (*(c for m in PAIRED for c in (f"diff_{m}", f"diff_{m}_low", f"diff_{m}_high", f"verdict_{m}")),
-                  "rank_first", "lss_seed_min", "lss_seed_max")
+                  "rank_first", "lss_seed_min", "lss_seed_max", "target_wins_seed_min", "target_wins_seed_max")
 """``compare.csv``'s paired columns (method minus reference on the same items, a paired-bootstrap 95% interval, the
-verdict), ``rank_first`` (share of resamples of the prompts where the method forces best) and the controls' spread
-of LSS across their ``--seeds`` draws; placed before ``seconds``."""
+verdict), ``rank_first`` (share of resamples of the prompts where the method forces best) and the spread across
+``--seeds``: a method's LSS and target wins over the fact splits (:func:`split_spread`), a control's LSS over its
+random draws (:func:`seed_spread`); placed before ``seconds``."""
 
 
 def check_reference(reference: str, methods: Sequence[str]) -> None:
@@ -164,3 +165,19 @@ def seed_spread(entry: dict[str, Any]) -> dict[str, float]:
     """
     lss = entry.get("mean_lss", float("nan"))
     return {"lss_seed_min": entry.get("seed_min", lss), "lss_seed_max": entry.get("seed_max", lss)}
+
+
+def split_spread(per_seed: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """A method's spread across the fact splits of ``--seeds`` (``per_seed``: one ``{"lss", "target_wins"}`` per
+    split, seed 0 first): the lowest and highest split's mean LSS and target wins, next to the within-run intervals.
+    NaN values (a split without scored pairs) are left out.
+
+    >>> split_spread([{"lss": 0.5, "target_wins": 0.2}, {"lss": 0.7, "target_wins": 0.1}])
+    {'lss_seed_min': 0.5, 'lss_seed_max': 0.7, 'target_wins_seed_min': 0.1, 'target_wins_seed_max': 0.2}
+    """
+    out: dict[str, float] = {}
+    for key in ("lss", "target_wins"):
+        values = [s[key] for s in per_seed if s.get(key, float("nan")) == s.get(key, float("nan"))]
+        out[f"{key}_seed_min"] = min(values) if values else float("nan")
+        out[f"{key}_seed_max"] = max(values) if values else float("nan")
+    return out

@@ -71,3 +71,14 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     if request.node.get_closest_marker("slow") or request.node.get_closest_marker("udhr"):
         return
     monkeypatch.setenv("LENS_STEER_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _invented_udhr_prompts(monkeypatch: pytest.MonkeyPatch, request) -> None:
+    """The forcing prompt bank reads an invented declaration (helpers.udhr_like_units), never the network; the tests
+    marked to use the real embedded material read the real one."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("udhr"):
+        return
+    from lens_steer import prompts
+
+    monkeypatch.setattr(prompts, "udhr_units", helpers.udhr_like_units)

@@ -201,3 +201,30 @@ def logits_to_keep_spy(model) -> Iterator[list]:
         yield seen
     finally:
         del model.forward
+
+
+_GARDEN = ("gardener", "water", "seed", "bed", "fence", "path", "harvest", "compost", "shade", "root", "leaf", "gate")
+_KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねの"
+
+
+def udhr_like_units(lang: str):
+    """An invented declaration in the shape :func:`lens_steer.corpora.udhr.udhr_units` returns (not the UDHR):
+    the preamble and articles 1-30, 3 paragraphs each, 2 sentences per paragraph of 3 clauses, every clause
+    distinct (it names its article, paragraph and sentence) and prefixed with the language code; CJK-like text
+    without spaces for the languages written without them."""
+    from lens_steer.corpora.udhr import Paragraph
+    from lens_steer.languages import writes_spaces
+
+    def clause(a: int, p: int, s: int, c: int) -> str:
+        if not writes_spaces(lang):
+            return f"第{a}条{p}{s}{c}" + "".join(_KANA[(a * 7 + p * 5 + s * 3 + c + k) % len(_KANA)] for k in range(9))
+        words = [f"{_GARDEN[(a + p + s + c + k) % len(_GARDEN)]}{a}" for k in range(6)]  # every piece names a
+        return f"{lang} rule {a} part {p} line {s} clause {c} " + " ".join(words)
+
+    comma, stop = (",", ".") if writes_spaces(lang) else ("、", "。")
+    units = []
+    for a in range(31):
+        for p in range(3):
+            text = " ".join(f"{comma} ".join(clause(a, p, s, c) for c in range(3)) + stop for s in range(2))
+            units.append(Paragraph(a, p, text))
+    return units

@@ -63,7 +63,13 @@ def test_forcing_cli(run, capsys):
     assert "skipping ru" in captured.err and "mean forcing success" in captured.out
     rows = list(csv.DictReader((run / "forcing.csv").open()))
     assert {r["target"] for r in rows} == {"en", "fr"}
-    assert all(int(r["n"]) == 12 for r in rows)  # 15 neutral prompts minus the 3 in the target language
+    assert all(int(r["n"]) == 6 for r in rows)  # 3 prompts in each of the other 2 run languages (en, fr, ru)
+    from lens_steer.prompts import forcing_prompts
+
+    bank = forcing_prompts(["en", "fr", "ru"], 3)  # the generations record which prompts ran, and in which language
+    lines = [json.loads(line) for line in (run / "generations.jsonl").open()]
+    steered = [g for g in lines if g["kind"] == "forcing" and g["steered"]]
+    assert steered and all(g["prompt"] in bank[g["source"]] and g["source"] != g["target"] for g in steered)
     from lens_steer.forcing import FORCING_COLUMNS
     from lens_steer.intervals import wilson_ci
 
@@ -72,9 +78,29 @@ def test_forcing_cli(run, capsys):
             i = FORCING_COLUMNS.index(key)
             assert FORCING_COLUMNS[i + 1:i + 3] == (f"{key}_low", f"{key}_high")
             assert (float(r[f"{key}_low"]), float(r[f"{key}_high"])) == pytest.approx(
-                wilson_ci(float(r[key]) * 12, 12), abs=1e-5)
+                wilson_ci(float(r[key]) * 6, 6), abs=1e-5)
         for key in ("forcing_strict", "forcing_lenient", "baseline_strict", "distinct2", "repetition"):
             assert float(r[f"{key}_low"]) - 1e-5 <= float(r[key]) <= float(r[f"{key}_high"]) + 1e-5
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--forcing-prompts", "0"], "error: --forcing-prompts must be >= 1, not 0"),
+    (["--forcing-prompts", "-2"], "error: --forcing-prompts must be >= 1, not -2"),
+    (["--forcing-prompts", "500"], "error: --forcing-prompts 500: the udhr bank has"),
+    (["--forcing-bank", "handwritten", "--forcing-prompts", "4"], "the handwritten bank has 3 prompts"),
+])
+def test_forcing_prompts_bad_sizes_are_one_line(run, capsys, extra, message):
+    """A size the bank cannot give fails with one line and exit code 2, before the model loads."""
+    assert main(["forcing", str(run), "--targets", "fr", "--factors", "p_max", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_forcing_handwritten_bank(run):
+    assert main(["forcing", str(run), "--targets", "fr", "--factors", "set:5", "--max-new-tokens", "2",
+                 "--forcing-bank", "handwritten", "--forcing-prompts", "2", "--quiet"]) == 0
+    rows = list(csv.DictReader((run / "forcing.csv").open()))
+    assert [int(r["n"]) for r in rows] == [4]  # 2 hand-written prompts in each of en and ru
 
 
 class AlwaysFrench:

@@ -303,6 +303,65 @@ def test_compare_intervals_and_counts(compared):
     assert method.error_y.array is not None and method.error_x.array is not None
 
 
+def test_seeded_splits_shuffle_each_source():
+    """Seed 0 is the cloze's order; seed s a deterministic shuffle per source, the reported and held-out facts
+    disjoint and of the same sizes."""
+    facts = {"en": list(range(20)), "fr": list(range(100, 120))}
+    assert split_facts(facts, 5, 5, seed=0) == split_facts(facts, 5, 5)
+    one, again = split_facts(facts, 5, 5, seed=1), split_facts(facts, 5, 5, seed=1)
+    assert one == again and one != split_facts(facts, 5, 5) and one != split_facts(facts, 5, 5, seed=2)
+    for s in facts:
+        assert len(one[0][s]) == len(one[1][s]) == 5 and not set(one[0][s]) & set(one[1][s])
+        assert set(one[0][s]) | set(one[1][s]) <= set(facts[s])
+    assert facts["en"] == list(range(20))  # the caller's lists are left alone
+
+
+def test_seeds_redraw_the_fact_split(compared, tmp_path):
+    """--seeds 2: every method row gets its spread over the two fact splits, the summary the per-seed values, and
+    seed 0's numbers are exactly those of --seeds 1; forcing used --forcing-prompts per compared language."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(compared, copy, ignore=shutil.ignore_patterns("partial"))
+    mp = pytest.MonkeyPatch()
+    from lens_steer.evals import data
+
+    mp.setattr(data, "load_udhr_eval", lambda langs, limit=None: {c: SENTENCES[c][:limit] for c in langs})
+    try:
+        argv = ["compare", str(copy), "--methods", "p_max,diffmean*best", *COMPARE]
+        assert main([*argv, "--seeds", "1"]) == 0
+        one = {r["method"]: r for r in _csv(copy / "compare.csv")}
+        assert main([*argv, "--seeds", "2"]) == 0
+        two = {r["method"]: r for r in _csv(copy / "compare.csv")}
+    finally:
+        mp.undo()
+    summary = json.loads((copy / "compare_summary.json").read_text())
+    for m in ("p_max", "diffmean*best"):
+        for col in ("factor", "lss", "lss_low", "lss_high", "target_wins", "source_damage", "forcing", "udhr_ppl_self"):
+            assert two[m][col] == one[m][col], (m, col)
+        assert one[m]["lss_seed_min"] == one[m]["lss_seed_max"] == one[m]["lss"]  # one split: its own LSS
+        seeds = summary["methods"][m]["seeds"]
+        assert [s["seed"] for s in seeds] == [0, 1]
+        assert seeds[0]["lss"] == pytest.approx(float(one[m]["lss"]), rel=1e-5)
+        values = [s["lss"] for s in seeds]
+        assert float(two[m]["lss_seed_min"]) == pytest.approx(min(values), rel=1e-5)
+        assert float(two[m]["lss_seed_max"]) == pytest.approx(max(values), rel=1e-5)
+        wins = [s["target_wins"] for s in seeds]
+        assert float(two[m]["target_wins_seed_min"]) == pytest.approx(min(wins), rel=1e-5, abs=1e-9)
+        assert float(two[m]["target_wins_seed_max"]) == pytest.approx(max(wins), rel=1e-5, abs=1e-9)
+    assert two["control:p_max"]["note"] == "seeds: 2" and two["none"]["lss_seed_min"] == ""
+    # forcing: 2 prompts (the default) in each of the other 2 compared languages, for each of the 3 targets
+    assert int(two["p_max"]["n_generations"]) == 3 * 2 * 2 and summary["forcing_bank"] == "udhr"
+    assert sorted(summary["prompts"]) == ["en", "fr", "ru"] and all(len(v) == 2 for v in summary["prompts"].values())
+
+
+def test_compare_forcing_prompts_too_many_is_one_line(run, udhr, capsys):
+    assert main(["compare", str(run), "--methods", "p_max", "--langs", "en,fr", "--forcing-prompts", "999",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--forcing-prompts 999: the udhr bank has" in err and len(err.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Methods compared on the same items: paired differences against the reference (issue 27)
 # ---------------------------------------------------------------------------------------------------------------
