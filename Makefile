@@ -81,13 +81,15 @@ FIG_FACTORS ?= p_max*0.25,p_max*0.5,p_max,p_max*2,p_max*4,p_median,zero,control:
 COMPARE_LANGS   ?= en,fr,ja,sw
 COMPARE_METHODS ?= p_max,add:mean*best,diffmean*best,resid:best,prompt:en,prompt:native
 COMPARE_PROMPTS ?= 8
+# 3 seeds: the controls' random draws and the held-out / reported fact split drawn 3 times (the spread columns).
+COMPARE_SEEDS   ?= 3
 figures: setup
 	$(VENV)/bin/lens-steer identify --out $(RUN) --quiet
 	$(VENV)/bin/lens-steer stability $(RUN) --quiet
 	$(VENV)/bin/lens-steer lss $(RUN) --cloze cldr --langs $(FIG_LANGS) --max-facts 10 --factors '$(FIG_FACTORS)' \
 	  --per-layer p_max --quiet
 	$(VENV)/bin/lens-steer compare $(RUN) --langs $(COMPARE_LANGS) --max-facts 10 --methods '$(COMPARE_METHODS)' \
-	  --forcing-prompts $(COMPARE_PROMPTS) --quiet
+	  --forcing-prompts $(COMPARE_PROMPTS) --seeds $(COMPARE_SEEDS) --quiet
 	$(VENV)/bin/lens-steer figures $(RUN) --out figures --format png
 	$(VENV)/bin/lens-steer report $(RUN)
 
