@@ -17,8 +17,10 @@ bound, then the most target wins; within 0.01 the least damage), over at most :d
 (:data:`BEST_ALPHAS`) and every :data:`LAYER_STRIDE`-rd layer.
 
 Every method gets a control row ``control:<method>`` where the grammar has one: matched random neurons (neuron
-methods), a random direction of the same norm at the same layer (``resid:``), the instruction naming another run
-language (``prompt:``); it uses the method's chosen multiple and layer. The first row, ``none``, is the model without
+methods), a random direction drawn from the residual's covariance with the DiffMean's Mahalanobis norm at the same
+layer (``resid:``; a second row ``control-iso:<method>``, an isotropic direction of the same Euclidean norm:
+:mod:`lens_steer.resid_cov`), the instruction naming another run language (``prompt:``); it uses the method's chosen
+multiple and layer. The first row, ``none``, is the model without
 intervention (its target wins, forcing and repetition are the baselines).
 
 >>> [m.text for m in parse_methods("p_max, diffmean*best, resid:best")]
@@ -36,6 +38,7 @@ import math
 import random
 import re
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,9 +160,9 @@ def parse_method(text: str) -> Method:
     lens_steer.errors.LensSteerError: cannot compare 'zero*best': best stands for the multiple of a factor that has one (p_max*best, add:mean*best, diffmean*best, scale:best, resid:L*best) or for the layer of resid: (resid:best, resid:best*A)
     """
     spec = text.strip()
-    if spec.startswith("control:"):
+    if re.match(r"control(-iso|-cov)?:", spec):
         raise LensSteerError(f"cannot compare {text!r}: compare adds each method's control itself; list the method"
-                             f" ({spec.removeprefix('control:')})")
+                             f" ({re.sub(r'^control(-iso|-cov)?:', '', spec)})")
     if not _BEST.search(spec):
         return Method(spec, spec, parse_factor(spec))
     template, choose_layer = spec, False
@@ -200,6 +203,37 @@ def control_of(factor: Factor) -> Factor | None:
     if factor.has_control and not factor.control:  # the value parse_factor(f"control:{factor.text}") gives
         return dataclasses.replace(factor, text=f"control:{factor.text}", control=True)
     return None
+
+
+def controls_of(factor: Factor, covariance: bool = True) -> list[tuple[str, Factor]]:
+    """The controls compare runs for a factor, each with its row prefix: :func:`control_of`, and for ``resid:``
+    also the isotropic null ``control-iso:`` (:mod:`lens_steer.resid_cov`); without the residual covariance (a run
+    recorded before it) the isotropic one alone.
+
+    >>> [(p, f.text) for p, f in controls_of(parse_factor("resid:6*2"))]
+    [('control', 'control:resid:6*2'), ('control-iso', 'control-iso:resid:6*2')]
+    >>> [p for p, _ in controls_of(parse_factor("resid:6*2"), covariance=False)], controls_of(parse_factor("zero"))
+    (['control-iso'], [])
+    """
+    control = control_of(factor)
+    if control is None:
+        return []
+    if not isinstance(factor, ResidualShift):
+        return [("control", control)]
+    iso = dataclasses.replace(control, text=f"control-iso:{factor.text}", null="iso")
+    return ([("control", control)] if covariance else []) + [("control-iso", iso)]
+
+
+NULLS = {"control": "", "control-iso": "isotropic: any push of this size"}
+
+
+def _control_note(factor: Factor, controls: list[tuple[str, Factor]]) -> str:
+    """The method row's note on its controls."""
+    if not controls:
+        return "no control in the grammar for this kind"
+    if isinstance(factor, ResidualShift) and controls[0][0] != "control":
+        return "no covariance-matched control: the run has no residual covariance (record it again)"
+    return ""
 
 
 _ALPHA_KINDS = ("stat", "addmean", "diffmean", "resid", "scale", "add", "set", "test")
@@ -408,6 +442,10 @@ def compare_for_run(run: Any, config: CompareConfig, load: Any = None) -> Compar
                              f" {max(map(len, every.values()), default=0)} facts per language; lower --max-facts")
     if any(m.kind == "resid" for m in methods):
         stats.resid_mean()  # a run recorded before residual means existed: one line, before the model loads
+        if stats.resid_moments is None:
+            warnings.warn("the run has no residual covariance (recorded before lens_steer kept it): resid: methods"
+                          " get the isotropic control alone; record the run again for the covariance-matched one",
+                          stacklevel=2)
     prompts = forcing_prompts(langs, config.forcing_prompts, config.forcing_bank)  # a bad N: before the model loads
     bench = _Bench(run, config, langs, splits, prompts, detector, load)
     check_method_layers(methods, bench.n_layers)  # a manifest without the layer count: before any scoring
@@ -479,8 +517,8 @@ class _Bench:
         else:
             factor = method.factor()
             detail["factor"] = factor.text
-        control = control_of(factor)
-        factors = [factor] + ([control] if control is not None else [])
+        controls = controls_of(factor, self.stats.resid_moments is not None)
+        factors = [factor] + [c for _, c in controls]
         lss_rows = self.lss(self.reported, factors, config.seeds, self.reported_base)
         forcing_rows, records = run_forcing(self.model, self.steerer, self.targets, factors, self.detector,
                                             prompts=self.prompts, max_new_tokens=config.forcing_tokens,
@@ -492,13 +530,16 @@ class _Bench:
         detail["seconds"] = seconds = time.perf_counter() - start
         if self.baseline is None:
             self.baseline = baseline_row(entries[factor.text], [r for r in forcing_rows if r["factor"] == factor.text])
-        note = "" if control is not None else "no control in the grammar for this kind"
         detail["seeds"] = self.resplit(method, factor, entries[factor.text])
-        rows = [method_row(method.text, factor, method.chosen, entries[factor.text], ppl[factor.text], seconds, note)]
+        rows = [method_row(method.text, factor, method.chosen, entries[factor.text], ppl[factor.text], seconds,
+                           _control_note(factor, controls))]
         rows[0].update(split_spread(detail["seeds"]))
-        if control is not None:
-            rows.append(method_row(f"control:{method.text}", control, method.chosen, entries[control.text],
-                                   ppl[control.text], float("nan"), f"seeds: {config.seeds}"))
+        for prefix, control in controls:
+            note = f"seeds: {config.seeds}" + (f"; {NULLS[prefix]}" if NULLS[prefix] else "")
+            if prefix == "control" and isinstance(factor, ResidualShift):
+                note += "; covariance-matched: a push of this size along directions the residual varies in"
+            rows.append(method_row(f"{prefix}:{method.text}", control, method.chosen, entries[control.text],
+                                   ppl[control.text], float("nan"), note))
             rows[-1].update(seed_spread(entries[control.text]))
         self.items[method.text] = method_items(factor.text, lss_rows, forcing_rows,
                                                self.base_ppl + self.ppl_rows[factor.text])

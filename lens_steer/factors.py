@@ -31,8 +31,11 @@ them). The additive forms take a negative multiple (``add:mean*-1``, ``diffmean*
 
 Two factors touch no neuron of the target, and have their own types: ``resid:L*a`` (:class:`ResidualShift`) adds
 ``a * (mu_t - mu_rest)`` to the residual stream after layer L (``blocks.{L}.hook_resid_post``) at every position it
-selects, mu being the per-language residual means recorded by ``identify`` (residual DiffMean); ``control:resid:L*a``
-adds a random direction of the same norm at the same layer. ``prompt:en`` / ``prompt:native``
+selects, mu being the per-language residual means recorded by ``identify`` (residual DiffMean). It has two nulls at
+the same layer (:mod:`lens_steer.resid_cov`): ``control:resid:L*a`` (also ``control-cov:resid:L*a``) adds a draw
+of N(0, Sigma_L), the residual's own covariance, with the DiffMean's Mahalanobis norm ("a push of this size along
+directions the residual actually varies in"); ``control-iso:resid:L*a`` an isotropic random direction of the
+DiffMean's Euclidean norm ("any push of this size"). ``prompt:en`` / ``prompt:native``
 (:class:`PromptInstruction`) ask for the target language in the prompt instead (:mod:`lens_steer.instructions`);
 ``control:prompt:en`` names another run language. Combined with ``deactivate`` the source's neurons are still zeroed.
 
@@ -61,13 +64,15 @@ from lens_steer.errors import LensSteerError
 FACTOR_FORMS = ("p_max, p_median, mean, p_max*A, p_median*A, mean*A, scale:A, add:B, set:V, zero, testmax, testmax+,"
                 " testmax*A, p10 (any pQ, Q in 1..99), add:mean*A, diffmean*A, control:p_max, control:p_median,"
                 " control:diffmean*A (matched random neurons), resid:L*A (residual DiffMean after layer L),"
-                " control:resid:L*A (a random direction of the same norm), prompt:en, prompt:native (ask in the prompt),"
+                " control:resid:L*A (a random direction of the residual's covariance, the same Mahalanobis norm),"
+                " control-iso:resid:L*A (an isotropic one of the same norm), prompt:en, prompt:native (ask in the prompt),"
                 " control:prompt:en (ask for another language)")
 SHIFTS = {"add:mean": "addmean", "diffmean": "diffmean"}
 """The additive statistic factors of peers' methods (``act += a * statistic``) -> their kind."""
 PAPER_FACTORS = ("p_max", "p_median", "testmax", "testmax+", "zero", "p10")
 """The factors of the paper's factor table, in its order."""
 _STAT_OF = {"p_max": "max", "p_median": "median", "mean": "mean"}
+_CONTROL_PREFIX = re.compile(r"^\s*control(-iso|-cov)?:")
 _FAMILY_OF = {stat: name for name, stat in _STAT_OF.items()}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -152,15 +157,17 @@ class Factor:
         """
         if self.family is None:
             return None
-        if self.control and re.fullmatch(r"[a-z_:]+(:\d+)?", self.text.removeprefix("control:").strip()):
+        if self.control and re.fullmatch(r"[a-z_:]+(:\d+)?", _CONTROL_PREFIX.sub("", self.text).strip()):
             return None
         return self.value
 
 
 @dataclass(frozen=True)
 class ResidualShift(Factor):
-    """``resid:L*a``: add ``a * (mu_t - mu_rest)`` to the residual stream after layer ``layer`` (a random direction
-    of the same norm for ``control:resid:L*a``); no neuron of the target changes.
+    """``resid:L*a``: add ``a * (mu_t - mu_rest)`` to the residual stream after layer ``layer``; no neuron of the
+    target changes. Its controls add a random direction instead: ``control:resid:L*a`` (``null`` "cov") one drawn
+    from the residual's covariance at L with the DiffMean's Mahalanobis norm, ``control-iso:resid:L*a`` ("iso") an
+    isotropic one with its Euclidean norm (:mod:`lens_steer.resid_cov`).
 
     >>> parse_factor("resid:6*-4")
     ResidualShift(text='resid:6*-4', kind='resid', value=-4.0, layer=6)
@@ -168,12 +175,16 @@ class ResidualShift(Factor):
     True
     >>> parse_factor("resid:6*4").family, parse_factor("control:resid:6").multiple
     ('resid:6', None)
+    >>> iso = parse_factor("control-iso:resid:6*2")
+    >>> iso.control, iso.null, iso.family, iso.multiple, parse_factor("control-cov:resid:6").null
+    (True, 'iso', 'control-iso:resid:6', 2.0, 'cov')
     """
 
     kind: str = field(default="resid", init=False)
     stat: str | None = field(default=None, init=False, repr=False)
     layer: int = field(kw_only=True)  # type: ignore[misc]  # the ClassVar of neuron factors, a field here
     on_neurons: ClassVar[bool] = False
+    null: str = field(default="cov", kw_only=True, repr=False)  # which control: cov(ariance-matched) or iso(tropic)
 
     @property
     def has_control(self) -> bool:
@@ -181,7 +192,8 @@ class ResidualShift(Factor):
 
     @property
     def family(self) -> str | None:
-        return self._controlled(f"resid:{self.layer}")
+        name = f"resid:{self.layer}"
+        return f"control-iso:{name}" if self.control and self.null == "iso" else self._controlled(name)
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,14 @@ class PromptInstruction(Factor):
 def parse_factor(text: str) -> Factor:
     """Parse a factor string; anything else (a non-finite number included) is a one-line error listing the forms."""
     spec = text.strip()
+    m = re.match(r"control-(iso|cov):", spec)
+    if m:
+        inner = factor_or_none(spec[m.end():])
+        if not isinstance(inner, ResidualShift) or inner.control:
+            raise LensSteerError(f"cannot parse factor {text!r}: control-iso: and control-cov: name the two nulls of a"
+                                 " residual shift (control-iso:resid:6*4, control-cov:resid:6*4); other controls are"
+                                 " control:F")
+        return dataclasses.replace(inner, text=spec, control=True, null=m.group(1))
     if spec.startswith("control:"):
         inner = parse_factor(spec[len("control:"):])
         if inner.control or not inner.has_control:

@@ -21,12 +21,13 @@ import torch
 from lens_steer.configs import ForcingConfig, SteerConfig  # noqa: F401 - declared there, torch-free, for the CLI
 from lens_steer.distributed import current
 from lens_steer.errors import LensSteerError
-from lens_steer.factors import Factor, Intervention, check_layers, parse_layers
+from lens_steer.factors import Factor, Intervention, ResidualShift, check_layers, parse_layers
 from lens_steer.generation import greedy_generate, is_empty_generation
 from lens_steer.intervals import bootstrap_mean_ci, wilson_share
 from lens_steer.lid import Detector, get_detector, matches
 from lens_steer.models import LoadConfig, ModelLike, has_chat_template
 from lens_steer.prompts import HANDWRITTEN, forcing_prompts
+from lens_steer.resid_cov import NO_COV
 from lens_steer.run import FORCING_CSV, GENERATIONS_FILE, Run, writes
 from lens_steer.steer import Steerer
 
@@ -178,9 +179,16 @@ def forcing_for_run(run: Run, config: ForcingConfig, load: LoadConfig | str | No
 def check_before_loading(run: Run, factors: Sequence[Factor] = (), layers: str | int | Sequence[int] = "all",
                          chat_template: bool = False) -> None:
     """What the run's manifest can refuse before the model loads: layers (``resid:L``, ``--layers``) out of the
-    recorded model's range, and ``--chat-template`` for a model whose tokenizer files hold no template."""
-    recorded = run.stats().manifest.get("model") or {}  # the manifest Run.model loads the model from
+    recorded model's range, ``resid:`` factors on a run recorded without residual means (and ``control:resid:``
+    without the residual covariance), and ``--chat-template`` for a model whose tokenizer files hold no template."""
+    stats = run.stats()
+    recorded = stats.manifest.get("model") or {}  # the manifest Run.model loads the model from
     check_layers(recorded.get("n_layers"), factors, layers)
+    resid = [f for f in factors if isinstance(f, ResidualShift)]
+    if resid:
+        stats.resid_mean()  # a run recorded before residual means: one line
+    if any(f.control and f.null == "cov" for f in resid) and stats.resid_moments is None:
+        raise LensSteerError(NO_COV)
     if chat_template and isinstance(recorded.get("model"), str):
         if has_chat_template(recorded["model"], recorded.get("revision")) is False:
             raise LensSteerError(f"{recorded['model']} has no chat template (a base model); drop --chat-template, or"

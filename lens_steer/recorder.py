@@ -112,7 +112,7 @@ class _Accumulator:
     waits for a copy to the host (the totals move to the CPU once per language)."""
 
     def __init__(self, site: MLPSite, n_keep: int, device: torch.device | str = "cpu", d_model: int = 0,
-                 n_folds: int = 1):
+                 n_folds: int = 1, resid_cov: bool = False):
         layers, d = site.n_layers, site.d_mlp
         device = torch.device(device)
         self.device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
@@ -122,6 +122,8 @@ class _Accumulator:
         self.act_sqsum = torch.zeros(layers, d, **zeros)
         self.sent_means = torch.zeros(n_keep, layers, d, dtype=torch.float32, device=self.device)
         self.resid_sum = torch.zeros(layers, d_model, **zeros)  # the residual stream after each layer
+        # Its sum of outer products x x^T (lens_steer.resid_cov): L x d_model^2 float64, only when asked for.
+        self.resid_outer = torch.zeros(layers, d_model, d_model, **zeros) if resid_cov else None
         self.fold_over_zero = torch.zeros(layers, n_folds, d, **zeros)  # over_zero per fold of sentences
         self.row_fold: Tensor = torch.zeros(0, dtype=torch.long, device=self.device)  # set per batch: each row's fold
         # Set per batch by the driver loop: the counted mask and which rows keep their sentence mean (and where).
@@ -177,11 +179,15 @@ class _Accumulator:
         flat, _, _ = self._batch_index(resid.device)
         picked = resid.reshape(-1, resid.shape[-1]).index_select(0, flat)
         self.resid_sum[layer] += picked.sum(dim=0, dtype=torch.float32).to(self.device, torch.float64)
+        if self.resid_outer is not None:  # float64 products: the covariance subtracts the mean's square from it
+            x = picked.to(torch.float64)
+            self.resid_outer[layer] += (x.T @ x).to(self.device)
 
     def to_cpu(self) -> None:
         """Move the totals to the CPU (once per language), where the statistics are combined and written."""
-        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means", "resid_sum", "fold_over_zero"):
-            setattr(self, name, getattr(self, name).cpu())
+        for name in ("over_zero", "act_sum", "act_sqsum", "sent_means", "resid_sum", "fold_over_zero", "resid_outer"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).cpu())
 
 
 class _FastPathFailed(Exception):
@@ -309,7 +315,7 @@ def _run_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int]
 def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
                      batches: list[list[int]], desc: str, progress: bool) -> dict[str, Tensor]:
     n_folds = config.folds
-    acc = _Accumulator(site, len(keep), model.device, int(model.cfg.d_model), n_folds)
+    acc = _Accumulator(site, len(keep), model.device, int(model.cfg.d_model), n_folds, config.resid_cov)
     slot_of = {s: i for i, s in enumerate(keep)}
     skip_first = _skipped(model, config)
     model.masked_logits_ok(), model.direct_ok()  # probed (once) before any statistics hook: their forwards must not count
@@ -337,6 +343,7 @@ def _record_language(model: Model, site: MLPSite, data: _Tokenised, keep: list[i
         # numbers in memory, in stats.safetensors, after a resume and after merging shards.
         "sent_means": acc.sent_means.to(torch.float16),
         "resid_sum": acc.resid_sum,
+        **({"resid_outer": acc.resid_outer} if acc.resid_outer is not None else {}),
         # The same counts per fold of sentences (lens_steer.folds): they add up exactly to the totals above.
         "fold_over_zero": acc.fold_over_zero.round().to(torch.int64).transpose(0, 1).contiguous(),  # [F, L, D]
         "fold_n_tokens": _per_fold([data.n_counted[i] for i in mine], mine, n_folds),
@@ -402,6 +409,7 @@ def record(model: ModelLike, texts: dict[str, Sequence[str]], *, config: RecordC
     partial_dir = Path(run_dir) / PARTIAL_DIR if run_dir is not None and world.writes else None
     progress = progress and world.writes
     results: dict[str, dict[str, Tensor]] = {}
+    outer: list[Tensor | None] = []  # the residual's outer products, pooled as each language comes (K x would not fit)
     for code, data in tqdm(tokenised.items(), desc="languages", disable=not progress or len(texts) == 1):
         key = _resume_key(manifest, code, data, keep[code])
         cached = broadcast_from_main(_load_partial(partial_dir, code, key) if partial_dir else None)
@@ -412,10 +420,18 @@ def record(model: ModelLike, texts: dict[str, Sequence[str]], *, config: RecordC
             if partial_dir is not None:
                 _save_partial(partial_dir, code, key, cached)
         results[code] = cached
-    stats = Stats.from_parts([results[c] for c in texts], manifest)
+        outer = _pool(outer, cached.pop("resid_outer", None) if config.resid_cov else None)
+    stats = Stats.from_parts([results[c] for c in texts], manifest, resid_outer=outer[0] if outer else None)
     if run_dir is not None and world.writes:
         stats.save(run_dir)
     return stats
+
+
+def _pool(pooled: list[Tensor | None], outer: Tensor | None) -> list[Tensor | None]:
+    """The languages' sums of residual outer products added in language order; [None] once one has none."""
+    if not pooled:
+        return [outer]
+    return [None if pooled[0] is None or outer is None else pooled[0] + outer]
 
 
 def _record_part(model: Model, site: MLPSite, data: _Tokenised, keep: list[int], config: RecordConfig,
@@ -488,6 +504,8 @@ def _manifest(model: Model, site: MLPSite, config: RecordConfig, languages: list
         "n_sentence_means": n_keep,
         "min_sentence_tokens": config.mean_min_tokens,
         "resid_means": "blocks.{l}.hook_resid_post (the decoder layer's output), summed over the counted tokens",
+        **({"resid_cov": "sum of x x^T of blocks.{l}.hook_resid_post over the counted tokens, float64, pooled over"
+                         " the languages"} if config.resid_cov else {}),
         "folds": config.folds,
     }
 

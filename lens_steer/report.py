@@ -85,40 +85,61 @@ def run_figures(run_dir: str | Path | Run, compare: str | Path | None = None) ->
     figs["overlap_jaccard"] = plots.overlap_heatmap(neurons, "jaccard")
     if stats is not None:
         figs["layer_inspector"] = plots.layer_inspector(stats, neurons, frequency=read_frequency(run))
+    figs.update(_lss_figures(run))
+    figs.update(_stability_figure(run, neurons))
+    compare_table = run.table(COMPARE_CSV)
+    if compare_table is not None:
+        figs["compare_methods"] = plots.compare_methods(compare_table)
+    figs.update(_eval_figures(run))
+    return figs
+
+
+def _lss_figures(run: Run) -> dict[str, go.Figure]:
+    """The figures of ``lss.csv`` (and ``forcing.csv`` when it has a sweep): matrix, curves, per layer, gain/damage."""
     lss = _lss_table(run)
-    if lss is not None:
-        best = _best_factor(run)
-        factors = list(dict.fromkeys(lss.loc[lss["layers"] == "all", "factor"]))
-        if factors:
-            ordered = [best, *[f for f in factors if f != best]] if best in factors else factors
-            first = lss[lss["factor"].isin(ordered)].copy()
-            first["factor"] = pd.Categorical(first["factor"], ordered, ordered=True)
-            figs["lss_matrix"] = plots.lss_matrix(first.sort_values("factor").astype({"factor": str}))
-        doses = [plots.factor_multiple(f) for f in factors]
-        families = pd.Series([d[0] for d in doses if d]).value_counts()
-        if not families.empty and families.iloc[0] >= 2:
-            figs["lss_vs_factor"] = plots.lss_curve(lss, null=_control_mean(lss))
-        if len(families) and families.iloc[0] >= 2 and "target_wins" in lss.columns:
-            figs["target_wins_vs_factor"] = plots.lss_curve(lss, metric="target_wins",
-                                                            null=_control_mean(lss, "target_wins"))
-        forcing = run.table(FORCING_CSV) if len(families) and families.iloc[0] >= 2 else None
-        if forcing is not None:
-            forcing = fill_intervals(forcing).assign(layers="all", source="-")
-            if forcing["factor"].map(plots.factor_multiple).notna().sum() >= 2:
-                figs["forcing_vs_factor"] = plots.lss_curve(forcing, metric="forcing_strict",
-                                                            null=_control_mean(forcing, "forcing_strict"))
-        if (lss["layers"] != "all").any():
-            figs["lss_per_layer"] = plots.layer_lss_curve(lss)
-        if {"target_gain", "source_damage"} <= set(lss.columns):
-            figs["gain_vs_damage"] = plots.gain_damage(lss)
+    figs: dict[str, go.Figure] = {}
+    if lss is None:
+        return figs
+    best = _best_factor(run)
+    factors = list(dict.fromkeys(lss.loc[lss["layers"] == "all", "factor"]))
+    if factors:
+        ordered = [best, *[f for f in factors if f != best]] if best in factors else factors
+        first = lss[lss["factor"].isin(ordered)].copy()
+        first["factor"] = pd.Categorical(first["factor"], ordered, ordered=True)
+        figs["lss_matrix"] = plots.lss_matrix(first.sort_values("factor").astype({"factor": str}))
+    doses = [plots.factor_multiple(f) for f in factors]
+    families = pd.Series([d[0] for d in doses if d]).value_counts()
+    if not families.empty and families.iloc[0] >= 2:
+        figs["lss_vs_factor"] = plots.lss_curve(lss, null=_control_mean(lss))
+    if len(families) and families.iloc[0] >= 2 and "target_wins" in lss.columns:
+        figs["target_wins_vs_factor"] = plots.lss_curve(lss, metric="target_wins",
+                                                        null=_control_mean(lss, "target_wins"))
+    forcing = run.table(FORCING_CSV) if len(families) and families.iloc[0] >= 2 else None
+    if forcing is not None:
+        forcing = fill_intervals(forcing).assign(layers="all", source="-")
+        if forcing["factor"].map(plots.factor_multiple).notna().sum() >= 2:
+            figs["forcing_vs_factor"] = plots.lss_curve(forcing, metric="forcing_strict",
+                                                        null=_control_mean(forcing, "forcing_strict"))
+    if (lss["layers"] != "all").any():
+        figs["lss_per_layer"] = plots.layer_lss_curve(lss)
+    if {"target_gain", "source_damage"} <= set(lss.columns):
+        figs["gain_vs_damage"] = plots.gain_damage(lss)
+    return figs
+
+
+def _stability_figure(run: Run, neurons: Any) -> dict[str, go.Figure]:
+    """``set_stability`` when ``lens-steer stability`` has run on this neuron set."""
     stability = run.table(STABILITY_CSV)
     if stability is not None:
         frequency = read_frequency(run)
         per_layer = None if frequency is None else stable_share_per_layer(neurons.mask(), frequency).numpy()
-        figs["set_stability"] = plots.set_stability(stability, per_layer)
-    compare_table = run.table(COMPARE_CSV)
-    if compare_table is not None:
-        figs["compare_methods"] = plots.compare_methods(compare_table)
+        return {"set_stability": plots.set_stability(stability, per_layer)}
+    return {}
+
+
+def _eval_figures(run: Run) -> dict[str, go.Figure]:
+    """Per ``eval_<task>.csv``: the change under amplification (heatmap) and the values with their intervals."""
+    figs: dict[str, go.Figure] = {}
     for frame in _eval_tables(run).values():
         deltas = eval_deltas(frame)
         if deltas.empty:

@@ -16,6 +16,9 @@ tensor                    dtype        shape / meaning
 ``act_sqsum``             float64      [K, L, D] sum of squares
 ``resid_sum``             float64      [K, L, d_model] sum of the residual stream after each layer
                                        (``hook_resid_post``) over counted tokens; absent in older runs
+``resid_pool_n/sum/outer`` int64/f64   [1], [L, d_model], [L, d_model, d_model]: count, sum and sum of outer
+                                       products of that residual, pooled over the languages
+                                       (:mod:`lens_steer.resid_cov`); absent in older runs
 ``sent_means`` (own file) float16      [K, N, L, D] the kept per-sentence means themselves
 ========================  ===========  =================================================================
 
@@ -43,6 +46,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 from lens_steer.artifacts import FOLDS_FILE, MANIFEST_FILE, SENT_MEANS_FILE, STATS_FILE
 from lens_steer.folds import Folds
+from lens_steer.resid_cov import NO_COV, ResidMoments
 
 
 _CONTRACT: dict[str, tuple[torch.dtype, str]] = {
@@ -71,6 +75,9 @@ class Stats:
     # Sum of the residual stream after each layer (blocks.{l}.hook_resid_post) over the counted tokens; None for runs
     # recorded before it existed (residual methods then refuse them).
     resid_sum: Float[Tensor, "lang layer d_model"] | None = None
+    # The residual's pooled moments after each layer (lens_steer.resid_cov: the covariance-matched control); None
+    # for runs recorded before them. Pooled over the languages recorded: subset keeps them whole.
+    resid_moments: ResidMoments | None = None
     # The counts per fold of sentences (lens_steer.folds, RUN/folds.safetensors); None for runs recorded without.
     # Not part of the fingerprint: they only split the totals, which the fingerprint covers.
     folds: Folds | None = field(default=None, repr=False, compare=False)
@@ -83,17 +90,24 @@ class Stats:
         self.sent_means = fp16_values(self.sent_means)
 
     @classmethod
-    def from_parts(cls, parts: list[dict[str, Tensor]], manifest: dict[str, Any]) -> Stats:
+    def from_parts(cls, parts: list[dict[str, Tensor]], manifest: dict[str, Any],
+                   resid_outer: Tensor | None = None) -> Stats:
         """Statistics from one part per language (the recorder's per-language dicts, :data:`PART_KEYS`), in the
-        manifest's language order."""
+        manifest's language order. ``resid_outer`` is the residual's sum of outer products pooled over these
+        parts (else the parts' own ``resid_outer``, added in order, when every part has one)."""
         def stack(key: str, dim: int = 0) -> Tensor:
             return torch.stack([p[key] for p in parts], dim=dim)
 
         resid = stack("resid_sum") if all("resid_sum" in p for p in parts) else None
+        if resid_outer is None and parts and all("resid_outer" in p for p in parts):
+            resid_outer = sum(p["resid_outer"] for p in parts[1:]) + parts[0]["resid_outer"]
+        moments = None
+        if resid is not None and resid_outer is not None:
+            moments = ResidMoments(stack("n_tokens").sum().reshape(1), resid.sum(dim=0), resid_outer)
         folds = Folds.from_parts(parts) if parts and all(FOLD_KEYS[0] in p for p in parts) else None
         return cls(over_zero=stack("over_zero", -1), n_tokens=stack("n_tokens"), n_sentences=stack("n_sentences"),
                    act_sum=stack("act_sum"), act_sqsum=stack("act_sqsum"), sent_means=stack("sent_means"),
-                   manifest=manifest, resid_sum=resid, folds=folds)
+                   manifest=manifest, resid_sum=resid, resid_moments=moments, folds=folds)
 
     # ---- derived quantities (pure functions of the stored tensors) ----
     @property
@@ -143,7 +157,7 @@ class Stats:
         manifest = dict(self.manifest, languages=list(languages))
         return Stats(self.over_zero[..., idx], self.n_tokens[idx], self.n_sentences[idx], self.act_sum[idx],
                      self.act_sqsum[idx], self.sent_means[idx], manifest,
-                     None if self.resid_sum is None else self.resid_sum[idx],
+                     None if self.resid_sum is None else self.resid_sum[idx], self.resid_moments,
                      folds=None if self.folds is None else self.folds.subset(idx))
 
     def resid_mean(self) -> Float[Tensor, "lang layer d_model"]:
@@ -153,6 +167,13 @@ class Stats:
             raise LensSteerError("these statistics have no residual-stream means (recorded before lens_steer kept"
                                  " them); record the run again with `lens-steer identify` to use resid: methods")
         return (self.resid_sum / self.n_tokens.clamp(min=1)[:, None, None].double()).float()
+
+    def resid_covariance(self, layer: int) -> Float[Tensor, "d_model d_model"]:
+        """The covariance of the residual stream after ``layer`` over the recorded tokens of every language (float64,
+        :mod:`lens_steer.resid_cov`); a one-line error for runs recorded without it."""
+        if self.resid_moments is None:
+            raise LensSteerError(NO_COV)
+        return self.resid_moments.covariance(layer)
 
     # ---- I/O ----
     def _stored_tensors(self) -> dict[str, Tensor]:
@@ -169,6 +190,8 @@ class Stats:
         }
         if self.resid_sum is not None:
             tensors["resid_sum"] = self.resid_sum.to(torch.float64).contiguous()
+        if self.resid_moments is not None:
+            tensors.update(self.resid_moments.tensors())
         tensors["sent_means"] = self.sent_means.to(torch.float16).contiguous()
         return tensors
 
@@ -239,11 +262,13 @@ class Stats:
         if resid is not None and (resid.ndim != 3 or resid.shape[:2] != (k, layers) or resid.dtype != torch.float64):
             raise LensSteerError(f"{run_dir / STATS_FILE}: resid_sum is {tuple(resid.shape)} {resid.dtype}, expected"
                                  f" ({k}, {layers}, d_model) float64; re-run `lens-steer identify`")
+        moments = ResidMoments.from_tensors(tensors, layers, str(run_dir / STATS_FILE))
         folds = Folds.load(run_dir, fingerprint)
         if folds is not None:
             folds.check_totals(tensors["over_zero"], tensors["n_tokens"], run_dir / FOLDS_FILE)
         return cls(tensors["over_zero"], tensors["n_tokens"], tensors["n_sentences"], tensors["act_sum"],
-                   tensors["act_sqsum"], means, manifest, resid, folds=folds, stored_fingerprint=fingerprint)
+                   tensors["act_sqsum"], means, manifest, resid, moments, folds=folds,
+                   stored_fingerprint=fingerprint)
 
 
 def tensor_fingerprint(tensors: dict[str, Tensor], languages: list[str], model: str) -> str:
@@ -396,11 +421,14 @@ def merge_stats(shards: list[Stats]) -> Stats:
             kept[j].append(shard.sent_means[i])
             if resid is not None:
                 resid[j] += shard.resid_sum[i]
+    moments = None
+    if all(s.resid_moments is not None for s in shards):
+        moments = sum((s.resid_moments for s in shards[1:]), shards[0].resid_moments)
     requested = int(first.manifest.get("n_sentence_means_requested", first.sent_means.shape[1]))
     n = min([requested] + [sum(int(t.shape[0]) for t in parts) for parts in kept])
     sent_means = torch.stack([torch.cat(parts)[:n] for parts in kept]) if k else torch.zeros(0, 0, layers, d)
     manifest = dict(first.manifest, languages=languages, merged_from=len(shards))
-    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest, resid,
+    return Stats(over_zero, n_tokens, n_sentences, act_sum, act_sqsum, sent_means, manifest, resid, moments,
                  folds=_merge_folds(shards, languages, n))
 
 
@@ -443,7 +471,7 @@ def combine_parts(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     if len(parts) == 1:
         return parts[0]
     out = {}
-    keys = PART_KEYS + (("resid_sum",) if all("resid_sum" in p for p in parts) else ())
+    keys = PART_KEYS + tuple(k for k in ("resid_sum", "resid_outer") if all(k in p for p in parts))
     keys += FOLD_KEYS if all(FOLD_KEYS[0] in p for p in parts) else ()
     for key in keys:
         total = parts[0][key].double() if key == "sent_means" else parts[0][key].clone()
@@ -483,7 +511,10 @@ def merge_shards(shards: list[Stats]) -> Stats:
     parts = [[_language_part(s, k) for s in ordered] for k in range(len(first["languages"]))]
     manifest = {k: v for k, v in first.items() if k != "shard"}
     manifest["merged_shards"] = count
-    return Stats.from_parts([combine_parts(p) for p in parts], manifest)
+    outer = None
+    if all(s.resid_moments is not None for s in ordered):
+        outer = sum(s.resid_moments.outer for s in ordered[1:]) + ordered[0].resid_moments.outer
+    return Stats.from_parts([combine_parts(p) for p in parts], manifest, resid_outer=outer)
 
 
 def _language_part(stats: Stats, k: int) -> dict[str, Tensor]:

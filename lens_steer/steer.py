@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_steer.control import matched_control
+from lens_steer.resid_cov import Whitening, draw_isotropic, draw_matched
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention, ResidualShift
 from lens_steer.instructions import instructed
@@ -182,6 +183,7 @@ class Steerer:
         self.value_is_post = (not self.site.gated) or (stats is not None and stats.manifest.get("site") == "post")
         self._stat_cache: dict[tuple[str, str], Tensor] = {}
         self._controls: dict[int, NeuronSet] = {}
+        self._whitening: dict[int, Whitening] = {}  # per layer, for the covariance-matched residual control
 
     def control_set(self, seed: int) -> NeuronSet:
         """The matched random-neuron set of ``seed`` (see :mod:`lens_steer.control`), drawn once."""
@@ -239,9 +241,12 @@ class Steerer:
                                      else statistic(self.stats, factor, target))
         return self._stat_cache[key] * factor.value
 
-    def resid_direction(self, target: str, layer: int, control_seed: int | None = None) -> Float[Tensor, " d_model"]:
+    def resid_direction(self, target: str, layer: int, control_seed: int | None = None,
+                        null: str = "cov") -> Float[Tensor, " d_model"]:
         """mu_t - mu_rest of the residual stream after ``layer`` (unweighted mean of the other languages), or with
-        ``control_seed`` a random direction of the same norm (seeded by the seed, layer and target)."""
+        ``control_seed`` a random direction (seeded by the seed, layer and target): ``null`` "cov" a draw of the
+        residual's covariance at ``layer`` with the same Mahalanobis norm, "iso" an isotropic one with the same
+        Euclidean norm (:mod:`lens_steer.resid_cov`)."""
         if self.stats is None:
             raise LensSteerError("resid: methods need the run's statistics (stats.safetensors)")
         if not 0 <= layer < self.site.n_layers:
@@ -253,9 +258,12 @@ class Steerer:
         direction = means[k] - torch.cat([means[:k], means[k + 1:]]).mean(dim=0)
         if control_seed is None:
             return direction
-        seed = control_seed * 1_000_003 + layer * 1009 + self.stats.languages.index(target)
-        noise = torch.randn(direction.shape, generator=torch.Generator().manual_seed(seed))
-        return noise / noise.norm() * direction.norm()
+        generator = torch.Generator().manual_seed(control_seed * 1_000_003 + layer * 1009 + k)
+        if null == "iso":
+            return draw_isotropic(direction, generator)
+        if layer not in self._whitening:
+            self._whitening[layer] = Whitening.of(self.stats.resid_covariance(layer))
+        return draw_matched(direction, self._whitening[layer], generator)
 
     def resid_plan(self, rows: Sequence[Intervention | None]) -> dict[int, Tensor]:
         """layer -> [rows, d_model] additions to the residual stream after that layer (zero for other rows)."""
@@ -265,7 +273,8 @@ class Steerer:
             if not isinstance(factor, ResidualShift):
                 continue
             layer = factor.layer
-            vec = self.resid_direction(iv.target, layer, iv.seed if factor.control else None) * factor.value
+            vec = self.resid_direction(iv.target, layer, iv.seed if factor.control else None, factor.null)
+            vec = vec * factor.value
             out.setdefault(layer, torch.zeros(len(rows), vec.numel()))[r] = vec
         return out
 

@@ -28,7 +28,7 @@ SENTENCES = {
 }
 
 
-def tiny_run(model_dir: Path, root: Path, langs, top_rate: str = "0.2") -> Path:
+def tiny_run(model_dir: Path, root: Path, langs, top_rate: str = "0.2", extra: tuple[str, ...] = ()) -> Path:
     """``root/run``: ``lens-steer identify`` of a tiny checkpoint over :data:`SENTENCES` of ``langs`` as a
     ``--corpus files`` folder (``root/corpus``), LAPE keeping ``top_rate`` of the neurons so every language has some."""
     from lens_steer.cli import main
@@ -39,7 +39,7 @@ def tiny_run(model_dir: Path, root: Path, langs, top_rate: str = "0.2") -> Path:
         (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
     run = root / "run"
     assert main(["identify", "--model", str(model_dir), "--corpus", "files", "--corpus-path", str(corpus),
-                 "--langs", ",".join(langs), "--out", str(run), "--quiet", "--top-rate", top_rate]) == 0
+                 "--langs", ",".join(langs), "--out", str(run), "--quiet", "--top-rate", top_rate, *extra]) == 0
     return run
 
 

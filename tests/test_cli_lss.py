@@ -114,13 +114,15 @@ def test_lss_with_the_peers_neuron_space_methods(tiny_dirs, tmp_path, capsys):
     """Additive neuron steering (add:mean*A) and DiffMean in neuron space (diffmean*A), with DiffMean's matched
     random-neuron control, run through LSS and are written back verbatim."""
     run = _identified(tiny_dirs, tmp_path)
-    factors = "add:mean*2,diffmean*4,control:diffmean*4,resid:1*4,control:resid:1*4,prompt:en,prompt:native"
+    factors = ("add:mean*2,diffmean*4,control:diffmean*4,resid:1*4,control:resid:1*4,control-iso:resid: 1*4,"
+               "prompt:en,prompt:native")
     assert main(["lss", str(run), "--max-facts", "2", "--factors", factors, "--quiet", "--seeds", "1"]) == 0
     rows = list(csv.DictReader((run / "lss.csv").open()))
     assert {r["factor"] for r in rows} >= set(factors.split(","))
     kinds = {r["factor"]: r["factor_kind"] for r in rows}
     assert kinds["add:mean*2"] == "addmean" and kinds["diffmean*4"] == "diffmean"
     assert kinds["control:diffmean*4"] == "control" and kinds["resid:1*4"] == "resid"
+    assert kinds["control:resid:1*4"] == kinds["control-iso:resid: 1*4"] == "control"  # both nulls, labels verbatim
     assert kinds["prompt:en"] == kinds["prompt:native"] == "prompt"
     shifted = [float(r["mean_shift"]) for r in rows if r["factor"] == "resid:1*4" and r["mean_shift"]]
     assert shifted and any(abs(x) > 0 for x in shifted)  # the residual direction moves the scores

@@ -186,13 +186,17 @@ def test_compare_table_round_trips(compared):
 
     rows = _csv(compared / "compare.csv")
     assert [r["method"] for r in rows] == ["none", "p_max", "control:p_max", "diffmean*best", "control:diffmean*best",
-                                           "resid:best", "control:resid:best", "prompt:en", "control:prompt:en",
-                                           "scale:2"]
+                                           "resid:best", "control:resid:best", "control-iso:resid:best", "prompt:en",
+                                           "control:prompt:en", "scale:2"]
     by = {r["method"]: r for r in rows}
     for method in ("p_max", "diffmean*best", "resid:best", "prompt:en"):
         assert by[f"control:{method}"]["factor"] == f"control:{by[method]['factor']}"
         assert by[f"control:{method}"]["alpha"] == by[method]["alpha"]
         assert by[f"control:{method}"]["layer"] == by[method]["layer"]
+    iso = by["control-iso:resid:best"]  # the isotropic null beside the covariance-matched one, same dose and layer
+    assert iso["factor"] == f"control-iso:{by['resid:best']['factor']}"
+    assert (iso["alpha"], iso["layer"]) == (by["resid:best"]["alpha"], by["resid:best"]["layer"])
+    assert "isotropic" in iso["note"] and "covariance-matched" in by["control:resid:best"]["note"]
     assert by["diffmean*best"]["factor"] in {f"diffmean*{a}" for a in ("1", "2", "4", "8")}
     assert float(by["diffmean*best"]["alpha"]) == parse_factor(by["diffmean*best"]["factor"]).value
     assert by["resid:best"]["layer"] == "0" and by["resid:best"]["chosen"] == "layer+alpha"  # 2 layers: only 0
@@ -439,7 +443,7 @@ def test_compare_pairs_every_method_with_the_reference(compared):
     from lens_steer.paired import PAIRED
 
     rows = {r["method"]: r for r in _csv(compared / "compare.csv")}
-    methods = [m for m in rows if m != "none" and not m.startswith("control:")]
+    methods = [m for m in rows if m != "none" and not m.startswith(("control:", "control-iso:"))]
     ref = rows["p_max"]
     for metric in PAIRED:
         assert ref[f"verdict_{metric}"] == "reference" and float(ref[f"diff_{metric}"]) == 0
@@ -453,7 +457,7 @@ def test_compare_pairs_every_method_with_the_reference(compared):
             assert float(r[f"diff_{metric}_low"]) <= float(r[f"diff_{metric}"]) + 1e-9
             assert float(r[f"diff_{metric}_high"]) >= float(r[f"diff_{metric}"]) - 1e-9
             assert r[f"verdict_{metric}"] in {"better", "worse", "indistinguishable", "reference"}
-    for m in ("none", *(m for m in rows if m.startswith("control:"))):
+    for m in ("none", *(m for m in rows if m.startswith(("control:", "control-iso:")))):
         assert all(rows[m][f"diff_{x}"] == "" and rows[m][f"verdict_{x}"] == "" for x in PAIRED)
         assert rows[m]["rank_first"] == ""
     assert sum(float(rows[m]["rank_first"]) for m in methods) == pytest.approx(1.0, abs=1e-6)

@@ -42,6 +42,13 @@ def _assert_equivalent(a: Stats, b: Stats, exact: bool) -> None:
             torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-12)
     for kind in ("max", "median"):
         assert torch.equal(a.sentence_stat(kind), b.sentence_stat(kind)), kind
+    # The residual covariance's moments (lens_steer.resid_cov): pooled over languages, so a shard's pool adds in
+    # another order than torchrun's per-language parts: equal up to float64 rounding on both paths.
+    assert a.resid_moments is not None and b.resid_moments is not None
+    assert torch.equal(a.resid_moments.n, b.resid_moments.n)
+    for name in ("total", "outer"):
+        torch.testing.assert_close(getattr(a.resid_moments, name), getattr(b.resid_moments, name),
+                                   rtol=1e-9, atol=1e-9)
     assert a.folds is not None and b.folds is not None  # the folds go through the same merge, exactly
     for name in ("over_zero", "n_tokens", "n_sentences", "sent_fold"):
         assert torch.equal(getattr(a.folds, name), getattr(b.folds, name)), f"folds.{name}"

@@ -91,6 +91,7 @@ def test_valid_layers_are_kept(layers, expected):
     ("p_max", Factor, True, True), ("diffmean*2", Factor, True, True), ("scale:2", Factor, True, False),
     ("zero", Factor, True, False), ("testmax+", Factor, True, False),
     ("resid:6*4", ResidualShift, False, True), ("control:resid:6*-4", ResidualShift, False, True),
+    ("control-iso:resid:6*4", ResidualShift, False, True), ("control-cov:resid:6", ResidualShift, False, True),
     ("prompt:en", PromptInstruction, False, True), ("control:prompt:native", PromptInstruction, False, True),
 ])
 def test_residual_shifts_and_instructions_have_their_own_types(text, cls, on_neurons, has_control):

@@ -307,18 +307,18 @@ def test_residual_diffmean_equals_a_direct_hf_patch(tiny_models, stats_by_arch, 
     assert not torch.allclose(got, baseline, atol=1e-3)
 
 
-def test_residual_control_is_a_random_direction_of_the_same_norm(tiny_models, stats_by_arch):
+def test_isotropic_residual_control_is_a_random_direction_of_the_same_norm(tiny_models, stats_by_arch):
     from lens_steer.steer import Steerer
 
     model, stats = tiny_models["llama"], stats_by_arch["llama"]
     steerer = Steerer(model, neuron_set(model), stats)
     real = steerer.resid_direction("fr", 1)
-    fake = steerer.resid_direction("fr", 1, control_seed=0)
+    fake = steerer.resid_direction("fr", 1, control_seed=0, null="iso")  # the isotropic null (control-iso:)
     torch.testing.assert_close(fake.norm(), real.norm())
     assert abs(float(torch.nn.functional.cosine_similarity(fake, real, dim=0))) < 0.9
-    assert torch.equal(fake, steerer.resid_direction("fr", 1, control_seed=0))  # seeded: the same draw again
-    assert not torch.equal(fake, steerer.resid_direction("fr", 1, control_seed=1))
-    plan = steerer.resid_plan([None, Intervention("fr", "control:resid:1*2"), Intervention("ru", "resid:0")])
+    assert torch.equal(fake, steerer.resid_direction("fr", 1, control_seed=0, null="iso"))  # seeded: the same draw
+    assert not torch.equal(fake, steerer.resid_direction("fr", 1, control_seed=1, null="iso"))
+    plan = steerer.resid_plan([None, Intervention("fr", "control-iso:resid:1*2"), Intervention("ru", "resid:0")])
     assert set(plan) == {0, 1} and torch.equal(plan[1][0], torch.zeros_like(plan[1][0]))
     torch.testing.assert_close(plan[1][1], 2 * fake)
     assert plan[0][2].norm() > 0 and plan[0][:2].abs().sum() == 0

@@ -3,6 +3,7 @@ beside its matched control."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,7 +56,7 @@ def compare_methods(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figu
     fig = go.Figure()
     for _, r in frame[frame["method"] == "none"].iterrows():
         fig.add_trace(_baseline_point(r))
-    methods = [m for m in frame["method"] if m != "none" and not m.startswith("control:")]
+    methods = [m for m in frame["method"] if m != "none" and not re.match(r"control(-iso)?:", m)]
     # a tenth of the x span (0 included) apart, or their labels overlap
     labels = _joined_labels(frame.set_index("method").loc[methods, ["source_damage", "forcing"]],
                             dx=0.1 * (hi - lo) or 0.1)
@@ -63,9 +64,10 @@ def compare_methods(rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> go.Figu
         colour = DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]
         r = frame[frame["method"] == m].iloc[0]
         fig.add_trace(_method_point(m, r, labels[m], colour, middle=(lo + hi) / 2))
-        ctrl = frame[frame["method"] == f"control:{m}"]
-        if not ctrl.empty:
-            fig.add_trace(_control_link(m, r, ctrl.iloc[0], colour))
+        for prefix in ("control", "control-iso"):  # resid: has both nulls (lens_steer.resid_cov)
+            ctrl = frame[frame["method"] == f"{prefix}:{m}"]
+            if not ctrl.empty:
+                fig.add_trace(_control_link(m, r, ctrl.iloc[0], colour, prefix))
     fig.add_vline(x=0, line_color="#bbb")
     fig.update_xaxes(title_text="source damage: mean change of logp(o_s | x_s) (nats; left = more damage)",
                      range=[lo - pad, hi + pad])
@@ -136,17 +138,20 @@ def _method_point(m: str, r: Mapping[str, Any], label: str, colour: str, middle:
                                     "<extra></extra>")
 
 
-def _control_link(m: str, r: Mapping[str, Any], c: Mapping[str, Any], colour: str) -> go.Scatter:
+def _control_link(m: str, r: Mapping[str, Any], c: Mapping[str, Any], colour: str,
+                  prefix: str = "control") -> go.Scatter:
     """The method's control: a hollow marker in the method's colour, joined to the method's point (``r``) by a
-    dotted line and sharing its legend entry, so hiding the method hides its control too."""
+    dotted line and sharing its legend entry, so hiding the method hides its control too. The isotropic residual
+    null (``control-iso:``) is a hollow diamond."""
     return go.Scatter(x=[r["source_damage"], c["source_damage"]], y=[r["forcing"], c["forcing"]],
                       mode="lines+markers", name=f"{m} (control)", legendgroup=m, showlegend=False,
                       # the control's whiskers only (the method's point has its own): none on the line's start
                       error_x=_control_only(_whiskers([r, c], "source_damage")),
                       error_y=_control_only(_whiskers([r, c], "forcing")),
                       line=dict(color=colour, dash="dot", width=1),
-                      marker=dict(size=[0, 11], symbol="circle-open", color=colour, line=dict(width=2)),
-                      hovertemplate=f"control:{m}<br>damage %{{x:.2f}} nats, forcing %{{y:.2f}}"
+                      marker=dict(size=[0, 11], symbol="diamond-open" if prefix == "control-iso" else "circle-open",
+                                  color=colour, line=dict(width=2)),
+                      hovertemplate=f"{prefix}:{m}<br>damage %{{x:.2f}} nats, forcing %{{y:.2f}}"
                                     f"<br>{_hover(c)}<extra></extra>")
 
 

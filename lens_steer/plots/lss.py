@@ -20,6 +20,28 @@ from lens_steer.plots.languages import language_label, order_languages
 from lens_steer.plots.style import CONTROL_COLOUR, SEQUENTIAL, _empty, _style
 
 
+def _grid(frame: pd.DataFrame, factor: str, metric: str, langs: list[str]) -> np.ndarray:
+    """Source x target means of ``metric`` for one factor (NaN on the diagonal and where a pair was not run)."""
+    part = frame[frame["factor"] == factor].groupby(["source", "target"])[metric].mean()
+    z = np.full((len(langs), len(langs)), np.nan)
+    for (s, t), v in part.items():
+        if s != t and s in langs and t in langs:
+            z[langs.index(s), langs.index(t)] = v
+    return z
+
+
+def _ci_text(frame: pd.DataFrame, factor: str, metric: str, langs: list[str]) -> list[list[str]]:
+    """Each cell's 95% interval for the hover (one row per cell: with several, e.g. control seeds, none)."""
+    low, high = f"{metric}_low", f"{metric}_high"
+    text = [["" for _ in langs] for _ in langs]
+    if {low, high} <= set(frame):
+        mine = frame[frame["factor"] == factor].groupby(["source", "target"]).filter(lambda g: len(g) == 1)
+        for _, r in mine.iterrows():
+            if r["source"] in langs and r["target"] in langs and r[low] == r[low]:
+                text[langs.index(r["source"])][langs.index(r["target"])] = f" [{r[low]:.2f}, {r[high]:.2f}]"
+    return text
+
+
 def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | None = None, metric: str = "lss",
                order: str = "family", control: str | None = None) -> go.Figure:
     """Source x target matrix of ``metric`` (default LSS) per factor, all-layer interventions, diagonal blank.
@@ -47,27 +69,8 @@ def lss_matrix(lss: pd.DataFrame | Sequence[Mapping[str, Any]], factor: str | No
     langs = order_languages(list(dict.fromkeys(list(frame["source"]) + list(frame["target"]))), order)
     unit = metric in ("lss", "lss_nontie", "target_wins", "target_wins_base", "specificity", "forcing_strict")
 
-    def grid(f: str) -> np.ndarray:
-        part = frame[frame["factor"] == f].groupby(["source", "target"])[metric].mean()
-        z = np.full((len(langs), len(langs)), np.nan)
-        for (s, t), v in part.items():
-            if s != t and s in langs and t in langs:
-                z[langs.index(s), langs.index(t)] = v
-        return z
-
-    def ci_text(f: str) -> list[list[str]]:
-        """Each cell's 95% interval for the hover (one row per cell: with several, e.g. control seeds, none)."""
-        low, high = f"{metric}_low", f"{metric}_high"
-        text = [["" for _ in langs] for _ in langs]
-        if {low, high} <= set(frame):
-            mine = frame[frame["factor"] == f].groupby(["source", "target"]).filter(lambda g: len(g) == 1)
-            for _, r in mine.iterrows():
-                if r["source"] in langs and r["target"] in langs and r[low] == r[low]:
-                    text[langs.index(r["source"])][langs.index(r["target"])] = f" [{r[low]:.2f}, {r[high]:.2f}]"
-        return text
-
-    grids = {f: grid(f) for f in factors}
-    texts = {f: ci_text(f) for f in factors}
+    grids = {f: _grid(frame, f, metric, langs) for f in factors}
+    texts = {f: _ci_text(frame, f, metric, langs) for f in factors}
     labels = [language_label(c) for c in langs]
     custom = np.dstack(np.meshgrid(labels, labels))
     first = factors[0]
