@@ -129,12 +129,13 @@ def _lss_figures(run: Run) -> dict[str, go.Figure]:
 
 def _stability_figure(run: Run, neurons: Any) -> dict[str, go.Figure]:
     """``set_stability`` when ``lens-steer stability`` has run on this neuron set."""
+    figs: dict[str, go.Figure] = {}
     stability = run.table(STABILITY_CSV)
     if stability is not None:
         frequency = read_frequency(run)
         per_layer = None if frequency is None else stable_share_per_layer(neurons.mask(), frequency).numpy()
-        return {"set_stability": plots.set_stability(stability, per_layer)}
-    return {}
+        figs["set_stability"] = plots.set_stability(stability, per_layer)
+    return figs
 
 
 def _eval_figures(run: Run) -> dict[str, go.Figure]:

@@ -244,9 +244,11 @@ def test_quiet_is_accepted_and_silences_the_bars(tiny_dirs, tmp_path, capsys):
 # figures --help lists every figure run_figures can make
 # ---------------------------------------------------------------------------------------------------------------
 def test_figures_list_matches_run_figures():
-    from lens_steer.report import run_figures
+    from lens_steer import report
 
-    source = inspect.getsource(run_figures)
+    # run_figures and the helpers it calls for each artifact
+    source = "".join(inspect.getsource(f) for f in (report.run_figures, report._lss_figures, report._stability_figure,
+                                                     report._eval_figures))
     keys = set(re.findall(r'figs\["([^"]+)"\]', source))
     dynamic = [re.sub(r"\{[^}]*\}", "<task>", name) for name in re.findall(r'figs\[f"([^"]+)"\]', source)]
     assert keys and dynamic == ["downstream_<task>", "downstream_<task>_values"]  # the parse found what it looks for
