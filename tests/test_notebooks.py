@@ -184,7 +184,7 @@ def test_notebook_runs(name: str, run_dir: Path, tmp_path: Path) -> None:
         for method in ("none", "p_max", "control:diffmean*best", "resid:best", "control:prompt:en"):
             assert method in table, table
         frame = read_table(run_dir / "compare.csv")
-        assert tuple(frame.columns) == (*COMPARE_COLUMNS, "run_fingerprint") and len(frame) == 9
+        assert tuple(frame.columns) == (*COMPARE_COLUMNS, "run_fingerprint") and len(frame) == 10  # resid:best has two nulls
         verdicts = outputs(nb, "verdicts")[-1]["data"]["text/plain"]
         assert "rank_first" in verdicts and "reference" in verdicts, verdicts  # p_max's own row
         assert re.search(r"\] (better|worse|indistinguishable)", verdicts), verdicts
