@@ -1,4 +1,4 @@
-"""The targets P1-P8 are held to, and whether a figure meets one.
+"""The targets P1-P9 are held to, and whether a figure meets one.
 
 Each key is a figure of results.json: ``(comparison, target, unit, what)``; comparison ``-`` marks a measurement
 reported without a target.
@@ -23,6 +23,10 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P8_sdpa_over_eager_seconds": ("-", 0.0, "x", "recording long rows: --attention sdpa / eager, time"),
     "P8_sdpa_over_eager_peak": ("-", 0.0, "x",
                                 "recording long rows: --attention sdpa / eager, peak memory above the model"),
+    # What issue 27's verdicts cost at the README settings (reported, no target; `make demo` holds the budget).
+    "P9_compare_seconds_before": ("-", 0.0, "s", "compare, 1 hand-written forcing prompt per language, 1 split"),
+    "P9_compare_seconds_after": ("-", 0.0, "s", "compare, 8 UDHR forcing prompts per language, 3 splits"),
+    "P9_compare_after_over_before": ("-", 0.0, "x", "P9: compare after / before"),
 }
 
 

@@ -133,7 +133,7 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
                 "P1_record_over_bridge", "P2_ceiling_reference_over_plain_forward",
                 "P2_ceiling_reference_over_headless_forward"):  # where P1 and P2 come from
         assert details[key]["runs"] == 1 and details[key]["median"] > 0, key
-    assert (out.with_suffix(".md")).read_text().count("| `P") == len(bench.TARGETS) == 12
+    assert (out.with_suffix(".md")).read_text().count("| `P") == len(bench.TARGETS) == 15
     assert "P1_record_over_forward" in proc.stdout  # the printed table
 
 

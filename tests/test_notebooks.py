@@ -185,6 +185,9 @@ def test_notebook_runs(name: str, run_dir: Path, tmp_path: Path) -> None:
             assert method in table, table
         frame = read_table(run_dir / "compare.csv")
         assert tuple(frame.columns) == (*COMPARE_COLUMNS, "run_fingerprint") and len(frame) == 10  # resid:best has two nulls
+        verdicts = outputs(nb, "verdicts")[-1]["data"]["text/plain"]
+        assert "rank_first" in verdicts and "reference" in verdicts, verdicts  # p_max's own row
+        assert re.search(r"\] (better|worse|indistinguishable)", verdicts), verdicts
         choices = text_of(nb, "choices")
         assert re.search(r"diffmean\*best: chose diffmean\*\d+ on held-out facts", choices), choices
         assert re.search(r"resid:best: chose resid:\d+\*\d+ on held-out facts", choices), choices
