@@ -248,8 +248,19 @@ class LSSConfig:
     forcing_tokens: int = option(30, type=positive_int, help="--forcing: new tokens per greedy continuation")
     forcing_batch_size: int = option(16, type=positive_int, help="--forcing: prompts per forward, as `forcing"
                                      " --batch-size`")
+    # None keeps the 15 hand-written prompts lss --forcing has always continued (the demo's forcing.csv).
+    forcing_prompts: int | None = option(None, type=int, metavar="N", help="--forcing: N neutral prompts per"
+                                         " scored language from --forcing-bank (udhr >= 40 per language,"
+                                         " handwritten 3) instead of the 15 hand-written prompts of en, fr, id, ru,"
+                                         " ja")
+    forcing_bank: str = option("udhr", choices=BANKS, help="--forcing with --forcing-prompts: where the prompts come"
+                               " from, udhr (the UDHR's evaluation split) or handwritten")
     detector: str = _detector()
     progress: bool = _progress()
+
+    def __post_init__(self) -> None:
+        if self.forcing_prompts is not None:
+            check_prompts(self.forcing_prompts, self.forcing_bank)  # a bad N: one line, before any work
 
     def parsed_factors(self) -> list[Factor]:
         """The factors, then the sweep's (without repeats); a bad one fails here, before any work."""

@@ -27,7 +27,8 @@ from lens_steer.configs import CONTROL_SEEDS, LSSConfig  # noqa: F401 - declared
 from lens_steer.distributed import current, run_dealt
 from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention
-from lens_steer.forcing import append_generations, check_before_loading, run_forcing, write_forcing
+from lens_steer.forcing import NEUTRAL_PROMPTS, append_generations, check_before_loading, run_forcing, write_forcing
+from lens_steer.prompts import forcing_prompts
 from lens_steer.languages import parse_languages
 from lens_steer.lid import get_detector
 from lens_steer.intervals import N_BOOT, bootstrap_mean_ci, wilson_share  # noqa: F401 - re-exported
@@ -340,6 +341,10 @@ def lss_for_run(run: Run, config: LSSConfig,
     langs = lss_languages(neurons, config.langs, config.cloze)
     check_before_loading(run, factors)  # resid:L out of the recorded model's layers: before the model loads
     cloze, facts = cloze_facts(config.cloze, langs, config.cloze_path, config.max_facts)
+    # --forcing-prompts N: N per scored language from the bank (a bank too small fails before the model loads);
+    # None: run_forcing's 15 hand-written prompts
+    prompts = (forcing_prompts(langs, config.forcing_prompts, config.forcing_bank)
+               if detector is not None and config.forcing_prompts is not None else None)
     model = run.model(load)
     world, rows_per_rank = current(), []
     progress = config.progress and world.main
@@ -351,7 +356,7 @@ def lss_for_run(run: Run, config: LSSConfig,
         # factors and the controls (the null line) only.
         forcing_rows, records = run_forcing(
             model, Steerer(model, neurons, stats), neurons.steerable(langs), [f for f in factors if f.amplifies or f.control],
-            detector, max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size,
+            detector, prompts=prompts, max_new_tokens=config.forcing_tokens, batch_size=config.forcing_batch_size,
             progress=progress)
         write_forcing(run.path, forcing_rows)  # Run's writers: rank 0 writes, the others skip
         append_generations(run.path, records)
@@ -359,5 +364,8 @@ def lss_for_run(run: Run, config: LSSConfig,
     summary.update(cloze=cloze.name, languages=langs, n_facts={s: len(v) for s, v in facts.items()}, join=config.join,
                    world_size=world.size, rows_per_rank=rows_per_rank, model=model.placement(),
                    stats_dtype=stats.manifest.get("dtype"))
+    if detector is not None:  # which neutral prompts forcing continued
+        summary["forcing_bank"] = "handwritten (15)" if prompts is None else config.forcing_bank
+        summary["forcing_prompts"] = sum(map(len, (prompts or NEUTRAL_PROMPTS).values()))
     write_lss(run.path, rows, summary)  # every rank holds the same rows and summary; rank 0 writes them
     return rows, summary

@@ -91,6 +91,7 @@ def test_lss_control_sweep_and_forcing(tiny_dirs, tmp_path, capsys):
     summary = json.loads((run / "lss_summary.json").read_text())
     assert len(summary["factors"]["control:p_max"]["seed_mean_lss"]) == 2
     assert "forcing" in summary["factors"]["p_max"] and summary["reason"].startswith(summary["best_factor"])
+    assert summary["forcing_bank"] == "handwritten (15)" and summary["forcing_prompts"] == 15  # the default
     assert summary["best_factor"] not in ("zero", "control:p_max")
     forcing = list(csv.DictReader((run / "forcing.csv").open()))
     assert {"distinct2", "repetition", "baseline_repetition"} <= set(forcing[0])
@@ -130,3 +131,22 @@ def test_lss_with_the_peers_neuron_space_methods(tiny_dirs, tmp_path, capsys):
     assert main(["steer", str(run), "--to", "fr", "--factor", "resid:1*4", "--max-new-tokens", "3", "Le"]) == 0
     assert main(["lss", str(run), "--factors", "resid:7*2", "--quiet"]) == 2
     assert "resid:7 is out of range" in capsys.readouterr().err
+
+
+def test_lss_forcing_prompts_from_a_bank(tiny_dirs, tmp_path, capsys):
+    """--forcing-prompts N takes N prompts of --forcing-bank per scored language (the default stays the 15
+    hand-written ones); a size the bank cannot give is one line, exit 2, before the model loads."""
+    run = _identified(tiny_dirs, tmp_path)
+    assert main(["lss", str(run), "--max-facts", "2", "--factors", "p_max", "--forcing", "--forcing-prompts", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --forcing-prompts must be >= 1, not 0" in err and len(err.strip().splitlines()) == 1
+    assert not (run / "lss.csv").exists() and not (run / "forcing.csv").exists()
+    assert main(["lss", str(run), "--max-facts", "2", "--factors", "p_max", "--forcing", "--forcing-tokens", "2",
+                 "--forcing-bank", "handwritten", "--forcing-prompts", "2", "--quiet"]) == 0
+    summary = json.loads((run / "lss_summary.json").read_text())
+    assert summary["languages"] == ["en", "fr", "ru"] and summary["forcing_bank"] == "handwritten"
+    assert summary["forcing_prompts"] == 6  # 2 hand-written prompts in each of en, fr, ru
+    forcing = list(csv.DictReader((run / "forcing.csv").open()))
+    assert forcing and all(int(r["n"]) == 4 for r in forcing)  # the other two languages' prompts per target
+    sources = {json.loads(line)["source"] for line in (run / "generations.jsonl").open()}
+    assert sources == {"en", "fr", "ru"}  # not id or ja, which the default's hand-written prompts include
