@@ -20,7 +20,7 @@ help:
 	@echo "make test-fast - tests without the slow end-to-end ones"
 	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS + compare if needed)"
 	@echo "make notebooks - execute notebooks/*.ipynb at the full budget and write them back with their outputs (about 10 min)"
-	@echo "make bench  - speed/memory benchmarks P1-P8 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
+	@echo "make bench  - speed/memory benchmarks P1-P9 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
 	@echo "make browser - install Debian's chromium (PNG/SVG export, report tests); part of setup"
 
 $(STAMP): pyproject.toml constraints.txt

@@ -23,6 +23,9 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P8_sdpa_over_eager_seconds": ("-", 0.0, "x", "recording long rows: --attention sdpa / eager, time"),
     "P8_sdpa_over_eager_peak": ("-", 0.0, "x",
                                 "recording long rows: --attention sdpa / eager, peak memory above the model"),
+    # P9, the explorer (lens-steer explore)
+    "P9_neuron_page_seconds": ("<=", 1.0, "s", "explorer: one neuron page without the model (its two callbacks)"),
+    "P9_steer_20_tokens_seconds": ("<=", 10.0, "s", "explorer: a 20-token steered generation, model loaded"),
 }
 
 
