@@ -19,6 +19,12 @@ from benchmarks.timing import log, summary
 PROMPT = "Once upon a time, in a small village"
 
 
+def torch_threads() -> int:
+    import torch  # deferred: as the other benchmarks, after the command line
+
+    return torch.get_num_threads()
+
+
 def _identify(ctx: dict[str, Any]) -> Path:
     """A fresh run of the benchmark's model and languages (the same corpus and token budget as P1)."""
     from lens_steer.cli import main
@@ -81,15 +87,17 @@ def bench_explorer(ctx: dict[str, Any]) -> dict[str, Any]:
         pages = [neuron_page_seconds(app, layer, neuron) for _ in range(args.repeats)]
         _, steering = build_app(run, ExploreConfig())
         steering.holder.get()  # the model loads once per server, before the first generation: not timed
-        generations = []
+        generations, cpu = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             records, _ = playground(steering, PROMPT, target, "p_max", max_new_tokens=20)
             generations.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)  # all threads: what it costs when nothing else runs
         log(f"P9: neuron page {summary(pages)['median']:.3f} s, 20-token steered generation"
             f" {summary(generations)['median']:.2f} s (app start {startup:.1f} s)")
         return {"P9_neuron_page_seconds": summary(pages), "P9_steer_20_tokens_seconds": summary(generations),
                 "details": {"P9_app_start_seconds": round(startup, 2), "P9_neuron": [layer, neuron],
+                            "P9_steer_20_tokens_cpu_seconds": summary(cpu), "P9_torch_threads": torch_threads(),
                             "P9_steered_text": records[-1]["text"]}}
     finally:
         shutil.rmtree(run.parent, ignore_errors=True)

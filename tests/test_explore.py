@@ -219,6 +219,27 @@ def test_answer_probabilities_are_the_scorers(tiny_run):
     assert got[0] != got[1]
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_logit_effect_against_the_hf_modules(tiny_models, arch):
+    """The direct logit effect from the HF weights by hand: down_proj's column, times the post-MLP norm's scale (Gemma:
+    1 + weight) and the final norm's, through lm_head, centred."""
+    import torch
+
+    from lens_steer.models import neuron_logit_effect
+
+    model = tiny_models[arch]
+    hf = model.bridge.original_model
+    layer, neuron = model.site.n_layers - 1, 3
+    column = hf.model.layers[layer].mlp.down_proj.weight[:, neuron].detach().float()
+    final = hf.model.norm.weight.detach().float()
+    if arch == "gemma2":
+        column = column * (1 + hf.model.layers[layer].post_feedforward_layernorm.weight.detach().float())
+        final = 1 + final
+    want = hf.lm_head.weight.detach().float() @ (column * final)
+    got = neuron_logit_effect(model, layer, neuron)
+    torch.testing.assert_close(got, want - want.mean(), rtol=1e-4, atol=1e-4)
+
+
 def test_explorer_without_model(tiny_run, tmp_path):
     """--no-model: cached neuron pages still show their tokens; uncached ones and the playground say why not."""
     errors: list[str] = []
@@ -281,10 +302,11 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
     shots = Path(os.environ.get("LENS_STEER_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
     run = tmp_path / "run"
-    assert main(["identify", "--langs", "en,fr,ja", "--max-tokens", "300", "--out", str(run), "--quiet"]) == 0
+    # Latin and Cyrillic scripts: the system Chromium has no CJK font, and a screenshot of boxes shows nothing
+    assert main(["identify", "--langs", "en,fr,ru", "--max-tokens", "300", "--out", str(run), "--quiet"]) == 0
     neurons = NeuronSet.load(run)
-    layer = max(range(neurons.n_layers), key=lambda lay: len(neurons.neurons["ja"][lay]))
-    j = neurons.neurons["ja"][layer][0]
+    layer = max(range(neurons.n_layers), key=lambda lay: len(neurons.neurons["ru"][lay]))
+    j = neurons.neurons["ru"][layer][0]
     order = order_languages(neurons.languages)
     prompt = "Once upon a time, in a small village"
     errors: list[str] = []
@@ -293,7 +315,7 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
         page.goto(url + "/")
         page.wait_for_selector("#overlap-heatmap .main-svg")
         page.screenshot(path=str(shots / "explore_overview.png"), full_page=True)
-        _click_cell(page, layer, order.index("ja"), neurons.n_layers, len(order))
+        _click_cell(page, layer, order.index("ru"), neurons.n_layers, len(order))
         page.wait_for_selector("#layer-table")
         page.wait_for_selector(".js-plotly-plot .main-svg")
         page.screenshot(path=str(shots / "explore_layer.png"), full_page=True)
@@ -302,14 +324,17 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
         assert page.locator("#neuron-examples mark").count() >= 3
         page.screenshot(path=str(shots / "explore_neuron.png"), full_page=True)
         page.goto(url + "/steer")
-        _steer(page, prompt=prompt, target="ja", factor="p_max", tokens=20)
+        _steer(page, prompt=prompt, target="ru", factor="p_max", tokens=20)
         steered = page.locator("#steer-steered .steer-text").all_text_contents()
         base = page.locator("#steer-base .steer-text").text_content()
         _steer(page, factor="p_max, p_max*2, zero")
         assert page.locator("#steer-steered .steer-text").count() == 3
+        page.goto(url + "/steer?fact=en|weekday_next:0&target=ru&factor=p_max,p_max*2,zero&tokens=12")
+        _steer(page)
+        page.wait_for_selector("#steer-answer-table td")
         page.screenshot(path=str(shots / "explore_steer.png"), full_page=True)
     assert not errors
-    assert main(["steer", str(run), "--to", "ja", "--max-new-tokens", "20", prompt]) == 0
+    assert main(["steer", str(run), "--to", "ru", "--max-new-tokens", "20", prompt]) == 0
     records = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()[-2:]]
     assert [base, *steered] == [r["text"] for r in records] and steered[0] != base
     assert all((shots / f"explore_{v}.png").stat().st_size > 10_000 for v in ("overview", "layer", "neuron", "steer"))

@@ -125,8 +125,9 @@ def logit_effect(views: dict[str, Any]) -> list[Any]:
                                     data=data, **TABLE_STYLE)
 
     return [html.P("W_out[neuron] scaled by the norms after it (post-MLP where the model has one, final) and"
-                   " unembedded: the logits one unit of the neuron's value adds, before the final norm's division"
-                   " by the residual's RMS; language: the detector's guess for the token alone (?? = none)"),
+                   " unembedded, less its mean over the vocabulary: the logits one unit of the neuron's value adds"
+                   " relative to the average token, before the final norm's division by the residual's RMS;"
+                   " language: the detector's guess for the token alone (?? = none)"),
             html.Div([html.Div([html.H4("promoted"), table(views["promoted"], "neuron-promoted")],
                                style={"flex": 1, "marginRight": "2em"}),
                       html.Div([html.H4("suppressed"), table(views["suppressed"], "neuron-suppressed")],

@@ -3,8 +3,10 @@
 The direct logit effect of neuron ``j`` of layer ``l`` is ``(W_out[l][j] * g_post * g_final) @ W_U``: the vector the
 neuron adds to the residual stream per unit of its value (``W_out[l][j]``, the down projection's column), scaled
 elementwise by the post-MLP norm where the block has one (Gemma-2/3's ``post_feedforward_layernorm``) and by the final
-norm, then unembedded. The norms' division by the residual's RMS is left out (it depends on the whole residual, not
-on the neuron), so the numbers rank tokens; they are not the logit change of a forward pass.
+norm, then unembedded, minus its mean over the vocabulary: a shift of every logit by the same amount changes no
+probability, and the unembedding gives every token a common component (on Gemma-3-270M a neuron's raw effects can
+all share one sign). The norms' division by the residual's RMS is left out (it depends on the whole residual, not on
+the neuron), so the numbers rank tokens; they are not the logit change of a forward pass.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def neuron_logit_effect(model: ModelLike, layer: int, neuron: int) -> Float[Tens
     """The direct logit effect of neuron (``layer``, ``neuron``) on every vocabulary token (module docstring).
 
     >>> effect = neuron_logit_effect(bridge, 1, 5)
-    >>> effect.shape[0] == bridge.cfg.d_vocab, bool(effect.isfinite().all())
-    (True, True)
+    >>> effect.shape[0] == bridge.cfg.d_vocab, bool(effect.isfinite().all()), abs(float(effect.mean())) < 1e-4
+    (True, True, True)
     """
     model = as_model(model)
     site = model.site
@@ -55,4 +57,5 @@ def neuron_logit_effect(model: ModelLike, layer: int, neuron: int) -> Float[Tens
         final = getattr(bridge, "ln_final", None)
         if final is not None:
             direction = direction * norm_scale(final, d_model)
-        return direction @ bridge.W_U.detach().float().cpu()
+        effect = direction @ bridge.W_U.detach().float().cpu()
+        return effect - effect.mean()
