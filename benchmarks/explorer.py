@@ -81,7 +81,7 @@ def bench_explorer(ctx: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         app, data = build_app(run, ExploreConfig(model=False))
         startup = time.perf_counter() - start
-        target = next(c for c in data.languages if data.neurons.totals()[c])
+        target = [c for c in data.languages if data.neurons.totals()[c]][-1]  # not the prompt's English
         layer = next(lay for lay in range(data.neurons.n_layers) if data.neurons.neurons[target][lay])
         neuron = data.neurons.neurons[target][layer][0]
         pages = [neuron_page_seconds(app, layer, neuron) for _ in range(args.repeats)]

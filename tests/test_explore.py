@@ -246,10 +246,17 @@ def test_explorer_without_model(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     (run / EXPLORE_CACHE).unlink(missing_ok=True)
+    from lens_steer.explorer import build_app
+
+    cached = build_app(run)[1].model_views(1, 2)  # one page computed with the model, kept in explore_cache.json
     with serving(run, model=False) as (url, data), browser_page(errors) as page:
         page.goto(f"{url}/neuron/0/1")
         page.wait_for_selector("#neuron-model-error")
         assert "--no-model" in page.inner_text("#neuron-model-error")
+        page.goto(f"{url}/neuron/1/2")
+        page.wait_for_selector("#neuron-promoted")
+        assert page.locator("#neuron-examples mark").all_text_contents() == [
+            h["token"] for hits in cached["top"].values() for h in hits]
         page.goto(url + "/steer?target=fr&factor=p_max&prompt=Hi")
         _steer(page)
         assert "--no-model" in page.inner_text("#steer-error")
@@ -303,7 +310,7 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
     shots.mkdir(parents=True, exist_ok=True)
     run = tmp_path / "run"
     # Latin and Cyrillic scripts: the system Chromium has no CJK font, and a screenshot of boxes shows nothing
-    assert main(["identify", "--langs", "en,fr,ru", "--max-tokens", "300", "--out", str(run), "--quiet"]) == 0
+    assert main(["identify", "--langs", "en,fr,ru", "--max-tokens", "250", "--out", str(run), "--quiet"]) == 0
     neurons = NeuronSet.load(run)
     layer = max(range(neurons.n_layers), key=lambda lay: len(neurons.neurons["ru"][lay]))
     j = neurons.neurons["ru"][layer][0]
@@ -327,10 +334,9 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
         _steer(page, prompt=prompt, target="ru", factor="p_max", tokens=20)
         steered = page.locator("#steer-steered .steer-text").all_text_contents()
         base = page.locator("#steer-base .steer-text").text_content()
-        _steer(page, factor="p_max, p_max*2, zero")
-        assert page.locator("#steer-steered .steer-text").count() == 3
-        page.goto(url + "/steer?fact=en|weekday_next:0&target=ru&factor=p_max,p_max*2,zero&tokens=12")
+        page.goto(url + "/steer?fact=en|weekday_next:0&target=ru&factor=p_max,p_max*2,zero&tokens=10")
         _steer(page)
+        assert page.locator("#steer-steered .steer-text").count() == 3
         page.wait_for_selector("#steer-answer-table td")
         page.screenshot(path=str(shots / "explore_steer.png"), full_page=True)
     assert not errors
