@@ -344,3 +344,37 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
     records = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()[-2:]]
     assert [base, *steered] == [r["text"] for r in records] and steered[0] != base
     assert all((shots / f"explore_{v}.png").stat().st_size > 10_000 for v in ("overview", "layer", "neuron", "steer"))
+
+
+def test_best_is_resolved_from_the_run(tiny_run, tmp_path):
+    """best: the LSS rule's choice; diffmean*best: compare's held-out choice; each missing one is one line."""
+    from lens_steer.errors import LensSteerError
+    from lens_steer.explorer.steering import resolve_factor, split_factors
+    from lens_steer.run import COMPARE_SUMMARY, LSS_SUMMARY
+
+    run = Run(shutil.copytree(tiny_run, tmp_path / "run"))
+    assert resolve_factor(run, " p_max*2 ") == "p_max*2"
+    for text, message in (("best", "lens-steer lss"), ("diffmean*best", "lens-steer compare")):
+        with pytest.raises(LensSteerError, match=message):
+            resolve_factor(run, text)
+    run.write_json(LSS_SUMMARY, {"best_factor": "p_median"})
+    run.write_json(COMPARE_SUMMARY, {"methods": {"diffmean*best": {"factor": "diffmean*4"}}})
+    assert resolve_factor(run, "best") == "p_median" and resolve_factor(run, "diffmean*best") == "diffmean*4"
+    with pytest.raises(LensSteerError, match="no choice for this method"):
+        resolve_factor(run, "resid:best")
+    with pytest.raises(LensSteerError, match="at most 3"):
+        split_factors("p_max,zero,p_median,p_max*2")
+
+
+def test_unexpected_errors_are_a_short_message(capsys):
+    """Anything but a LensSteerError: a short message for the page, the traceback on the server's stderr."""
+    from lens_steer.errors import LensSteerError
+    from lens_steer.explorer.app import _shown
+
+    def broken(kind: str) -> None:
+        raise LensSteerError("one line") if kind == "user" else ZeroDivisionError("division by zero")
+
+    shown = _shown(broken, lambda message: f"[{message}]")
+    assert shown("user") == "[one line]" and capsys.readouterr().err == ""
+    assert shown("bug").startswith("[unexpected error (ZeroDivisionError: division by zero)")
+    assert "Traceback" in capsys.readouterr().err
