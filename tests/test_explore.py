@@ -304,7 +304,7 @@ def test_explore_cli_serves_and_refuses(tiny_run, tmp_path, capsys, monkeypatch)
 @pytest.mark.slow
 @pytest.mark.udhr
 def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
-    """On the embedded Gemma-3-270M: a 20-token steered generation equals `lens-steer steer`'s; the four views are
+    """On the embedded Gemma-3-270M: a 12-token steered generation equals `lens-steer steer`'s; the four views are
     photographed (LENS_STEER_SCREENSHOTS=figures writes the README's PNGs, otherwise a temporary directory)."""
     shots = Path(os.environ.get("LENS_STEER_SCREENSHOTS") or tmp_path / "shots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -331,7 +331,7 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
         assert page.locator("#neuron-examples mark").count() >= 3
         page.screenshot(path=str(shots / "explore_neuron.png"), full_page=True)
         page.goto(url + "/steer")
-        _steer(page, prompt=prompt, target="ru", factor="p_max", tokens=20)
+        _steer(page, prompt=prompt, target="ru", factor="p_max", tokens=12)
         steered = page.locator("#steer-steered .steer-text").all_text_contents()
         base = page.locator("#steer-base .steer-text").text_content()
         page.goto(url + "/steer?fact=en|weekday_next:0&target=ru&factor=p_max,p_max*2,zero&tokens=10")
@@ -340,7 +340,7 @@ def test_explorer_on_gemma_equals_steer_and_screenshots(tmp_path, capsys):
         page.wait_for_selector("#steer-answer-table td")
         page.screenshot(path=str(shots / "explore_steer.png"), full_page=True)
     assert not errors
-    assert main(["steer", str(run), "--to", "ru", "--max-new-tokens", "20", prompt]) == 0
+    assert main(["steer", str(run), "--to", "ru", "--max-new-tokens", "12", prompt]) == 0
     records = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()[-2:]]
     assert [base, *steered] == [r["text"] for r in records] and steered[0] != base
     assert all((shots / f"explore_{v}.png").stat().st_size > 10_000 for v in ("overview", "layer", "neuron", "steer"))
