@@ -96,7 +96,7 @@ def bench_explorer(ctx: dict[str, Any]) -> dict[str, Any]:
             start, start_cpu = time.perf_counter(), time.process_time()
             records, _ = playground(steering, PROMPT, target, "p_max", max_new_tokens=20)
             generations.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)  # all threads: what it costs when nothing else runs
+            cpu.append(time.process_time() - start_cpu)  # every torch thread, their spin-waits under contention too
         log(f"P9: neuron page {summary(pages)['median']:.3f} s, 20-token steered generation"
             f" {summary(generations)['median']:.2f} s (app start {startup:.1f} s, first generation {first:.1f} s)")
         return {"P9_neuron_page_seconds": summary(pages), "P9_steer_20_tokens_seconds": summary(generations),

@@ -378,3 +378,26 @@ def test_unexpected_errors_are_a_short_message(capsys):
     assert shown("user") == "[one line]" and capsys.readouterr().err == ""
     assert shown("bug").startswith("[unexpected error (ZeroDivisionError: division by zero)")
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_layer_table_is_the_inspectors_in_wide_form(tiny_run):
+    """One row per language neuron: p per language, LAPE's entropy of them, p_max/p_median of its first language."""
+    import math
+
+    from lens_steer.inspection import InspectorData, inspector_tables
+
+    run = Run(tiny_run)
+    stats, neurons = run.stats(), run.neurons()
+    for layer in range(neurons.n_layers):
+        wide = InspectorData(stats, neurons).neurons_table(layer)
+        long = inspector_tables(stats, neurons, layer)
+        assert sorted(wide["neuron"]) == sorted({j for c in neurons.languages for j in neurons.neurons[c][layer]})
+        for row in wide.itertuples():
+            mine = long[long["neuron"] == row.neuron]
+            p = dict(zip(mine["language"], mine["probability"]))
+            assert [getattr(row, f"p_{c}") for c in neurons.languages] == [p[c] for c in neurons.languages]
+            q = [v / sum(p.values()) for v in p.values() if v > 0]
+            assert row.entropy == pytest.approx(-sum(v * math.log(v) for v in q))
+            first = mine[mine["assigned"]].iloc[0]
+            assert row.languages.split(",")[0] == first["language"]
+            assert (row.p_max, row.p_median) == (first["p_max"], first["p_median"])
