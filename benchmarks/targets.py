@@ -1,4 +1,4 @@
-"""The targets P1-P9 are held to, and whether a figure meets one.
+"""The targets P1-P10 are held to, and whether a figure meets one.
 
 Each key is a figure of results.json: ``(comparison, target, unit, what)``; comparison ``-`` marks a measurement
 reported without a target.
@@ -27,6 +27,9 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P9_compare_seconds_before": ("-", 0.0, "s", "compare, 1 hand-written forcing prompt per language, 1 split"),
     "P9_compare_seconds_after": ("-", 0.0, "s", "compare, 8 UDHR forcing prompts per language, 3 splits"),
     "P9_compare_after_over_before": ("-", 0.0, "x", "P9: compare after / before"),
+    # P10, the explorer (lens-steer explore)
+    "P10_neuron_page_seconds": ("<=", 1.0, "s", "explorer: one neuron page without the model (its two callbacks)"),
+    "P10_steer_20_tokens_seconds": ("<=", 10.0, "s", "explorer: a 20-token steered generation, model loaded"),
 }
 
 

@@ -55,6 +55,8 @@ _LAZY = {
     **dict.fromkeys(("EvalConfig", "eval_for_run"), "lens_steer.evals"),
     **dict.fromkeys(("COMPARE_COLUMNS", "CompareConfig", "compare_for_run"), "lens_steer.compare"),
     "setup_notebook": "lens_steer.notebook",
+    # the live explorer (Dash, the `explore` extra): imported on first use only
+    **dict.fromkeys(("ExploreConfig", "explore"), "lens_steer.explorer"),
 }
 # Submodules reachable as attributes without importing them first (`ls.plots.lss_matrix(...)`); not in __all__, so
 # `from lens_steer import *` stays light.

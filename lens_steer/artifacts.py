@@ -22,12 +22,13 @@ COMPARE_SUMMARY = "compare_summary.json"
 REPORT_FILE = "report.html"
 STABILITY_CSV = "stability.csv"
 STABILITY_FILE = "stability.safetensors"
+EXPLORE_CACHE = "explore_cache.json"  # the explorer's neuron pages: top tokens and logit effects, computed once
 EVAL_GLOB = "eval_*.csv"
 LOCK_FILE = ".lens_steer.lock"
 STALE_DIR = "stale"
 # Everything a later stage derives from the neuron set: stamped with its fingerprint, set aside when it changes.
 DERIVED_FILES = (LSS_CSV, LSS_SUMMARY, FORCING_CSV, GENERATIONS_FILE, COMPARE_CSV, COMPARE_SUMMARY, REPORT_FILE,
-                 STABILITY_CSV, STABILITY_FILE)
+                 STABILITY_CSV, STABILITY_FILE, EXPLORE_CACHE)
 DERIVED_GLOBS = (EVAL_GLOB, "eval_*_outputs.jsonl")
 FINGERPRINT = "run_fingerprint"  # the column / key every derived artifact carries
 

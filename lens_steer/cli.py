@@ -268,6 +268,16 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- explore (the live explorer, issue 28) ----
+def _explore(args: argparse.Namespace) -> int:
+    from lens_steer.configs import ExploreConfig
+    from lens_steer.explorer import serve  # deferred: dash, pandas and torch, so that --help stays fast
+
+    serve(Run(args.run_dir), config_from_args(ExploreConfig, args), _load(args))
+    return 0
+# ---- end explore ----
+
+
 def _setup(args: argparse.Namespace) -> int:
     print(f"UDHR: {ensure_udhr()}")
     if not args.skip_model:
@@ -297,10 +307,12 @@ INTERRUPTED = {
     "report": "report writes the page only when it is complete, so nothing was written; a rerun starts over",
     "figures": "every file listed as written is complete and kept; a rerun writes them all again",
     "setup": "the UDHR and the converted model are each cached only once complete; a rerun redoes what was unfinished",
+    "explore": "explore only adds finished neuron pages to explore_cache.json; a rerun serves them again",
 }
 HANDLERS = {"identify": _identify, "merge": _merge, "neurons": _neurons, "lss": _lss, "steer": _steer,
             "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "stability": _stability,
             "report": _report, "figures": _figures, "setup": _setup}
+HANDLERS["explore"] = _explore  # lens-steer explore
 
 if __name__ == "__main__":
     sys.exit(main())

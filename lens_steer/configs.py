@@ -434,3 +434,25 @@ class InspectConfig:
     max_tokens: int | None = option(None, type=positive_int, help="per-language token budget")
     batch_size: int = _batch_size(16, "sentences")
     progress: bool = _progress()  # a bar per language while the corpus is scanned (`inspect --quiet`: none)
+
+
+# ---- explore ----
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""The hosts ``lens-steer explore`` binds without a warning: only this machine can reach them."""
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    """``lens-steer explore``: where the app listens, and whether it may load the run's model (first needed)."""
+
+    port: int = option(8050, type=positive_int, help="port to serve on")
+    host: str = option("127.0.0.1", help="address to bind; another than this machine's warns (anyone who reaches"
+                       " it can run the model)")
+    model: bool = option(True, flag="--no-model", help="never load the model: the neuron page's top tokens (unless"
+                         " cached) and logit effect, and the steering playground, say why they are off")
+    top: int = option(8, type=positive_int, help="top activating tokens per language on a neuron page")
+    max_new_tokens: int = option(20, type=positive_int, help="new tokens per steered continuation (default)")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise LensSteerError(f"--port must be in 1..65535, not {self.port}")

@@ -11,7 +11,7 @@ and is counted apart (``empty``) so that "wrote nothing" is not read as "wrote a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,7 +200,16 @@ def steer_for_run(run: Run, prompt: str, config: SteerConfig,
                   load: LoadConfig | str | None = None) -> tuple[list[dict[str, Any]], Path]:
     """Greedy continuations of ``prompt`` without and with steering to each target; appended to the run's
     generations. Returns the records (baseline first) and the generations file."""
-    factor = config.parsed
+    records = steer_records(run, prompt, config, lambda: run.model(load))
+    return records, append_generations(run.path, records)
+
+
+def steer_records(run: Run, prompt: str, config: SteerConfig, model: Callable[[], ModelLike],
+                  factors: Sequence[Factor] = ()) -> list[dict[str, Any]]:
+    """What :func:`steer_for_run` generates, written nowhere: the baseline record, then one per (factor, target).
+    ``factors`` (default: ``config.parsed`` alone) compares several in one batch; ``model`` is called once the
+    settings are checked, so a bad prompt, target or layer fails before a model loads (the explorer's playground)."""
+    factors = list(factors) or [config.parsed]
     if not prompt.strip():
         raise LensSteerError("the prompt is empty or only whitespace; give some text to continue")
     neurons = run.neurons()
@@ -208,18 +217,18 @@ def steer_for_run(run: Run, prompt: str, config: SteerConfig,
     if config.deactivate and config.deactivate not in neurons.languages:
         raise LensSteerError(f"--deactivate {config.deactivate}: not in the run (it has"
                              f" {', '.join(neurons.languages)})")
-    ivs = [Intervention(t, factor, layers=parse_layers(config.layers), positions=config.positions,
-                        deactivate=config.deactivate) for t in targets]  # checks --positions before generating
-    check_before_loading(run, [factor], parse_layers(config.layers), chat_template=config.chat_template)
-    model = run.model(load)
-    texts = greedy_generate(model, [prompt] * (len(ivs) + 1), max_new_tokens=config.max_new_tokens,
-                            steerer=Steerer(model, neurons, run.stats()), interventions=[None, *ivs],
+    ivs = [Intervention(t, f, layers=parse_layers(config.layers), positions=config.positions,
+                        deactivate=config.deactivate) for f in factors for t in targets]  # checks --positions first
+    check_before_loading(run, factors, parse_layers(config.layers), chat_template=config.chat_template)
+    loaded = model()
+    texts = greedy_generate(loaded, [prompt] * (len(ivs) + 1), max_new_tokens=config.max_new_tokens,
+                            steerer=Steerer(loaded, neurons, run.stats()), interventions=[None, *ivs],
                             chat=config.chat_template, max_prompt_tokens=config.max_prompt_tokens)
     detector = get_detector(config.detector)
     extra = {"layers": config.layers, "positions": config.positions, "deactivate": config.deactivate,
              "max_new_tokens": config.max_new_tokens, "chat_template": config.chat_template}
     records = [generation_record("steer", prompt, texts[0], detector, target=None, factor=None, steered=False,
                                  **extra)]
-    records += [generation_record("steer", prompt, text, detector, target=t, factor=factor.text, steered=True,
-                                  **extra) for t, text in zip(targets, texts[1:])]
-    return records, append_generations(run.path, records)
+    records += [generation_record("steer", prompt, text, detector, target=iv.target, factor=iv.factor.text,
+                                  steered=True, **extra) for iv, text in zip(ivs, texts[1:])]
+    return records

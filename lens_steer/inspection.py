@@ -29,6 +29,7 @@ class InspectorData:
         self.pmax = stats.sentence_stat("max")[order].numpy()           # [lang, layer, d_mlp]
         self.pmed = stats.sentence_stat("median")[order].numpy()
         self.mask = neurons.mask().numpy()                              # [layer, d_mlp, lang]
+        self.mean = stats.mean()[order].numpy()                         # [lang, layer, d_mlp], token means
         # Selection frequency over resamples of the folds (lens-steer stability), in the statistics' language order.
         self.freq = None if frequency is None else frequency[order].numpy()  # [lang, layer, d_mlp]
 
@@ -56,6 +57,29 @@ class InspectorData:
             "p_median": self.pmed[:, layer, idx].T.reshape(-1).astype(float),
             "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [], **extra,
         }, columns=columns)
+
+
+    def neurons_table(self, layer: int) -> pd.DataFrame:
+        """One row per language neuron of ``layer`` (the explorer's layer view): its ``languages``, the LAPE
+        ``entropy`` of its probabilities normalised over the languages (low: specific), ``p_<lang>`` per language,
+        and ``p_max``, ``p_median`` (and ``selection`` with stability results) of its first language."""
+        long = self.table(layer, "language")
+        k = len(self.langs)
+        prob = long["probability"].to_numpy().reshape(-1, k)            # [n, lang]
+        q = prob / np.where(prob.sum(axis=1, keepdims=True) > 0, prob.sum(axis=1, keepdims=True), 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
+        assigned = long["assigned"].to_numpy().reshape(-1, k)
+        first = assigned.argmax(axis=1)                                  # every row has an assigned language
+        rows = np.arange(len(first))
+        frame = pd.DataFrame({"neuron": long["neuron"].to_numpy()[::k] if k else [],
+                              "languages": long["assigned_to"].to_numpy()[::k] if k else [], "entropy": entropy})
+        for i, code in enumerate(self.langs):
+            frame[f"p_{code}"] = prob[:, i]
+        for key in ("p_max", "p_median", "selection"):
+            if key in long:
+                frame[key] = long[key].to_numpy().reshape(-1, k)[rows, first]
+        return frame
 
 
 def inspector_tables(stats: Stats, neurons: NeuronSet, layer: int, which: str = "language",

@@ -10,6 +10,7 @@ A run directory is made by ``lens-steer identify`` and grown by every later stag
     eval_<task>.csv  eval_<task>_outputs.jsonl                            (eval)
     compare.csv  compare_summary.json                                     (compare)
     report.html                                                           (report)
+    explore_cache.json                                                    (explore: neuron pages)
     .lens_steer.lock                                                      (while a command writes)
     stale/<run_fingerprint>/                                              (results of an earlier neuron set)
 
@@ -50,10 +51,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 # Artifact names live in the leaf module lens_steer.artifacts; re-exported here, where they are read and written.
 from lens_steer.artifacts import (COMPARE_CSV, COMPARE_SUMMARY, DERIVED_FILES, DERIVED_GLOBS,  # noqa: F401
-                                  EVAL_GLOB, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, LOCK_FILE, LSS_CSV,
-                                  LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, PARTIAL_DIR, REPORT_FILE, SENT_MEANS_FILE,
-                                  STABILITY_CSV, STABILITY_FILE, STALE_DIR, STATS_FILE, FOLDS_FILE, eval_csv,
-                                  eval_outputs)
+                                  EVAL_GLOB, EXPLORE_CACHE, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, LOCK_FILE,
+                                  LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, PARTIAL_DIR, REPORT_FILE,
+                                  SENT_MEANS_FILE, STABILITY_CSV, STABILITY_FILE, STALE_DIR, STATS_FILE, FOLDS_FILE,
+                                  eval_csv, eval_outputs)
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 
@@ -504,4 +505,5 @@ _MAKER = {LSS_CSV: "`lens-steer lss`", LSS_SUMMARY: "`lens-steer lss`",
           FORCING_CSV: "`lens-steer forcing` (or `lss --forcing`)",
           GENERATIONS_FILE: "`lens-steer steer` / `forcing`", COMPARE_CSV: "`lens-steer compare`",
           COMPARE_SUMMARY: "`lens-steer compare`", REPORT_FILE: "`lens-steer report`",
-          STABILITY_CSV: "`lens-steer stability`", STABILITY_FILE: "`lens-steer stability`"}
+          STABILITY_CSV: "`lens-steer stability`", STABILITY_FILE: "`lens-steer stability`",
+          EXPLORE_CACHE: "`lens-steer explore`"}

@@ -113,9 +113,10 @@ def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
 
 
 def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = (),
-                       load: LoadConfig | str | None = None) -> dict[str, list[TokenHit]]:
+                       load: LoadConfig | str | None = None, model: ModelLike | None = None
+                       ) -> dict[str, list[TokenHit]]:
     """The neuron's top tokens per language over the run's corpus (or ``config.corpus``), read at the run's site
-    with its token budget and length limit."""
+    with its token budget and length limit; on ``model`` when given (one already loaded), else the run's."""
     manifest = run.stats().manifest
     corpus = manifest.get("corpus", {})
     name = config.corpus or corpus.get("name")
@@ -129,5 +130,6 @@ def top_tokens_for_run(run: Run, config: InspectConfig, owners: Sequence[str] = 
     record_config = RecordConfig(site=site, batch_size=config.batch_size,
                                  max_tokens=config.max_tokens or manifest.get("max_tokens"),
                                  max_length=manifest.get("max_length", 512))
-    return top_activating_tokens(run.model(load), texts, config.layer, config.neuron, site=site, top_k=config.top,
+    model = model if model is not None else run.model(load)
+    return top_activating_tokens(model, texts, config.layer, config.neuron, site=site, top_k=config.top,
                                  config=record_config, progress=config.progress)

@@ -24,6 +24,7 @@ ARGV = {"identify": ["--out", "R"], "merge": ["S0", "S1", "--out", "R"], "neuron
         "steer": ["R", "hello", "--to", "fr"], "forcing": ["R"], "eval": ["R", "--task", "xcopa"], "compare": ["R"],
         "inspect": ["R", "--layer", "0", "--neuron", "0"], "stability": ["R"], "report": ["R"], "figures": ["R"],
         "setup": []}
+ARGV["explore"] = ["R"]  # lens-steer explore
 # What each line must say, from the stage's own writes (see INTERRUPTED in lens_steer/cli.py).
 KEEPS = {"identify": "finished languages are kept in R/partial; rerun the same command to resume",
          "merge": "nothing was written; a rerun starts over",
@@ -38,6 +39,7 @@ KEEPS = {"identify": "finished languages are kept in R/partial; rerun the same c
          "report": "only when it is complete, so nothing was written",
          "figures": "every file listed as written is complete and kept; a rerun writes them all again",
          "setup": "each cached only once complete; a rerun redoes what was unfinished"}
+KEEPS["explore"] = "only adds finished neuron pages to explore_cache.json"  # lens-steer explore
 
 
 def test_every_command_has_an_interrupt_line():

@@ -27,6 +27,7 @@ NOT_CONFIG = {"identify": {"out", "shard"}, "merge": {"shards", "out"},
               "forcing": {"run_dir"}, "eval": {"run_dir"}, "compare": {"run_dir"}, "inspect": {"run_dir"},
               "stability": {"run_dir"}, "report": {"run_dir", "out"}, "figures": {"run_dir", "out", "format", "compare"},
               "setup": {"skip_model"}}
+MINIMAL["explore"], NOT_CONFIG["explore"] = ["R"], {"run_dir"}  # lens-steer explore
 
 
 def subparser(command: str) -> argparse.ArgumentParser:

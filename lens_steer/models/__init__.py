@@ -11,6 +11,7 @@ bare bridge that :func:`as_model` wraps once. One idea per module:
 * :mod:`~lens_steer.models.load_config`: :class:`LoadConfig` (device, device map, dtype, attention), checked; its
   fields declare the placement options of the CLI, so it imports no torch until a check asks about devices.
 * :mod:`~lens_steer.models.loading`: :func:`load_model` and the checks that refuse a model name that cannot load.
+* :mod:`~lens_steer.models.unembed`: :func:`neuron_logit_effect`, what a neuron writes straight to the logits.
 * :mod:`~lens_steer.models.embedded`: the embedded Gemma-3-270M (:data:`EMBEDDED_MODEL`), converted once; no torch.
 
 The names below are imported from their module on first use (PEP 562), so that importing
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from lens_steer.models.loading import check_model_spec, has_chat_template, hub_cached, load_model, offline
     from lens_steer.models.padding import pad_rows
     from lens_steer.models.site import ACT_FNS, MLPSite, describe_mlp
+    from lens_steer.models.unembed import neuron_logit_effect
 
 _LAZY = {
     "bare_hf": "bypass",
@@ -45,6 +47,7 @@ _LAZY = {
     **dict.fromkeys(("check_model_spec", "has_chat_template", "hub_cached", "load_model", "offline"), "loading"),
     "pad_rows": "padding",
     **dict.fromkeys(("ACT_FNS", "MLPSite", "describe_mlp"), "site"),
+    "neuron_logit_effect": "unembed",
 }
 
 

@@ -21,7 +21,7 @@ One idea per module, every public name re-exported here:
   :func:`gain_damage`.
 * :mod:`~lens_steer.plots.compare`: :func:`compare_methods`.
 * :mod:`~lens_steer.plots.downstream`: :func:`downstream_heatmap`, :func:`downstream_values`.
-* :mod:`~lens_steer.plots.inspector`: :func:`layer_inspector`.
+* :mod:`~lens_steer.plots.inspector`: :func:`layer_inspector`, :func:`probability_distribution`.
 * :mod:`~lens_steer.plots.stability`: :func:`set_stability` (``lens-steer stability``).
 * :mod:`~lens_steer.plots.export`: :func:`save_figure`, :func:`save_figures` (kaleido + Chromium for PNG/SVG).
 """
@@ -33,7 +33,7 @@ from lens_steer.plots.compare import compare_methods  # noqa: F401 - re-exported
 from lens_steer.plots.downstream import downstream_heatmap, downstream_values  # noqa: F401 - re-exported
 from lens_steer.plots.export import browser_path, parse_formats, save_figure, save_figures  # noqa: F401
 from lens_steer.plots.frames import read_table  # noqa: F401 - re-exported
-from lens_steer.plots.inspector import layer_inspector  # noqa: F401 - re-exported
+from lens_steer.plots.inspector import layer_inspector, probability_distribution  # noqa: F401 - re-exported
 from lens_steer.plots.languages import FAMILY, FAMILY_ORDER, language_label, order_languages  # noqa: F401
 from lens_steer.plots.lss import (  # noqa: F401 - re-exported
     factor_multiple,

@@ -102,3 +102,21 @@ def _inspector_steps(frames: Mapping[int, dict[str, Any]], layers: list[int],
                         "customdata": [frames[layer]["custom"], None], "x": [langs, frames[layer]["mx"]]},
                        {"title.text": _inspector_title(layer, frames[layer]["n"])}])
             for layer in layers]
+
+
+def probability_distribution(frame: Any, languages: Sequence[str], layer: int) -> go.Figure:
+    """The distribution of the activation probability p of one layer's language neurons, one histogram per
+    language (``frame``: :meth:`InspectorData.neurons_table`, with a ``p_<lang>`` column per language).
+
+    >>> import pandas as pd
+    >>> fig = probability_distribution(pd.DataFrame({"p_en": [0.1, 0.9], "p_fr": [0.2, 0.3]}), ["en", "fr"], 3)
+    >>> [t.name for t in fig.data]
+    ['en', 'fr']
+    """
+    fig = go.Figure([go.Histogram(x=frame[f"p_{code}"], name=code, opacity=0.6, xbins=dict(start=0, end=1, size=0.05),
+                                  hovertemplate=f"{language_label(code)}<br>p %{{x}}<br>%{{y}} neurons<extra></extra>")
+                     for code in languages])
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="activation probability p", range=[0, 1])
+    fig.update_yaxes(title_text="neurons")
+    return _style(fig, f"Activation probability of layer {layer}'s language neurons", height=340)
