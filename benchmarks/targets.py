@@ -19,6 +19,8 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     "P6_merge_share": ("<=", 0.02, "x", "P6: merging the ranks' parts / the 2-rank identify wall time"),
     "P7_record_bf16_over_forward": ("<=", 1.05, "x", "GPU, bf16: recording time / plain HF forward without logits"),
     "P7_lss_over_forward": ("<=", 1.25, "x", "GPU, bf16: LSS time / plain HF forward of the same scoring batches"),
+    "P9_harness_over_hf": ("<=", 1.10, "x", "lm-evaluation-harness log-likelihood: lens_steer model under p_max /"
+                           " the plain hf model, same requests"),
     # Measurements without a target (op "-"): what the --attention choice costs and saves.
     "P8_sdpa_over_eager_seconds": ("-", 0.0, "x", "recording long rows: --attention sdpa / eager, time"),
     "P8_sdpa_over_eager_peak": ("-", 0.0, "x",

@@ -53,7 +53,7 @@ from lens_steer.artifacts import (COMPARE_CSV, COMPARE_SUMMARY, DERIVED_FILES, D
                                   EVAL_GLOB, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, LOCK_FILE, LSS_CSV,
                                   LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, PARTIAL_DIR, REPORT_FILE, SENT_MEANS_FILE,
                                   STABILITY_CSV, STABILITY_FILE, STALE_DIR, STATS_FILE, FOLDS_FILE, eval_csv,
-                                  eval_outputs)
+                                  eval_outputs, HARNESS_CSV, HARNESS_DIR, harness_cell)
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 
