@@ -31,6 +31,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention, ResidualShift
 from lens_steer.instructions import instructed
 from lens_steer.models import ACT_FNS, MLPSite, Model, ModelLike, as_model
+from lens_steer.models.hf_points import hf_points
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats, check_compatible
 
@@ -355,8 +356,6 @@ class Steerer:
         if interventions is None:
             yield
             return
-        from lens_steer.models.hf_points import hf_points  # deferred: only the harness runs plain HF models
-
         points = hf_points(hf)
         rows = list(interventions)
         hooks = _SteeringHooks(self, rows, True, self.plan(rows), prompt_end, 0, self.resid_plan(rows))

@@ -70,7 +70,7 @@ def run(tiny_dirs, tmp_path_factory) -> Path:
 def manager(tasks):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(tasks))
+    return TaskManager(include_path=str(tasks), include_defaults=False)
 
 
 def _evaluate(lm, manager, names, **kwargs):
@@ -255,7 +255,10 @@ def test_embedded_model_plain_and_steered(tmp_path, tasks, manager):
     steered = _evaluate(_lm(run, target="fr", factor="p_max"), manager, ["lsx_copa_fr"], limit=3)
     harness = torch.tensor([[ll for ll, _ in doc] for doc in _resps(steered, "lsx_copa_fr")], dtype=torch.float64)
     own = _own_logps(run, "p_max").double()[:3]
-    assert torch.allclose(harness, own, atol=1e-4, rtol=0)
+    # Without any intervention the two paths (HF sdpa, one forward; the bridge, eager, a KV-cached continuation)
+    # already differ by about 1.2e-4 on these sums of about -27 nats (float32 over 18 layers), and by the same under
+    # p_max (1.4e-4 measured): so 1e-4 plus 1e-5 of the value here, exactly 1e-4 on the tiny models.
+    assert torch.allclose(harness, own, atol=1e-4, rtol=1e-5)
 
 
 def tiny_run_embedded(root: Path) -> Path:

@@ -117,6 +117,20 @@ def resolve_tasks(manager: Any, names: Sequence[str]) -> list[tuple[str, dict[st
     return out
 
 
+def task_manager(include_path: str | None, names: Sequence[str]) -> Any:
+    """The harness's task index: only ``include_path`` when it holds every task asked for (indexing the harness's
+    own thousands of YAMLs takes seconds; a task found there would win over a built-in of the same name anyway),
+    else the built-in tasks and ``include_path``."""
+    if include_path:
+        own = TaskManager(include_path=include_path, include_defaults=False)
+        try:
+            resolve_tasks(own, names)
+            return own
+        except LensSteerError:
+            pass
+    return TaskManager(include_path=include_path)
+
+
 def _targets(spec: str, neurons: Any, lang: str) -> list[str]:
     """The intervened languages of one task: ``self``, ``all`` or a list (checked against the run)."""
     with_neurons = [c for c in neurons.languages if neurons.totals().get(c, 0)]
@@ -191,7 +205,7 @@ def harness_for_run(run: Run, config: HarnessConfig, load: LoadConfig | str | No
     harness's results JSON per cell."""
     factor = parse_factor(config.factor if config.factor is not None else run.best_factor())
     make_intervention(run, run.neurons().languages[0], factor.text)  # a factor the harness cannot run fails here
-    manager = TaskManager(include_path=config.include_path)
+    manager = task_manager(config.include_path, [t.strip() for t in config.tasks.split(",") if t.strip()])
     plan = _plan(run, config, manager)
     load = LoadConfig.of(load)
     if load.device_map is not None or load.n_devices is not None:

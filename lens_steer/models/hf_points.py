@@ -58,9 +58,14 @@ def _width(module: torch.nn.Module) -> int:
 
 
 def hf_points(hf: torch.nn.Module) -> HFPoints:
-    """The hook modules of a plain HF causal LM (Gemma-2/3, Qwen2, Llama, GPT-2, BLOOM).
+    """The hook modules of a plain HF causal LM (Gemma-2/3, Qwen2, Llama, GPT-2, BLOOM); its site is the one the
+    bridge describes.
 
-    >>> points = hf_points(bridge.original_model)  # doctest: +SKIP
+    >>> from lens_steer.models import as_model, bare_hf
+    >>> with bare_hf(bridge.original_model):  # the HF model without the bridge's wrappers
+    ...     points = hf_points(bridge.original_model)
+    >>> points.site == as_model(bridge).site, type(points.down[0]).__name__
+    (True, 'Linear')
     """
     layers = next((list(found) for name in _LAYER_LISTS if (found := _get(hf, name)) is not None), None)
     if not layers:
