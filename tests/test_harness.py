@@ -54,6 +54,9 @@ def tasks(tmp_path_factory) -> Path:
         "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 6\n  do_sample: false\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
         "  - metric: chrf\n    aggregation: chrf\n    higher_is_better: true\n")), encoding="utf-8")
+    (root / "lsx_ppl_fr.yaml").write_text(_yaml("lsx_ppl_fr", mt, (
+        "output_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{fr}}\"\n"
+        "metric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n")), encoding="utf-8")
     (root / "lsx_nolang.yaml").write_text(_yaml("lsx_nolang", copa, (
         "output_type: multiple_choice\ndoc_to_text: \"{{premise}}\"\ndoc_to_choice: \"{{[choice1, choice2]}}\"\n"
         "doc_to_target: label\nmetric_list:\n  - metric: acc\n")), encoding="utf-8")
@@ -86,8 +89,12 @@ def _lm(run, batch_size=4, **kwargs):
 
 
 def _resps(results, task):
-    return [[tuple(r) if isinstance(r, (list, tuple)) else r for r in s["filtered_resps"]]
-            for s in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
+    """Per document, the filtered responses: (log-likelihood, greedy) pairs, generations or rolling sums."""
+    out = []
+    for s in sorted(results["samples"][task], key=lambda s: s["doc_id"]):
+        got = s["filtered_resps"] if isinstance(s["filtered_resps"], list) else [s["filtered_resps"]]
+        out.append([tuple(r) if isinstance(r, (list, tuple)) else r for r in got])
+    return out
 
 
 def _no_hooks(model) -> bool:
@@ -97,7 +104,7 @@ def _no_hooks(model) -> bool:
 def test_no_intervention_equals_the_plain_hf_model(run, tiny_dirs, manager):
     from lm_eval.models.huggingface import HFLM
 
-    names = ("lsx_copa_fr", "lsx_mt_en-fr")
+    names = ("lsx_copa_fr", "lsx_mt_en-fr", "lsx_ppl_fr")  # log-likelihood, generation, rolling log-likelihood
     plain = _evaluate(HFLM(pretrained=str(tiny_dirs["qwen2"]), device="cpu", batch_size=4, dtype="float32"),
                       manager, names)
     ours = _evaluate(_lm(run), manager, names)  # pretrained: the run's own model
@@ -126,6 +133,7 @@ def _own_logps(run, factor):
 def test_under_a_factor_the_harness_equals_lens_steers_own_scorer(run, manager, factor):
     import torch
 
+
     lm = _lm(run, batch_size=8, target="fr", factor=factor)
     got = _evaluate(lm, manager, ["lsx_copa_fr"])
     harness = torch.tensor([[ll for ll, _ in doc] for doc in _resps(got, "lsx_copa_fr")], dtype=torch.float64)
@@ -136,19 +144,25 @@ def test_under_a_factor_the_harness_equals_lens_steers_own_scorer(run, manager, 
     acc = float((own.argmax(1) == torch.tensor([y for *_, y in COPA])).double().mean())
     assert got["results"]["lsx_copa_fr"]["acc,none"] == pytest.approx(acc)
     assert _no_hooks(lm.model)
+    # rolling log-likelihoods are steered too (generation: test_hooks_are_removed_after_every_call...)
+    steered = _evaluate(lm, manager, ["lsx_ppl_fr"])
+    lm.intervention = None
+    plain = _evaluate(lm, manager, ["lsx_ppl_fr"])
+    assert max(abs(x[0] - y[0]) for x, y in zip(_resps(plain, "lsx_ppl_fr"), _resps(steered, "lsx_ppl_fr"))) > 1e-3
 
 
 @pytest.mark.parametrize("factor", ["p_max*4", "testmax", "p_max*4@last:2"])
 def test_batch_size_1_equals_batch_size_8(run, manager, factor):
     factor, _, positions = factor.partition("@")
-    one = _evaluate(_lm(run, 1, target="fr", factor=factor, positions=positions or "all"), manager,
-                    ["lsx_copa_fr", "lsx_mt_en-fr"])
-    eight = _evaluate(_lm(run, 8, target="fr", factor=factor, positions=positions or "all"), manager,
-                      ["lsx_copa_fr", "lsx_mt_en-fr"])
+    names = ["lsx_copa_fr", "lsx_mt_en-fr", "lsx_ppl_fr"]
+    one = _evaluate(_lm(run, 1, target="fr", factor=factor, positions=positions or "all"), manager, names)
+    eight = _evaluate(_lm(run, 8, target="fr", factor=factor, positions=positions or "all"), manager, names)
     a, b = _resps(one, "lsx_copa_fr"), _resps(eight, "lsx_copa_fr")
     assert [[g for _, g in doc] for doc in a] == [[g for _, g in doc] for doc in b]
     assert max(abs(x - y) for da, db in zip(a, b) for (x, _), (y, _) in zip(da, db)) < 1e-5
     assert _resps(one, "lsx_mt_en-fr") == _resps(eight, "lsx_mt_en-fr")
+    rolled = [(x[0], y[0]) for x, y in zip(_resps(one, "lsx_ppl_fr"), _resps(eight, "lsx_ppl_fr"))]
+    assert max(abs(x - y) for x, y in rolled) < 1e-4
 
 
 def test_test_time_factor_reads_real_positions_only(run):
@@ -176,6 +190,10 @@ def test_hooks_are_removed_after_every_call_even_on_an_exception(run, monkeypatc
     with pytest.raises(RuntimeError, match="boom"):
         lm._model_call(torch.tensor([[5, 6, 7]]))
     assert seen == [True] and _no_hooks(lm.model)
+    monkeypatch.setattr(HFLM, "_model_generate", lambda self, context, max_length, stop, **kw: boom(self, context))
+    with pytest.raises(RuntimeError, match="boom"):
+        lm._model_generate(torch.tensor([[5, 6, 7]]), 8, ["\n"])
+    assert seen == [True, True] and _no_hooks(lm.model)
 
 
 def test_cli_writes_eval_harness_csv_cells_and_feeds_the_report(run, tasks, capsys):

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 from lm_eval.utils import handle_non_serializable
 from tqdm.auto import tqdm
 
-from lens_steer.artifacts import HARNESS_CSV, harness_cell
+from lens_steer.artifacts import HARNESS_CSV, HARNESS_DIR, harness_cell
 from lens_steer.configs import HarnessConfig
 from lens_steer.errors import LensSteerError
 from lens_steer.evals.protocol import EVAL_COLUMNS
@@ -230,6 +232,8 @@ def harness_for_run(run: Run, config: HarnessConfig, load: LoadConfig | str | No
     lm.intervention = None
     done = {task for task, _, _ in plan}
     kept = _kept_rows(run, done)
+    for task in done:  # the cells of an earlier run of these tasks (other targets) would no longer be this run's
+        shutil.rmtree(run.file(HARNESS_DIR) / task, ignore_errors=True)
     cell_paths = [run.write_json(name, obj) for name, obj in outputs.items()]
     path = run.write_csv(HARNESS_CSV, kept + rows, EVAL_COLUMNS)
     return HarnessResult(factor.text, rows, path, cell_paths)
@@ -245,6 +249,4 @@ def _kept_rows(run: Run, done: set[str]) -> list[dict[str, Any]]:
 
 
 def _default_device() -> str:
-    import torch  # deferred: torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
