@@ -262,15 +262,17 @@ def test_embedded_model_plain_and_steered(tmp_path, tasks, manager):
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from lens_steer.harness.model import run_pretrained
+    from lens_steer.harness.model import make_intervention, run_pretrained
     from lens_steer.run import Run
 
     run = tiny_run_embedded(tmp_path)
     plain = _evaluate(HFLM(pretrained=run_pretrained(Run(run)), device="cpu", batch_size=4, dtype="float32"),
                       manager, ["lsx_copa_fr"], limit=3)
-    ours = _evaluate(_lm(run), manager, ["lsx_copa_fr"], limit=3)
+    lm = _lm(run)
+    ours = _evaluate(lm, manager, ["lsx_copa_fr"], limit=3)
     assert _resps(ours, "lsx_copa_fr") == _resps(plain, "lsx_copa_fr")
-    steered = _evaluate(_lm(run, target="fr", factor="p_max"), manager, ["lsx_copa_fr"], limit=3)
+    lm.intervention = make_intervention(Run(run), "fr", "p_max")  # the same loaded model, now steered
+    steered = _evaluate(lm, manager, ["lsx_copa_fr"], limit=3)
     harness = torch.tensor([[ll for ll, _ in doc] for doc in _resps(steered, "lsx_copa_fr")], dtype=torch.float64)
     own = _own_logps(run, "p_max").double()[:3]
     # Without any intervention the two paths (HF sdpa, one forward; the bridge, eager, a KV-cached continuation)
@@ -284,9 +286,9 @@ def tiny_run_embedded(root: Path) -> Path:
 
     corpus = root / "corpus"
     corpus.mkdir()
-    for code in LANGS:
+    for code in ("en", "fr"):
         (corpus / f"{code}.txt").write_text("\n".join(SENTENCES[code]), encoding="utf-8")
     out = root / "run"
-    assert main(["identify", "--corpus", "files", "--corpus-path", str(corpus), "--langs", ",".join(LANGS),
-                 "--out", str(out), "--quiet", "--top-rate", "0.01"]) == 0
+    assert main(["identify", "--corpus", "files", "--corpus-path", str(corpus), "--langs", "en,fr", "--out", str(out),
+                 "--quiet", "--top-rate", "0.01", "--no-resid-cov"]) == 0
     return out
