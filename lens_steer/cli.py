@@ -284,7 +284,9 @@ def _harness(args: argparse.Namespace) -> int:
     result = harness_for_run(Run(args.run_dir), config, _load(args))
     for task in dict.fromkeys(r["task"] for r in result.rows):
         part = [r for r in result.rows if r["task"] == task]
-        print(format_eval(task, result.factor, part, self_cross(part)))
+        summary = [{**s, "lower_is_better": (task, s["metric"].split(":")[0]) in result.lower_is_better}
+                   for s in self_cross(part)]  # the harness's own direction of each metric
+        print(format_eval(task, result.factor, part, summary))
     return _results([result.path, f"{Run(args.run_dir).file(HARNESS_DIR)}/ ({len(result.cells)} cells)"], start)
 # ---- end of lens-steer harness ----
 

@@ -10,6 +10,8 @@ the same neuron set are kept; the tasks run now replace theirs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -180,6 +182,7 @@ class HarnessResult:
     rows: list[dict[str, Any]]
     path: Path
     cells: list[Path]
+    lower_is_better: set[tuple[str, str]]  # (task, metric) pairs the harness says are better lower (perplexity)
 
 
 def _plan(run: Run, config: HarnessConfig, manager: Any) -> list[tuple[str, str, list[str]]]:
@@ -218,15 +221,18 @@ def harness_for_run(run: Run, config: HarnessConfig, load: LoadConfig | str | No
     cells = [(task, lang, t) for task, lang, targets in plan for t in ("none", *targets)]
     rows: list[dict[str, Any]] = []
     outputs: dict[str, dict[str, Any]] = {}
+    lower: set[tuple[str, str]] = set()
     with tqdm(total=len(cells), desc="harness cells", unit="cell", disable=not config.progress) as bar:
         for task, lang, target in cells:
             bar.set_postfix_str(f"{task} / {target}")
             lm.intervention = None if target == "none" else make_intervention(run, target, factor.text)
-            results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=config.limit,
-                                      log_samples=False)
+            with contextlib.redirect_stdout(io.StringIO()):  # the harness prints ("bootstrapping for stddev")
+                results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=config.limit,
+                                          log_samples=False)
             if results is None:  # a non-zero rank under the harness's own distribution
                 continue
             rows += cell_rows(results, task, factor.text, target, lang)
+            lower |= {(task, m) for m, up in results.get("higher_is_better", {}).get(task, {}).items() if up is False}
             outputs[harness_cell(task, target)] = json.loads(json.dumps(results, default=handle_non_serializable))
             bar.update(1)
     lm.intervention = None
@@ -236,7 +242,7 @@ def harness_for_run(run: Run, config: HarnessConfig, load: LoadConfig | str | No
         shutil.rmtree(run.file(HARNESS_DIR) / task, ignore_errors=True)
     cell_paths = [run.write_json(name, obj) for name, obj in outputs.items()]
     path = run.write_csv(HARNESS_CSV, kept + rows, EVAL_COLUMNS)
-    return HarnessResult(factor.text, rows, path, cell_paths)
+    return HarnessResult(factor.text, rows, path, cell_paths, lower)
 
 
 def _kept_rows(run: Run, done: set[str]) -> list[dict[str, Any]]:
