@@ -292,3 +292,16 @@ def tiny_run_embedded(root: Path) -> Path:
     assert main(["identify", "--corpus", "files", "--corpus-path", str(corpus), "--langs", "en,fr", "--out", str(out),
                  "--quiet", "--top-rate", "0.01", "--no-resid-cov"]) == 0
     return out
+
+
+def test_a_new_neuron_set_retires_the_harness_results(tmp_path):
+    """eval_harness.csv and harness/ are derived files: set aside (not mixed) when the neuron set changes."""
+    from lens_steer.run import Run
+
+    (tmp_path / "harness" / "xcopa_id").mkdir(parents=True)
+    (tmp_path / "harness" / "xcopa_id" / "none.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "eval_harness.csv").write_text("task\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="eval_harness.csv"):
+        _, dest = Run(tmp_path).retire_derived("0123456789abcdef")
+    assert (dest / "harness" / "xcopa_id" / "none.json").is_file() and (dest / "eval_harness.csv").is_file()
+    assert not (tmp_path / "harness").exists() and not (tmp_path / "eval_harness.csv").exists()
