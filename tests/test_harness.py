@@ -123,17 +123,26 @@ def _own_logps(run, factor):
 
     r = Run(run)
     model = r.model()
+    model.bos = None  # as the harness encodes the tiny tokenizer's text (it adds no BOS): the same token sequences
     items = [Choice((f"{p} donc",) * 2, (f" {a}", f" {b}"), y) for p, a, b, y in COPA]
     steerer = Steerer(model, r.neurons(), r.stats())
     ivs = [Intervention("fr", factor) if factor else None for _ in items]
     return choice_logps(model, items, ivs, steerer if factor else None, batch_size=8)
 
 
-@pytest.mark.parametrize("factor", ["p_max*4", "resid:1*8"])
-def test_under_a_factor_the_harness_equals_lens_steers_own_scorer(run, manager, factor):
+@pytest.fixture(scope="module")
+def family_runs(tiny_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Runs of the non-gated GPT-2 and the Gemma-2 MLP (gelu_tanh), besides the module's Qwen2 one."""
+    return {arch: tiny_run(tiny_dirs[arch], tmp_path_factory.mktemp(f"harness_{arch}"), LANGS)
+            for arch in ("gpt2", "gemma2")}
+
+
+@pytest.mark.parametrize("factor", ["p_max*4", "resid:1*8", "gpt2:p_max*4", "gemma2:p_max*4"])
+def test_under_a_factor_the_harness_equals_lens_steers_own_scorer(run, family_runs, manager, factor):
     import torch
 
-
+    arch, _, factor = factor.rpartition(":") if factor.startswith(("gpt2:", "gemma2:")) else ("", "", factor)
+    run = family_runs[arch] if arch else run
     lm = _lm(run, batch_size=8, target="fr", factor=factor)
     got = _evaluate(lm, manager, ["lsx_copa_fr"])
     harness = torch.tensor([[ll for ll, _ in doc] for doc in _resps(got, "lsx_copa_fr")], dtype=torch.float64)
