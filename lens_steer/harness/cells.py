@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import shutil
 import warnings
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from lm_eval import simple_evaluate
-from lm_eval.tasks import TaskManager
+from lm_eval.tasks import TaskManager, get_task_dict
 from lm_eval.utils import handle_non_serializable
 from tqdm.auto import tqdm
 
@@ -125,6 +127,8 @@ def task_manager(include_path: str | None, names: Sequence[str]) -> Any:
     """The harness's task index: only ``include_path`` when it holds every task asked for (indexing the harness's
     own thousands of YAMLs takes seconds; a task found there would win over a built-in of the same name anyway),
     else the built-in tasks and ``include_path``."""
+    if include_path and not Path(include_path).is_dir():
+        raise LensSteerError(f"--include-path {include_path} is not a folder; give the folder of your task YAMLs")
     if include_path:
         own = TaskManager(include_path=include_path, include_defaults=False)
         try:
@@ -133,6 +137,28 @@ def task_manager(include_path: str | None, names: Sequence[str]) -> Any:
         except LensSteerError:
             pass
     return TaskManager(include_path=include_path)
+
+
+def _check_loads(manager: Any, name: str) -> None:
+    """Build the task once before the model loads (its YAML, its dataset): a hub dataset that is not cached offline
+    or a broken YAML is one line, not a traceback after minutes of work."""
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # this build is a check; the cell's own build shows its bars and warnings
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            get_task_dict([name], manager)
+    except Exception as exc:  # noqa: BLE001 - whatever the harness or datasets raise, the user fixes the task or data
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise LensSteerError(f"the harness cannot load task {name!r} ({type(exc).__name__}: {first}); offline, its"
+                             " dataset must be in the HF datasets cache, or give a local copy in your own task YAML"
+                             " (--include-path)") from None
+    finally:
+        logger.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def _targets(spec: str, neurons: Any, lang: str) -> list[str]:
@@ -196,6 +222,7 @@ def _plan(run: Run, config: HarnessConfig, manager: Any) -> list[tuple[str, str,
     plan = []
     for name, cfg in tasks:
         lang = task_language(name, cfg, overrides)
+        _check_loads(manager, name)
         targets = _targets(config.targets, neurons, lang)
         if not targets:
             warnings.warn(f"{name} ({lang}): no intervened language (its language has no neurons in this run);"
