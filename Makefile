@@ -20,7 +20,7 @@ help:
 	@echo "make test-fast - tests without the slow end-to-end ones"
 	@echo "make figures - regenerate the paper-style PNG figures in figures/ (runs identify + LSS + compare if needed)"
 	@echo "make notebooks - execute notebooks/*.ipynb at the full budget and write them back with their outputs (about 10 min)"
-	@echo "make bench  - speed/memory benchmarks P1-P9 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
+	@echo "make bench  - speed/memory benchmarks P1-P11 on Gemma-3-270M -> benchmarks/results.json (run on a quiet machine)"
 	@echo "make browser - install Debian's chromium (PNG/SVG export, report tests); part of setup"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -103,7 +103,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
-# P1-P8 side by side with their baselines (benchmarks/README.md); about 20-25 min on the 2-core CPU, `make demo` included.
+# P1-P11 side by side with their baselines (benchmarks/README.md); about 40 min on the 2-core CPU, `make demo` included.
 bench: setup
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 

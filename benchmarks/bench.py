@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""lens_steer benchmarks P1-P10: speed and memory targets, each measured side by side with its baseline.
+"""lens_steer benchmarks P1-P11: speed and memory targets, each measured side by side with its baseline.
 
     python benchmarks/bench.py                       # the whole suite on the embedded Gemma-3-270M (make bench)
     python benchmarks/bench.py --model tiny --skip-demo --repeats 1     # a tiny random Llama, seconds
@@ -25,14 +25,16 @@ P9 compare time         `lens-steer compare` at the README's settings before iss
                         processes on one neuron set: both wall times and their ratio.
 P10 explorer            `lens-steer explore`: a neuron page without the model (its HTTP callbacks), and a 20-token
                         steered generation on the run's model (explorer.py).
+P11 harness             lm-evaluation-harness log-likelihood requests: the `lens_steer` harness model under p_max
+                        vs the harness's plain `hf` model, same requests (harness_speed.py).
 
 Compared runs are interleaved within each repeat (A B C, then C B A, ...); every ratio is taken per repeat and
 reported as median, min and max over repeats. Results go to --out (JSON) and a Markdown table next to it.
 
 This file is the entry point: the command line and the order of the suite. Each benchmark lives in a module of its
 own (P1/P2 recording.py, P3 lss_speed.py, P4 memory.py, P5 demo_time.py, P6 scaleout.py, P7 gpu.py, P8
-attention_kernels.py, P9 compare_time.py, P10 explorer.py), on the shared pieces: workload.py (model, corpus),
-timing.py (interleaved repeats), targets.py, machine.py and results_table.py.
+attention_kernels.py, P9 compare_time.py, P10 explorer.py, P11 harness_speed.py), on the shared pieces:
+workload.py (model, corpus), timing.py (interleaved repeats), targets.py, machine.py and results_table.py.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from benchmarks.compare_time import bench_compare  # noqa: E402
 from benchmarks.demo_time import bench_demo  # noqa: E402
 from benchmarks.explorer import bench_explorer  # noqa: E402 - P10, the explorer
 from benchmarks.gpu import bench_gpu  # noqa: E402
+from benchmarks.harness_speed import bench_harness  # noqa: E402
 from benchmarks.lss_speed import bench_lss, compare_lss  # noqa: E402
 from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.memory import bench_memory, p4_child  # noqa: E402
@@ -99,6 +102,7 @@ FRESH: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "P8": bench_attention,
     "P9": bench_compare,
     "P10": bench_explorer,  # the explorer: a neuron page without the model, a 20-token steered generation
+    "P11": bench_harness,  # lm-evaluation-harness under a factor vs the plain hf model (issue 29)
 }
 BENCHMARKS = ("P1", "P2", "P3", *FRESH)
 
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-logits", choices=("full", "last"), default="full",
                    help="P2: the reference computes full-vocabulary logits (default, as the issue specifies) or"
                         " only the last position's (what generate() does in recent transformers)")
-    p.add_argument("--only", default=None, help="comma-separated subset of P1,...,P10")
+    p.add_argument("--only", default=None, help="comma-separated subset of P1,...,P11")
     p.add_argument("--skip-demo", action="store_true", help="skip P5")
     p.add_argument("--demo-cmd", default=None, help="P5: time this shell command instead of `make demo`")
     p.add_argument("--device", default="cpu")

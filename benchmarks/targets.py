@@ -1,4 +1,4 @@
-"""The targets P1-P10 are held to, and whether a figure meets one.
+"""The targets P1-P11 are held to, and whether a figure meets one.
 
 Each key is a figure of results.json: ``(comparison, target, unit, what)``; comparison ``-`` marks a measurement
 reported without a target.
@@ -30,6 +30,9 @@ TARGETS: dict[str, tuple[str, float, str, str]] = {
     # P10, the explorer (lens-steer explore)
     "P10_neuron_page_seconds": ("<=", 1.0, "s", "explorer: one neuron page without the model (its two callbacks)"),
     "P10_steer_20_tokens_seconds": ("<=", 10.0, "s", "explorer: a 20-token steered generation, model loaded"),
+    # P11, lm-evaluation-harness (lens_steer.harness)
+    "P11_harness_over_hf": ("<=", 1.10, "x", "lm-evaluation-harness log-likelihood: lens_steer model under p_max /"
+                            " the plain hf model, same requests"),
 }
 
 

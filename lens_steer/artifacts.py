@@ -24,11 +24,13 @@ STABILITY_CSV = "stability.csv"
 STABILITY_FILE = "stability.safetensors"
 EXPLORE_CACHE = "explore_cache.json"  # the explorer's neuron pages: top tokens and logit effects, computed once
 EVAL_GLOB = "eval_*.csv"
+HARNESS_CSV = "eval_harness.csv"  # lens-steer harness: every (task, setting) cell, long format like eval_<task>.csv
+HARNESS_DIR = "harness"  # the harness's own results JSON per cell: harness/<task>/<intervened>.json
 LOCK_FILE = ".lens_steer.lock"
 STALE_DIR = "stale"
 # Everything a later stage derives from the neuron set: stamped with its fingerprint, set aside when it changes.
 DERIVED_FILES = (LSS_CSV, LSS_SUMMARY, FORCING_CSV, GENERATIONS_FILE, COMPARE_CSV, COMPARE_SUMMARY, REPORT_FILE,
-                 STABILITY_CSV, STABILITY_FILE, EXPLORE_CACHE)
+                 STABILITY_CSV, STABILITY_FILE, EXPLORE_CACHE, HARNESS_DIR)
 DERIVED_GLOBS = (EVAL_GLOB, "eval_*_outputs.jsonl")
 FINGERPRINT = "run_fingerprint"  # the column / key every derived artifact carries
 
@@ -36,6 +38,15 @@ FINGERPRINT = "run_fingerprint"  # the column / key every derived artifact carri
 def eval_csv(task: str) -> str:
     """The long-format table of one evaluation task (``task`` as labelled, e.g. ``xcopa-refjoin``)."""
     return f"eval_{task}.csv"
+
+
+def harness_cell(task: str, intervened: str) -> str:
+    """The harness's own results JSON of one cell (``intervened``: a language or ``none``), inside the run.
+
+    >>> harness_cell("xcopa_id", "none")
+    'harness/xcopa_id/none.json'
+    """
+    return f"{HARNESS_DIR}/{task}/{intervened}.json"
 
 
 def eval_outputs(task: str) -> str:

@@ -278,6 +278,29 @@ def _explore(args: argparse.Namespace) -> int:
 # ---- end explore ----
 
 
+# ---- lens-steer harness (issue 29) ----
+def _harness(args: argparse.Namespace) -> int:
+    from lens_steer.configs import HarnessConfig
+    from lens_steer.evals import self_cross
+    from lens_steer.run import HARNESS_DIR  # deferred: torch, so that --help stays fast
+
+    start = time.perf_counter()
+    config = config_from_args(HarnessConfig, args)  # checked before the harness is imported
+    try:
+        from lens_steer.harness.cells import harness_for_run  # deferred: lm_eval (seconds), an optional extra
+    except ImportError as exc:
+        raise LensSteerError(f"lm-evaluation-harness cannot be imported ({exc}); pip install"
+                             " 'lens-steer[harness]'") from None
+    result = harness_for_run(Run(args.run_dir), config, _load(args))
+    for task in dict.fromkeys(r["task"] for r in result.rows):
+        part = [r for r in result.rows if r["task"] == task]
+        summary = [{**s, "lower_is_better": (task, s["metric"].split(":")[0]) in result.lower_is_better}
+                   for s in self_cross(part)]  # the harness's own direction of each metric
+        print(format_eval(task, result.factor, part, summary))
+    return _results([result.path, f"{Run(args.run_dir).file(HARNESS_DIR)}/ ({len(result.cells)} cells)"], start)
+# ---- end of lens-steer harness ----
+
+
 def _setup(args: argparse.Namespace) -> int:
     print(f"UDHR: {ensure_udhr()}")
     if not args.skip_model:
@@ -308,11 +331,14 @@ INTERRUPTED = {
     "figures": "every file listed as written is complete and kept; a rerun writes them all again",
     "setup": "the UDHR and the converted model are each cached only once complete; a rerun redoes what was unfinished",
     "explore": "explore only adds finished neuron pages to explore_cache.json; a rerun serves them again",
+    "harness": "harness writes eval_harness.csv and its cells' JSON only when every cell is done, so nothing was"
+               " written; a rerun starts over",  # lens-steer harness (issue 29)
 }
 HANDLERS = {"identify": _identify, "merge": _merge, "neurons": _neurons, "lss": _lss, "steer": _steer,
             "forcing": _forcing, "eval": _eval, "compare": _compare, "inspect": _inspect, "stability": _stability,
             "report": _report, "figures": _figures, "setup": _setup}
 HANDLERS["explore"] = _explore  # lens-steer explore
+HANDLERS["harness"] = _harness  # lens-steer harness (issue 29)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,6 +18,7 @@ from typing import Any
 from lens_steer.configs import (CompareOptions, EvalOptions, ForcingConfig, IdentifyConfig, InspectConfig, LSSConfig,
                                 RecordConfig, StabilityConfig, SteerConfig)
 from lens_steer.configs import ExploreConfig  # lens-steer explore (issue 28)
+from lens_steer.configs import HarnessConfig  # lens-steer harness (issue 29)
 from lens_steer.models.load_config import LoadConfig
 from lens_steer.options import Option, cli_fields
 
@@ -31,6 +32,8 @@ CONFIGS: dict[str, tuple[type, ...]] = {
     "inspect": (InspectConfig, LoadConfig),
     "stability": (StabilityConfig,),
     "explore": (ExploreConfig, LoadConfig),  # lens-steer explore
+    # ---- lens-steer harness (issue 29) ----
+    "harness": (HarnessConfig, LoadConfig),
 }
 """The configs whose fields each subcommand takes as options; LoadConfig's are listed as "model placement"."""
 
@@ -210,6 +213,16 @@ COMMANDS: dict[str, tuple[str, Any]] = {
                "Write RUN_DIR/report.html: the run manifest, neuron counts, the layer, overlap and Jaccard figures, the"
                " per-layer inspector, and, when present, LSS tables and figures, forcing success, steered generations"
                " and downstream evaluations. plotly.js is embedded: the page needs no network."),
+    # ---- lens-steer harness (issue 29) ----
+    "harness": ("lm-evaluation-harness tasks under amplification, self- vs cross-language",
+                "Run lm-evaluation-harness tasks (the optional extra lens-steer[harness]) with the harness's own"
+                " prompts and metrics, without intervention and with each target language's neurons changed by"
+                " FACTOR; write RUN_DIR/eval_harness.csv (task, factor, intervened, eval_lang, metric, value, low,"
+                " high, interval, n: as eval_<task>.csv) and the harness's results JSON per cell"
+                " (RUN_DIR/harness/<task>/<intervened>.json), and print the self-language (eval = target) and"
+                " cross-language mean changes. A task's language comes from its name or metadata (--task-langs"
+                " overrides)."),
+    # ---- end of lens-steer harness ----
     "figures": ("the paper-style figures of a run as PNG/SVG/HTML files", _figures_description),
     # ---- explore (the live explorer) ----
     "explore": ("a live neuron explorer in the browser: layers, neuron pages, a steering playground (Dash)",

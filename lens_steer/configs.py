@@ -456,3 +456,47 @@ class ExploreConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise LensSteerError(f"--port must be in 1..65535, not {self.port}")
+
+
+# ---- harness (lm-evaluation-harness tasks; lens_steer.harness) ----
+@dataclass(frozen=True)
+class HarnessConfig:
+    """``lens-steer harness``: lm-evaluation-harness tasks without and with each target's neurons changed by
+    ``factor`` (:func:`lens_steer.harness.cells.harness_for_run`). Checked when built: a bad factor, target list or
+    ``--task-langs`` fails before the harness is imported."""
+
+    tasks: str = option(help="harness task names, comma-separated (a group such as xcopa: each of its tasks)")
+    factor: str | None = option(None, help="factor (default: best_factor of RUN_DIR/lss_summary.json)")
+    targets: str = option("self", help="intervened languages: self (each task's own language), all (every run"
+                          " language with neurons) or a list such as fr,ja")
+    include_path: str | None = option(None, metavar="DIR", help="a folder of your own task YAMLs (the harness's"
+                                      " --include_path)")
+    limit: int | None = option(None, type=positive_int, help="first N documents per task")
+    task_langs: str | None = option(None, metavar="TASK=LANG,...", help="the language of tasks whose name and"
+                                    " metadata do not tell it (overrides both)")
+    batch_size: int = _batch_size(8, "requests")
+    progress: bool = _progress()
+
+    def __post_init__(self) -> None:
+        if not [t for t in self.tasks.split(",") if t.strip()]:
+            raise LensSteerError("--tasks names no task; pass e.g. --tasks xcopa_id,xwinograd_fr")
+        if self.factor is not None:
+            parse_factor(self.factor)
+        self.task_lang_map()
+
+    def task_lang_map(self) -> dict[str, str]:
+        """``--task-langs`` as {task: language code}.
+
+        >>> HarnessConfig(tasks="t", task_langs="my_task=fr, other=ja").task_lang_map()
+        {'my_task': 'fr', 'other': 'ja'}
+        """
+        out: dict[str, str] = {}
+        for item in (self.task_langs or "").split(","):
+            if not item.strip():
+                continue
+            task, sep, lang = item.partition("=")
+            if not sep or not task.strip() or not lang.strip():
+                raise LensSteerError(f"cannot read --task-langs item {item.strip()!r}; write TASK=LANG, e.g."
+                                     " my_task=fr")
+            out[task.strip()] = lang.strip()
+        return out

@@ -20,6 +20,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_NAMES = ("model", "bridge", "texts", "stats", "neurons")
 
+try:  # the harness package needs the optional extra lens-steer[harness]; without it its doctests are not collected
+    import lm_eval  # noqa: F401
+except ImportError:
+    collect_ignore_glob = ["harness/*"]
+
 
 @pytest.fixture(scope="session")
 def _tiny_namespace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

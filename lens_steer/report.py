@@ -141,7 +141,9 @@ def _stability_figure(run: Run, neurons: Any) -> dict[str, go.Figure]:
 def _eval_figures(run: Run) -> dict[str, go.Figure]:
     """Per ``eval_<task>.csv``: the change under amplification (heatmap) and the values with their intervals."""
     figs: dict[str, go.Figure] = {}
-    for frame in _eval_tables(run).values():
+    # one task per eval_<task>.csv; eval_harness.csv holds every harness task run (one figure pair each)
+    frames = [part for frame in _eval_tables(run).values() for _, part in frame.groupby("task", sort=False)]
+    for frame in frames:
         deltas = eval_deltas(frame)
         if deltas.empty:
             continue

@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 # Artifact names live in the leaf module lens_steer.artifacts; re-exported here, where they are read and written.
 from lens_steer.artifacts import (COMPARE_CSV, COMPARE_SUMMARY, DERIVED_FILES, DERIVED_GLOBS,  # noqa: F401
-                                  EVAL_GLOB, EXPLORE_CACHE, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, LOCK_FILE,
-                                  LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE, PARTIAL_DIR, REPORT_FILE,
-                                  SENT_MEANS_FILE, STABILITY_CSV, STABILITY_FILE, STALE_DIR, STATS_FILE, FOLDS_FILE,
-                                  eval_csv, eval_outputs)
+                                  EVAL_GLOB, EXPLORE_CACHE, FINGERPRINT, FORCING_CSV, GENERATIONS_FILE, HARNESS_CSV,
+                                  HARNESS_DIR, LOCK_FILE, LSS_CSV, LSS_SUMMARY, MANIFEST_FILE, NEURONS_FILE,
+                                  PARTIAL_DIR, REPORT_FILE, SENT_MEANS_FILE, STABILITY_CSV, STABILITY_FILE, STALE_DIR,
+                                  STATS_FILE, FOLDS_FILE, eval_csv, eval_outputs, harness_cell)
 from lens_steer.errors import LensSteerError
 from lens_steer.paths import atomic_path, write_json
 

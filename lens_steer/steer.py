@@ -31,6 +31,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.factors import Factor, Intervention, ResidualShift
 from lens_steer.instructions import instructed
 from lens_steer.models import ACT_FNS, MLPSite, Model, ModelLike, as_model
+from lens_steer.models.hf_points import hf_points
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats, check_compatible
 
@@ -171,9 +172,13 @@ class Steerer:
     True
     """
 
-    def __init__(self, model: ModelLike, neurons: NeuronSet, stats: Stats | None = None):
-        self.model = as_model(model)
-        self.site = self.model.site
+    def __init__(self, model: ModelLike | None, neurons: NeuronSet, stats: Stats | None = None, *,
+                 site: MLPSite | None = None):
+        # model None with a site: a plain HF model steered through apply_hf (the lm-evaluation-harness model)
+        self.model = as_model(model) if model is not None else None
+        if site is None and self.model is None:
+            raise LensSteerError("a Steerer needs a model or the site of one")
+        self.site = site if site is not None else self.model.site
         neurons.check_model(self.site.n_layers, self.site.d_mlp)
         if stats is not None:
             check_stats_for_model(stats, self.site, self.model)
@@ -339,6 +344,59 @@ class Steerer:
         finally:
             handle.remove()
 
+    @contextlib.contextmanager
+    def apply_hf(self, hf: torch.nn.Module, interventions: Sequence[Intervention | None] | None,
+                 prompt_end: Tensor | int | None = None, valid: Tensor | None = None) -> Iterator[None]:
+        """:meth:`apply` on a plain HF model (no bridge): the same hooks on the HF modules whose inputs and outputs
+        are the bridge's hook points (:func:`lens_steer.models.hf_points`), removed on exit, also after an exception.
+
+        ``valid`` (``[batch, pos]``) says which positions are real where the model is called without an
+        ``attention_mask`` (the harness's right-padded log-likelihood batches); test-time statistics read it.
+        """
+        if interventions is None:
+            yield
+            return
+        points = hf_points(hf)
+        rows = list(interventions)
+        hooks = _SteeringHooks(self, rows, True, self.plan(rows), prompt_end, 0, self.resid_plan(rows))
+        hooks.fallback_mask = valid
+        handles = [hf.register_forward_pre_hook(hooks.see_call, with_kwargs=True)]
+        try:
+            if hooks.need_positions:
+                handles.append(points.embed.register_forward_hook(lambda m, a, out: hooks.track(out, None)))
+            for layer, plan in hooks.plans.items():
+                at = _At(layer)
+                if not hooks.value_is_post:
+                    handles.append(points.up[layer].register_forward_hook(  # type: ignore[union-attr]
+                        lambda m, a, out, at=at: hooks.grab_up(out, at)))
+                    if plan.dyn:
+                        handles.append(points.gate[layer].register_forward_hook(
+                            lambda m, a, out, at=at: hooks.grab_pre(out, at)))
+                handles.append(points.down[layer].register_forward_pre_hook(
+                    lambda m, args, at=at: (hooks.patch(args[0], at), *args[1:])))
+            for layer in hooks.resid:
+                handles.append(points.layers[layer].register_forward_hook(
+                    lambda m, a, out, at=_At(layer): _on_first(out, lambda x: hooks.shift(x, at))))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+class _At:
+    """What a TransformerLens hook point tells a hook about itself (its layer), for hooks on plain HF modules."""
+
+    def __init__(self, layer: int):
+        self._layer = layer
+
+    def layer(self) -> int:
+        return self._layer
+
+
+def _on_first(out: Any, fn: Any) -> Any:
+    """Apply ``fn`` to a module's output, or to the first element where it returns a tuple (HF decoder layers)."""
+    return (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out)
+
 
 def _affine(factor: Factor, n: int, values: Tensor | None) -> tuple[Tensor, Tensor, dict[DynKey, Tensor]]:
     """(alpha, beta, dyn) of ``act' = alpha * act + beta + dyn * statistic`` for n neurons."""
@@ -376,6 +434,7 @@ class _SteeringHooks:
         self.up: dict[int, Tensor] = {}
         self.pre: dict[int, Tensor] = {}
         self.mask: Tensor | None = None
+        self.fallback_mask: Tensor | None = None  # the real positions of calls made without an attention_mask
         self.gate_key: Any = None
         self.gate: Tensor | None = None
 
@@ -401,7 +460,8 @@ class _SteeringHooks:
 
     def see_call(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
         """Forward pre-hook on the model: remember this call's attention mask (test-time statistics need it)."""
-        self.mask = kwargs.get("attention_mask")
+        mask = kwargs.get("attention_mask")
+        self.mask = mask if mask is not None else self.fallback_mask
 
     def track(self, x: Tensor, hook: Any) -> None:  # fires once per forward, before any block
         self.offset += self.this_len

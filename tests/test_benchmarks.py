@@ -119,7 +119,7 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
                 "P3_lss_speedup_vs_batch1", "P4_rss_growth_4x", "P6_torchrun_2_over_1", "P6_merge_share",
                 "P7_record_bf16_over_forward", "P7_lss_over_forward",  # the GPU code path, run on the CPU here
                 "P8_sdpa_over_eager_seconds", "P8_sdpa_over_eager_peak", "P10_neuron_page_seconds",
-                "P10_steer_20_tokens_seconds"):
+                "P10_steer_20_tokens_seconds", "P11_harness_over_hf"):
         assert results[key]["runs"] == 1 and results[key]["median"] > 0, key
     assert results["details"]["P6_same_neurons"]
     assert results["P5_demo_seconds"]["runs"] == 0 and results["met"]["P5_demo_seconds"] is None
@@ -135,7 +135,7 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tmp_path):
                 "P1_record_over_bridge", "P2_ceiling_reference_over_plain_forward",
                 "P2_ceiling_reference_over_headless_forward"):  # where P1 and P2 come from
         assert details[key]["runs"] == 1 and details[key]["median"] > 0, key
-    assert (out.with_suffix(".md")).read_text().count("| `P") == len(bench.TARGETS) == 17
+    assert (out.with_suffix(".md")).read_text().count("| `P") == len(bench.TARGETS) == 18
     assert "P1_record_over_forward" in proc.stdout  # the printed table
 
 

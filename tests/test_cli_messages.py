@@ -40,6 +40,8 @@ KEEPS = {"identify": "finished languages are kept in R/partial; rerun the same c
          "figures": "every file listed as written is complete and kept; a rerun writes them all again",
          "setup": "each cached only once complete; a rerun redoes what was unfinished"}
 KEEPS["explore"] = "only adds finished neuron pages to explore_cache.json"  # lens-steer explore
+ARGV["harness"] = ["R", "--tasks", "xcopa_id"]  # lens-steer harness (issue 29)
+KEEPS["harness"] = "eval_harness.csv and its cells' JSON only when every cell is done, so nothing was written"
 
 
 def test_every_command_has_an_interrupt_line():

@@ -21,6 +21,7 @@ from lens_steer.options import cli_fields, positive_int
 MINIMAL = {"identify": ["--out", "R"], "merge": ["S0", "--out", "R"], "neurons": ["R"], "lss": ["R"],
            "steer": ["R", "hello", "--to", "fr"], "forcing": ["R"], "eval": ["R", "--task", "xcopa"], "compare": ["R"],
            "inspect": ["R", "--layer", "0", "--neuron", "0"], "stability": ["R"], "report": ["R"], "figures": ["R"], "setup": []}
+MINIMAL["harness"] = ["R", "--tasks", "xcopa_id"]  # lens-steer harness (issue 29)
 # The options (by dest) that are no config field, per command: the only ones cli_parser writes by hand.
 NOT_CONFIG = {"identify": {"out", "shard"}, "merge": {"shards", "out"},
               "neurons": {"run_dir", "export_pth", "per_layer"}, "lss": {"run_dir"}, "steer": {"run_dir", "prompt"},
@@ -28,6 +29,7 @@ NOT_CONFIG = {"identify": {"out", "shard"}, "merge": {"shards", "out"},
               "stability": {"run_dir"}, "report": {"run_dir", "out"}, "figures": {"run_dir", "out", "format", "compare"},
               "setup": {"skip_model"}}
 MINIMAL["explore"], NOT_CONFIG["explore"] = ["R"], {"run_dir"}  # lens-steer explore
+NOT_CONFIG["harness"] = {"run_dir"}  # lens-steer harness (issue 29)
 
 
 def subparser(command: str) -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ bare bridge that :func:`as_model` wraps once. One idea per module:
 * :mod:`~lens_steer.models.site`: :class:`MLPSite`, where the neurons live and what they mean; activation functions.
 * :mod:`~lens_steer.models.handle`: the :class:`Model` handle, :func:`as_model`, the capability probes.
 * :mod:`~lens_steer.models.bypass`: the bridge bypasses the handle takes for speed once proved equal (:func:`bare_hf`).
+* :mod:`~lens_steer.models.hf_points`: where a plain HF model (no bridge) computes the bridge's hook points.
 * :mod:`~lens_steer.models.padding`: :func:`pad_rows`.
 * :mod:`~lens_steer.models.load_config`: :class:`LoadConfig` (device, device map, dtype, attention), checked; its
   fields declare the placement options of the CLI, so it imports no torch until a check asks about devices.
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from lens_steer.models.embedded import (EMBEDDED_HUB_ID, EMBEDDED_MODEL, EMBEDDED_PACKAGE, embedded_model_dir,
                                             ensure_embedded_model)
     from lens_steer.models.handle import Model, ModelLike, as_model
+    from lens_steer.models.hf_points import HFPoints, hf_points
     from lens_steer.models.load_config import ATTENTIONS, LoadConfig, check_device, dtype_name, resolve_dtype
     from lens_steer.models.loading import check_model_spec, has_chat_template, hub_cached, load_model, offline
     from lens_steer.models.padding import pad_rows
@@ -43,6 +45,7 @@ _LAZY = {
     **dict.fromkeys(("EMBEDDED_HUB_ID", "EMBEDDED_MODEL", "EMBEDDED_PACKAGE", "embedded_model_dir",
                      "ensure_embedded_model"), "embedded"),
     **dict.fromkeys(("Model", "ModelLike", "as_model"), "handle"),
+    **dict.fromkeys(("HFPoints", "hf_points"), "hf_points"),
     **dict.fromkeys(("ATTENTIONS", "LoadConfig", "check_device", "dtype_name", "resolve_dtype"), "load_config"),
     **dict.fromkeys(("check_model_spec", "has_chat_template", "hub_cached", "load_model", "offline"), "loading"),
     "pad_rows": "padding",
