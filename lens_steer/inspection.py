@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import LensSteerError, check_neuron
 from lens_steer.neurons import NeuronSet
 from lens_steer.stats import Stats
 
@@ -34,8 +35,7 @@ class InspectorData:
         self.freq = None if frequency is None else frequency[order].numpy()  # [lang, layer, d_mlp]
 
     def table(self, layer: int, which: str = "language") -> pd.DataFrame:
-        if not 0 <= layer < self.n_layers:
-            raise LensSteerError(f"layer {layer} is outside 0..{self.n_layers - 1}")
+        check_neuron(layer, None, self.n_layers, 0)
         if which == "language":
             idx = np.flatnonzero(self.mask[layer].any(axis=1))
         elif which == "all":
@@ -58,17 +58,16 @@ class InspectorData:
             "assigned": assigned.reshape(-1), "assigned_to": np.repeat(owners, k) if len(idx) else [], **extra,
         }, columns=columns)
 
-
     def neurons_table(self, layer: int) -> pd.DataFrame:
         """One row per language neuron of ``layer`` (the explorer's layer view): its ``languages``, the LAPE
         ``entropy`` of its probabilities normalised over the languages (low: specific), ``p_<lang>`` per language,
         and ``p_max``, ``p_median`` (and ``selection`` with stability results) of its first language."""
+        from lens_steer.identification import lape_entropy  # deferred: the recorder and models, only for this
+
         long = self.table(layer, "language")
         k = len(self.langs)
         prob = long["probability"].to_numpy().reshape(-1, k)            # [n, lang]
-        q = prob / np.where(prob.sum(axis=1, keepdims=True) > 0, prob.sum(axis=1, keepdims=True), 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
+        entropy = lape_entropy(torch.from_numpy(prob)).numpy()
         assigned = long["assigned"].to_numpy().reshape(-1, k)
         first = assigned.argmax(axis=1)                                  # every row has an assigned language
         rows = np.arange(len(first))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from lens_steer.corpora import load_corpus
 from lens_steer.configs import InspectConfig  # noqa: F401 - declared there, torch-free, for the CLI
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import LensSteerError, check_neuron
 from lens_steer.languages import parse_languages
 from lens_steer.models import ACT_FNS, LoadConfig, ModelLike, as_model
 from lens_steer.recorder import RecordConfig, tokenise
@@ -50,10 +50,7 @@ def top_activating_tokens(model: ModelLike, texts: dict[str, Sequence[str]], lay
     """
     model = as_model(model)
     mlp = model.site
-    if not 0 <= layer < mlp.n_layers:
-        raise LensSteerError(f"--layer {layer} is outside 0..{mlp.n_layers - 1}")
-    if not 0 <= neuron < mlp.d_mlp:
-        raise LensSteerError(f"--neuron {neuron} is outside 0..{mlp.d_mlp - 1}")
+    check_neuron(layer, neuron, mlp.n_layers, mlp.d_mlp, flags=True)
     if top_k < 1:
         raise LensSteerError("top_k must be >= 1")
     config = config or RecordConfig(site=site)
@@ -103,10 +100,7 @@ def neuron_profile(run: Run, layer: int, neuron: int) -> tuple[list[str], Any]:
     from lens_steer.inspection import inspector_tables  # deferred: pandas and pyarrow, only for this table
 
     stats, neurons = run.stats(), run.neurons()
-    if not 0 <= layer < stats.n_layers:
-        raise LensSteerError(f"--layer {layer} is outside 0..{stats.n_layers - 1}")
-    if not 0 <= neuron < stats.d_mlp:
-        raise LensSteerError(f"--neuron {neuron} is outside 0..{stats.d_mlp - 1}")
+    check_neuron(layer, neuron, stats.n_layers, stats.d_mlp, flags=True)
     table = inspector_tables(stats, neurons, layer, which="all", frequency=read_frequency(run))
     owners = [c for c in neurons.languages if neuron in set(neurons.neurons[c][layer])]
     return owners, table[table["neuron"] == neuron]

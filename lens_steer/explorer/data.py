@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lens_steer.configs import ExploreConfig, InspectConfig
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import LensSteerError, check_neuron
 from lens_steer.inspection import InspectorData
 from lens_steer.run import EXPLORE_CACHE, Run
 
@@ -86,10 +86,7 @@ class ExploreData:
 
     def check_neuron(self, layer: int, neuron: int | None = None) -> None:
         """One line for a layer or neuron outside the run (the words of ``lens-steer inspect``)."""
-        if not 0 <= layer < self.stats.n_layers:
-            raise LensSteerError(f"layer {layer} is outside 0..{self.stats.n_layers - 1}")
-        if neuron is not None and not 0 <= neuron < self.stats.d_mlp:
-            raise LensSteerError(f"neuron {neuron} is outside 0..{self.stats.d_mlp - 1}")
+        check_neuron(layer, neuron, self.stats.n_layers, self.stats.d_mlp)
 
     def layer_table(self, layer: int) -> pd.DataFrame:
         self.check_neuron(layer)

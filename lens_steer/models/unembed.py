@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import check_neuron
 from lens_steer.models.handle import ModelLike, as_model
 
 
@@ -42,10 +42,7 @@ def neuron_logit_effect(model: ModelLike, layer: int, neuron: int) -> Float[Tens
     """
     model = as_model(model)
     site = model.site
-    if not 0 <= layer < site.n_layers:
-        raise LensSteerError(f"layer {layer} is outside 0..{site.n_layers - 1}")
-    if not 0 <= neuron < site.d_mlp:
-        raise LensSteerError(f"neuron {neuron} is outside 0..{site.d_mlp - 1}")
+    check_neuron(layer, neuron, site.n_layers, site.d_mlp)
     bridge = model.bridge
     block = bridge.blocks[layer]
     with torch.inference_mode():

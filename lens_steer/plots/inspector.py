@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import LensSteerError, check_neuron
 from lens_steer.inspection import InspectorData
 from lens_steer.neurons import NeuronSet
 from lens_steer.plots.languages import language_label, order_languages
@@ -66,8 +66,7 @@ def _inspector_frame(data: InspectorData, layer: int, langs: list[str], col: lis
     """One layer's heatmap rows (z, y, hover data) and cross marks (mx, my), ``langs`` ordered columns (``col``:
     their indices in the data). A layer with no language neurons gets one blank placeholder row, so the slider
     can still show it."""
-    if not 0 <= layer < data.n_layers:
-        raise LensSteerError(f"layer {layer} is outside 0..{data.n_layers - 1}")
+    check_neuron(layer, None, data.n_layers, 0)
     idx = np.flatnonzero(data.mask[layer].any(axis=1))
     if len(idx) > max_neurons:  # the most active neurons, kept in index order
         top = np.argsort(-data.prob[layer][idx].max(axis=1), kind="stable")[:max_neurons]
