@@ -28,6 +28,21 @@ SENTENCES = {
 }
 
 
+def chromium() -> str:
+    """The system browser for the browser tests: fail loudly in CI (a green run must not hide a missing install),
+    skip elsewhere."""
+    import pytest
+
+    from lens_steer.plots import browser_path
+
+    path = browser_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: `make setup` installs it (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (make browser)")
+    return path
+
+
 def tiny_run(model_dir: Path, root: Path, langs, top_rate: str = "0.2", extra: tuple[str, ...] = ()) -> Path:
     """``root/run``: ``lens-steer identify`` of a tiny checkpoint over :data:`SENTENCES` of ``langs`` as a
     ``--corpus files`` folder (``root/corpus``), LAPE keeping ``top_rate`` of the neurons so every language has some."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SENTENCES
+from helpers import SENTENCES, chromium
 from lens_steer.cli import main
 from lens_steer.configs import ExploreConfig
 from lens_steer.neurons import NeuronSet
@@ -31,18 +31,6 @@ LANGS = ("en", "fr", "ru")
 ROOT = Path(__file__).resolve().parents[1]
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-extensions"]
-
-
-def _chromium() -> str:
-    """The system browser (tests/test_report.py's rule: fail in CI without one, skip elsewhere)."""
-    from lens_steer.plots import browser_path
-
-    path = browser_path()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: `make setup` installs it (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (make browser)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +77,9 @@ def serving(run: Path, **config) -> Iterator[tuple[str, object]]:
 def browser_page(errors: list[str]) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
-    chromium = _chromium()
+    executable = chromium()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROME_ARGS)
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROME_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.set_default_timeout(60_000)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import SENTENCES
+from helpers import SENTENCES, chromium
 from lens_steer.cli import main
 from lens_steer.run import Run
 
@@ -22,18 +22,6 @@ CHROME_ARGS = ["--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--
                "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
                "--disable-sync", "--disable-extensions", "--metrics-recording-only",
                "--disable-features=Translate,MediaRouter,OptimizationHints"]
-
-
-def _chromium() -> str:
-    """The browser for the tests: fail loudly in CI (a green run must not hide a missing install), skip elsewhere."""
-    from lens_steer.plots import browser_path
-
-    path = browser_path()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: `make setup` installs it (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (make browser)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +85,7 @@ def test_report_bad_inputs(tmp_path, capsys):
 
 def test_report_renders_in_chromium(full_run, tmp_path):
     """Every plot draws its SVG, controls work, no console errors and no network; a screenshot is kept."""
-    chromium = _chromium()
+    executable = chromium()
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -106,7 +94,7 @@ def test_report_renders_in_chromium(full_run, tmp_path):
     errors: list[str] = []
     external: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROME_ARGS)
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROME_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
@@ -157,7 +145,7 @@ def test_report_renders_in_chromium(full_run, tmp_path):
 
 
 def test_figures_cli(full_run, tmp_path, capsys):
-    _chromium()
+    chromium()
     out = tmp_path / "figs"
     assert main(["figures", str(full_run), "--out", str(out), "--format", "png,svg"]) == 0
     names = {p.name for p in out.iterdir()}
